@@ -1,0 +1,1 @@
+"""Handler implementations: simple, console, debug, file, buffer, callback."""

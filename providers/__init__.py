@@ -1,0 +1,1 @@
+"""Provider implementations: anthropic (the real SDK), mock (embedded), replay."""
