@@ -12,6 +12,7 @@ from typing import Any
 
 import attrs
 import cattrs
+from cattrs.v import format_exception
 
 from ._errors import SluicewayError
 
@@ -115,6 +116,16 @@ def handler_option_names(cls: type) -> frozenset[str] | None:
 _options_converter = cattrs.Converter(forbid_extra_keys=True)
 
 
+def _structure_bool(value: Any, _: type) -> bool:
+    # cattrs' default is bool(value), which reads "false" as True; options want a real bool.
+    if isinstance(value, bool):
+        return value
+    raise TypeError(f"expected true or false, got {value!r}")
+
+
+_options_converter.register_structure_hook(bool, _structure_bool)
+
+
 def build_handlers(refs: Sequence[str], opts: Mapping[str, Any], context_for: Any) -> list[Any]:
     """Build fresh handler instances for one step of one run.
 
@@ -154,5 +165,13 @@ def build_handlers(refs: Sequence[str], opts: Mapping[str, Any], context_for: An
 
 def _describe(exc: Exception) -> str:
     if isinstance(exc, cattrs.BaseValidationError):
-        return "; ".join(cattrs.transform_error(exc))
+        return "; ".join(cattrs.transform_error(exc, format_exception=_format_exception))
     return str(exc)
+
+
+def _format_exception(exc: BaseException, type_: type | None) -> str:
+    # cattrs says only "invalid value" for an attrs validator's ValueError; keep its message.
+    text = format_exception(exc, type_)
+    if isinstance(exc, ValueError) and str(exc) and str(exc) not in text:
+        text = f"{text}: {exc}"
+    return text
