@@ -1,1 +1,17 @@
-"""sluiceway.testing: a kit to test handlers and pipelines (fake Messages API, recorder, strategies)."""
+"""sluiceway.testing: a kit to test handlers and pipelines.
+
+Strategies for valid event streams (``event_streams``, ``chunkings``), the
+invariant checks of DESIGN.md (``check_invariants``, ``check_delivery``), a
+recording handler (``StreamingRecorder``), a property-based handler checker
+(``check_handler``), and whole runs on virtual time (``run_virtual``).
+Needs hypothesis: install the ``sluiceway[testing]`` extra.
+"""
+
+from ._invariants import InvariantError as InvariantError
+from ._invariants import check_delivery as check_delivery
+from ._invariants import check_invariants as check_invariants
+from ._invariants import describe_event as describe_event
+from ._recorder import AttemptRecord as AttemptRecord
+from ._recorder import StreamingRecorder as StreamingRecorder
+from ._strategies import chunkings as chunkings
+from ._strategies import event_streams as event_streams

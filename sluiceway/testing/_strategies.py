@@ -1,0 +1,343 @@
+"""Hypothesis strategies for valid enveloped event streams.
+
+``event_streams()`` draws what a run's steps could emit: per step a
+``StepStarted``, attempts of text/thinking/tool-use turns, superseded attempts
+ended by ``Retrying``, and exactly one terminal event, with the steps
+interleaved. Every stream it draws satisfies invariants 1-3 of DESIGN.md, so
+``check_invariants`` accepts it; shrinking makes counterexamples short.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Sequence
+from typing import Any, Final
+
+import attrs
+from hypothesis import strategies as st
+
+from .._errors import OverloadedError, StreamInterruptedError
+from ..engine import (
+    Cancelled,
+    Delta,
+    Done,
+    Event,
+    Failed,
+    Message,
+    Metrics,
+    Response,
+    Retrying,
+    StepStarted,
+    TextBlock,
+    ThinkingBlock,
+    ThinkingDelta,
+    ToolInputDelta,
+    ToolResult,
+    ToolUse,
+    ToolUseBlock,
+    Usage,
+)
+
+__all__ = ("ALL_KINDS", "chunkings", "event_streams")
+
+#: The content kinds a turn may contain.
+ALL_KINDS: Final = frozenset({"text", "thinking", "tool_use"})
+
+# Event class names accepted in ``kinds=`` as aliases of the content kinds.
+_KIND_ALIASES: Final = {
+    "text": "text",
+    "delta": "text",
+    "thinking": "thinking",
+    "thinkingdelta": "thinking",
+    "tool_use": "tool_use",
+    "tool": "tool_use",
+    "tooluse": "tool_use",
+    "toolinputdelta": "tool_use",
+    "toolresult": "tool_use",
+}
+
+#: Default step paths: a plain step, a batch task and a parallel branch.
+DEFAULT_STEP_NAMES: Final = ("draft", "batch[1]", "par.b")
+
+#: Gaps between consecutive events, in seconds. Dyadic, so sums of them are exact floats.
+_GAPS: Final = (0.0, 0.0078125, 0.125, 1.0)
+
+#: The run id of generated events.
+RUN_ID: Final = "run-test"
+
+# Text drawn for deltas: mostly ASCII, some multi-byte and a newline.
+_ALPHABET: Final = st.sampled_from("abcdefgh xyz\néλ🙂")
+_JSON_VALUES: Final = st.one_of(
+    st.integers(-1000, 1000), st.booleans(), st.none(), st.text(_ALPHABET, max_size=6)
+)
+
+
+@st.composite
+def chunkings(draw: st.DrawFn, text: str, *, max_chunks: int | None = None) -> list[str]:
+    """Split *text* at random points into non-empty pieces that join back to it.
+
+    Args:
+        text: The text to split; ``""`` gives ``[]``.
+        max_chunks: At most this many pieces (default: one per character).
+
+    Returns:
+        A strategy for lists of non-empty strings with ``"".join(pieces) == text``.
+    """
+    if not text:
+        return []
+    limit = len(text) - 1 if max_chunks is None else max(0, min(len(text), max_chunks) - 1)
+    cuts = draw(st.sets(st.integers(1, len(text) - 1), max_size=limit)) if len(text) > 1 else set()
+    bounds = [0, *sorted(cuts), len(text)]
+    return [text[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+
+
+def _normalize_kinds(kinds: Collection[str] | str) -> frozenset[str]:
+    if isinstance(kinds, str):
+        kinds = (kinds,)
+    out = set()
+    for kind in kinds:
+        key = _KIND_ALIASES.get(kind.lower())
+        if key is None:
+            raise ValueError(f"unknown event kind {kind!r}; expected some of {sorted(ALL_KINDS)}")
+        out.add(key)
+    if not out:
+        raise ValueError("kinds must name at least one of 'text', 'thinking', 'tool_use'")
+    return frozenset(out)
+
+
+@attrs.define
+class _Body:
+    """One attempt's events (without envelope numbers) and what they add up to."""
+
+    events: list[dict[str, Any]] = attrs.field(factory=list)
+    text: list[str] = attrs.field(factory=list)
+    messages: list[int] = attrs.field(factory=list)  # indices of Message entries
+
+
+def _turn(draw: st.DrawFn, kinds: frozenset[str], step_no: int, attempt: int, turn: int) -> list[tuple]:
+    """Draw one model call: content blocks, then its Message, then its ToolResults."""
+    block_kinds = draw(st.lists(st.sampled_from(sorted(kinds)), min_size=1, max_size=3))
+    out: list[tuple] = []
+    blocks: list[Any] = []
+    tool_uses: list[tuple[str, str]] = []
+    for index, kind in enumerate(block_kinds):
+        if kind == "text":
+            text = draw(st.text(_ALPHABET, min_size=1, max_size=12))
+            for piece in draw(chunkings(text)):
+                out.append((Delta, {"content": piece, "index": index}))
+            blocks.append(TextBlock(text))
+        elif kind == "thinking":
+            text = draw(st.text(_ALPHABET, min_size=1, max_size=8))
+            for piece in draw(chunkings(text)):
+                out.append((ThinkingDelta, {"content": piece, "index": index}))
+            blocks.append(ThinkingBlock(text))
+        else:
+            tool_id = f"toolu_{step_no}_{attempt}_{turn}_{index}"
+            name = draw(st.sampled_from(("Read", "Write", "Grep")))
+            value = draw(st.dictionaries(st.sampled_from("abc"), _JSON_VALUES, max_size=2))
+            for piece in draw(chunkings(json.dumps(value), max_chunks=6)):
+                out.append(
+                    (ToolInputDelta, {"tool_use_id": tool_id, "partial_json": piece, "index": index})
+                )
+            out.append((ToolUse, {"tool_use_id": tool_id, "name": name, "input": value}))
+            blocks.append(ToolUseBlock(tool_id, name, value))
+            tool_uses.append((tool_id, name))
+    usage = Usage(input_tokens=10, output_tokens=draw(st.integers(1, 50)))
+    stop = "tool_use" if tool_uses else "end_turn"
+    out.append(
+        (Message, {"role": "assistant", "content": tuple(blocks), "usage": usage, "stop_reason": stop})
+    )
+    for tool_id, name in tool_uses:
+        is_error = draw(st.booleans())
+        out.append(
+            (
+                ToolResult,
+                {"tool_use_id": tool_id, "name": name, "content": "result", "is_error": is_error},
+            )
+        )
+    return out
+
+
+def _attempt_body(draw: st.DrawFn, kinds: frozenset[str], step_no: int, attempt: int) -> list[tuple]:
+    turns = draw(st.integers(1, 2)) if "tool_use" in kinds else 1
+    body: list[tuple] = []
+    for turn in range(turns):
+        body.extend(_turn(draw, kinds, step_no, attempt, turn))
+    return body
+
+
+def _text_of(body: Sequence[tuple]) -> str:
+    return "".join(fields["content"] for cls, fields in body if cls is Delta)
+
+
+@st.composite
+def _step_events(
+    draw: st.DrawFn,
+    step: str,
+    step_no: int,
+    kinds: frozenset[str],
+    allow_retries: bool,
+    allow_failures: bool,
+    allow_cancel: bool,
+) -> list[tuple]:
+    """Draw one step's (class, fields) list, without envelope numbers."""
+    out: list[tuple] = [(StepStarted, {"provider": "scripted", "model": "mock-model", "attempt": 1})]
+    retries = draw(st.integers(0, 2)) if allow_retries else 0
+    attempt = 1
+    for _ in range(retries):
+        body = _attempt_body(draw, kinds, step_no, attempt)
+        cut = draw(st.integers(0, len(body)))
+        kept = body[:cut]
+        out.extend((cls, {**fields, "attempt": attempt}) for cls, fields in kept)
+        started = any(cls in (Delta, ThinkingDelta, ToolInputDelta) for cls, _ in kept)
+        out.append(
+            (
+                Retrying,
+                {
+                    "attempt": attempt,
+                    "reason": "overloaded",
+                    "delay": draw(st.sampled_from((0.0, 0.5, 1.0))),
+                    "output_may_have_started": started,
+                    "next_attempt": attempt + 1,
+                },
+            )
+        )
+        attempt += 1
+    terminals = ["done"]
+    if allow_failures:
+        terminals.append("failed")
+    if allow_cancel:
+        terminals.append("cancelled")
+    terminal = draw(st.sampled_from(terminals))
+    body = _attempt_body(draw, kinds, step_no, attempt)
+    if terminal != "done":
+        body = body[: draw(st.integers(0, len(body)))]
+    out.extend((cls, {**fields, "attempt": attempt}) for cls, fields in body)
+    text = _text_of(body)
+    n_deltas = sum(1 for cls, _ in body if cls in (Delta, ThinkingDelta, ToolInputDelta))
+    n_messages = sum(1 for cls, _ in body if cls in (Message, ToolResult))
+    usage = Usage()
+    for cls, fields in body:
+        if cls is Message:
+            usage = usage + fields["usage"]
+    response = Response(
+        text=text,
+        usage=usage,
+        model="mock-model",
+        stop_reason="end_turn" if terminal == "done" else None,
+        metrics=Metrics(delta_count=n_deltas, message_count=n_messages),
+    )
+    if terminal == "done":
+        out.append((Done, {"attempt": attempt, "response": response, "_messages": True}))
+    elif terminal == "failed":
+        error = draw(
+            st.sampled_from(
+                (OverloadedError("overloaded: try again later"), StreamInterruptedError("connection lost"))
+            )
+        )
+        out.append((Failed, {"attempt": attempt, "error": error, "message": str(error), "partial": response}))
+    else:
+        out.append((Cancelled, {"attempt": attempt, "partial": response}))
+    return out
+
+
+def event_streams(
+    *,
+    steps: int | tuple[int, int] = (1, 3),
+    kinds: Collection[str] | str = ALL_KINDS,
+    allow_retries: bool = True,
+    allow_failures: bool = True,
+    allow_cancel: bool = True,
+    step_names: Sequence[str] = DEFAULT_STEP_NAMES,
+    run_id: str = RUN_ID,
+) -> st.SearchStrategy[list[Event]]:
+    """Draw a valid, interleaved, enveloped event sequence for one or more steps.
+
+    Each step starts with ``StepStarted``, may have superseded attempts (a
+    prefix of a turn, then ``Retrying``), and ends with exactly one terminal:
+    ``Done`` (whose ``response.text`` is exactly that attempt's ``Delta`` text),
+    ``Failed`` or ``Cancelled``. Tool inputs arrive as ``ToolInputDelta`` pieces
+    (JSON split at random points) followed by ``ToolUse`` with the parsed input.
+    ``seq`` strictly increases per step; ``at`` never decreases.
+
+    Args:
+        steps: How many steps: an exact count or an inclusive ``(min, max)``.
+        kinds: Content kinds to draw from: ``"text"`` (``Delta``), ``"thinking"``
+            (``ThinkingDelta``), ``"tool_use"`` (``ToolInputDelta``, ``ToolUse``,
+            ``ToolResult``). Event class names are accepted too.
+        allow_retries: Draw superseded attempts and ``Retrying`` events.
+        allow_failures: Allow ``Failed`` as a terminal.
+        allow_cancel: Allow ``Cancelled`` as a terminal.
+        step_names: Step paths to use, in order (at least as many as the max steps).
+        run_id: The envelope's ``run_id``.
+
+    Returns:
+        A strategy for lists of events.
+
+    Raises:
+        ValueError: at once, for impossible arguments.
+    """
+    lo, hi = (steps, steps) if isinstance(steps, int) else steps
+    if not 1 <= lo <= hi:
+        raise ValueError(f"steps must be >= 1 and min <= max, got {steps!r}")
+    if hi > len(step_names):
+        raise ValueError(f"{hi} steps need at least {hi} step_names, got {len(step_names)}")
+    wanted = _normalize_kinds(kinds)
+    return _event_streams(
+        lo, hi, wanted, allow_retries, allow_failures, allow_cancel, tuple(step_names), run_id
+    )
+
+
+@st.composite
+def _event_streams(
+    draw: st.DrawFn,
+    lo: int,
+    hi: int,
+    wanted: frozenset[str],
+    allow_retries: bool,
+    allow_failures: bool,
+    allow_cancel: bool,
+    step_names: tuple[str, ...],
+    run_id: str,
+) -> list[Event]:
+    count = draw(st.integers(lo, hi))
+    per_step = [
+        draw(
+            _step_events(
+                step_names[i], i, wanted, allow_retries, allow_failures, allow_cancel
+            )
+        )
+        for i in range(count)
+    ]
+    # Interleave: at each point, draw which unfinished step emits next.
+    positions = [0] * count
+    order: list[int] = []
+    while True:
+        live = [i for i in range(count) if positions[i] < len(per_step[i])]
+        if not live:
+            break
+        pick = live[draw(st.integers(0, len(live) - 1))] if len(live) > 1 else live[0]
+        order.append(pick)
+        positions[pick] += 1
+    seqs = [0] * count
+    cursors = [0] * count
+    messages: list[list[Message]] = [[] for _ in range(count)]
+    events: list[Event] = []
+    at = 0.0
+    for i in order:
+        cls, fields = per_step[i][cursors[i]]
+        cursors[i] += 1
+        seqs[i] += 1
+        at += draw(st.sampled_from(_GAPS)) if events else 0.0
+        fields = dict(fields)
+        fields.setdefault("attempt", 1)
+        envelope = {"run_id": run_id, "step": step_names[i], "seq": seqs[i], "at": at}
+        if fields.pop("_messages", False):
+            attempt = fields["attempt"]
+            final = tuple(m for m in messages[i] if m.attempt == attempt)
+            fields["response"] = attrs.evolve(fields["response"], messages=final)
+        event = cls(**envelope, **fields)
+        if isinstance(event, Message):
+            messages[i].append(event)
+        events.append(event)
+    return events
