@@ -373,15 +373,26 @@ async def test_cancellation_mid_stream_is_prompt(autojump_clock: Any) -> None:
 
 
 async def test_fast_stream_checkpoints_so_cancellation_works() -> None:
-    spec = MockSpec(response="w " * 10_000)
+    spec = MockSpec(response="w " * 1_000_000)
+    n = 0
+    entered = False
+    with trio.CancelScope() as scope:
+        async with MockProvider().stream(make_request(spec)) as events:
+            entered = True
+            scope.cancel()  # takes effect at the stream's next checkpoint
+            async for _ in events:
+                n += 1
+    assert entered
+    assert scope.cancelled_caught
+    assert 0 < n <= 64
+
+
+async def test_cancelled_before_open_never_streams() -> None:
     with trio.CancelScope() as scope:
         scope.cancel()
-        async with MockProvider().stream(make_request(spec)) as events:
-            n = 0
-            with pytest.raises(trio.Cancelled):
-                async for _ in events:
-                    n += 1
-            assert n < 64
+        async with MockProvider().stream(make_request(MockSpec(response="x"))):
+            raise AssertionError("opened under a cancelled scope")  # pragma: no cover
+    assert scope.cancelled_caught
 
 
 async def test_context_manager_exits_cleanly(autojump_clock: Any) -> None:
