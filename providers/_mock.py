@@ -183,6 +183,16 @@ def _content_text(content: Any) -> str:
     return "\n".join(parts)
 
 
+def _asks(content: Any) -> bool:
+    """Whether a user ``content`` is a question (text), not only tool results."""
+    if isinstance(content, str):
+        return True
+    return any(
+        isinstance(block, str) or (isinstance(block, Mapping) and block.get("type") == "text")
+        for block in content or ()
+    )
+
+
 def _prompt_chars(request: ModelRequest) -> int:
     chars = len(request.system or "")
     for message in request.messages:
@@ -193,13 +203,15 @@ def _prompt_chars(request: ModelRequest) -> int:
 
 
 def derive_response(request: ModelRequest) -> str:
-    """Return the deterministic mock answer to *request*'s last user message.
+    """Return the deterministic mock answer to *request*'s last user question.
 
-    The same prompt (last user message and system prompt) always gives the same text.
+    The question is the last user message with text (tool-result-only messages of a
+    tool-use loop are skipped). The same question and system prompt always give
+    the same text.
     """
     last_user = ""
     for message in reversed(request.messages):
-        if message.get("role") == "user":
+        if message.get("role") == "user" and _asks(message.get("content", "")):
             last_user = _content_text(message.get("content", ""))
             break
     quote = " ".join(last_user.split())[:DERIVED_QUOTE_CHARS]

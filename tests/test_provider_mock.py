@@ -6,6 +6,7 @@ import json
 import tracemalloc
 from typing import Any
 
+import attrs
 import pytest
 import trio
 import trio.testing
@@ -118,6 +119,19 @@ async def test_derived_response_uses_last_user_message_blocks(autojump_clock: An
         ),
     )
     assert text_of(await collect(request)).startswith("Mock response to: second question\n\n")
+    tool_loop = attrs.evolve(
+        request,
+        turn=1,
+        messages=(
+            *request.messages,
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "Read"}]},
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": "t", "content": "x"}],
+            },
+        ),
+    )
+    assert text_of(await collect(tool_loop)) == text_of(await collect(request))
 
 
 @given(
