@@ -20,3 +20,5 @@ from ._errors import StepError as StepError
 from ._errors import StreamInterruptedError as StreamInterruptedError
 
 __version__ = "0.1.0"
+from ._load import load as load
+from ._load import loads as loads

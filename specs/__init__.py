@@ -1,6 +1,12 @@
 """Pipeline specs: pure data. YAML -> cattrs -> attrs spec classes, validation,
 legacy-option normalization, migration and JSON Schema. Imports no engine."""
 
+from ._legacy import SluicewayDeprecationWarning as SluicewayDeprecationWarning
+from ._load import dumps as dumps
+from ._load import load as load
+from ._load import loads as loads
+from ._migrate import migrate as migrate
+from ._migrate import migrate_file as migrate_file
 from ._model import STEP_TYPES as STEP_TYPES
 from ._model import BatchConfig as BatchConfig
 from ._model import BatchTask as BatchTask
@@ -29,3 +35,8 @@ from ._model import RetryConfig as RetryConfig
 from ._model import SessionConfig as SessionConfig
 from ._model import StaticPart as StaticPart
 from ._model import Step as Step
+from ._schema import json_schema as json_schema
+from ._templates import TEMPLATE_ROOTS as TEMPLATE_ROOTS
+from ._templates import TemplateError as TemplateError
+from ._templates import find_refs as find_refs
+from ._templates import render as render

@@ -424,3 +424,9 @@ class Pipeline:
     """Where ``<run_id>/result.json`` and step outputs go (default: ``./outputs``)."""
     source: str | None = attrs.field(default=None, eq=False, repr=False)
     """The file the spec was loaded from, if any (not part of the spec's value)."""
+
+    def to_yaml(self) -> str:
+        """The canonical YAML of this spec; ``sluiceway.specs.loads(spec.to_yaml()) == spec``."""
+        from ._load import dumps  # the model stays pure data; YAML lives in _load
+
+        return dumps(self)

@@ -13,7 +13,9 @@ from typing import Any, Final
 __all__ = ("BATCH_ONLY_ROOTS", "TEMPLATE_ROOTS", "TemplateError", "find_refs", "render")
 
 #: Every root a template may start with.
-TEMPLATE_ROOTS: Final = frozenset({"execution_id", "step", "timestamp", "steps", "vars", "item", "index"})
+TEMPLATE_ROOTS: Final = frozenset(
+    {"execution_id", "step", "timestamp", "steps", "vars", "item", "index"}
+)
 
 #: Roots only valid inside claude_batch prompts.
 BATCH_ONLY_ROOTS: Final = frozenset({"item", "index"})

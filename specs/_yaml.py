@@ -1,0 +1,215 @@
+"""Read YAML text into plain data plus a map of where every value came from.
+
+We compose PyYAML's node tree (which keeps line/column marks) and build the
+plain data from it ourselves, so every field path has a position for errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Final
+
+import attrs
+import yaml
+
+from .._errors import SpecError, SpecIssue
+
+__all__ = (
+    "MAX_SPEC_BYTES",
+    "Located",
+    "Locator",
+    "Path",
+    "format_path",
+    "parse_yaml",
+    "read_spec_bytes",
+)
+
+#: Specs larger than this are refused: a pipeline spec is a page, not a data set.
+MAX_SPEC_BYTES: Final = 5 * 1024 * 1024
+
+Path = tuple[str | int, ...]
+
+
+def format_path(path: Iterable[str | int]) -> str:
+    """``("steps", 2, "stream_handler_opts", "max_size")`` -> ``steps[2].stream_handler_opts.max_size``."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+@attrs.frozen
+class Located:
+    """Where one value (and its key, for mapping entries) starts; 1-based."""
+
+    line: int
+    column: int
+    key_line: int | None = None
+    key_column: int | None = None
+
+
+@attrs.define
+class Locator:
+    """Field path -> position; moves along with legacy keys that normalization lifts."""
+
+    file: str
+    marks: dict[Path, Located] = attrs.field(factory=dict)
+
+    def position(self, path: Path, *, key: bool = False) -> tuple[int | None, int | None]:
+        """The line/column of *path* (its key when *key*), or of its nearest located parent."""
+        probe = tuple(path)
+        while True:
+            located = self.marks.get(probe)
+            if located is not None:
+                if key and probe == tuple(path) and located.key_line is not None:
+                    return located.key_line, located.key_column
+                return located.line, located.column
+            if not probe:
+                return None, None
+            probe = probe[:-1]
+
+    def issue(self, path: Path, message: str, *, key: bool = False) -> SpecIssue:
+        """A SpecIssue at *path*."""
+        line, column = self.position(path, key=key)
+        return SpecIssue(self.file, line, column, format_path(path), message)
+
+    def move(self, old: Path, new: Path) -> None:
+        """Re-key every mark under *old* to live under *new*."""
+        n = len(old)
+        for path in [p for p in self.marks if p[:n] == old]:
+            self.marks[new + path[n:]] = self.marks.pop(path)
+
+    def rebase(self, prefix: Path) -> None:
+        """Drop *prefix* (e.g. ``("workflow",)``) from every path below it."""
+        n = len(prefix)
+        self.marks = {p[n:]: m for p, m in self.marks.items() if p[:n] == prefix}
+
+
+def read_spec_bytes(data: bytes, file: str) -> str:
+    """Decode a spec file's bytes, refusing huge, non-UTF-8 and empty files."""
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError(
+            [
+                SpecIssue(
+                    file,
+                    1,
+                    1,
+                    "",
+                    f"file is {len(data)} bytes; the limit is {MAX_SPEC_BYTES} (5 MiB)",
+                )
+            ]
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = data[: exc.start]
+        line = before.count(b"\n") + 1
+        column = exc.start - (before.rfind(b"\n") + 1) + 1
+        raise SpecError(
+            [
+                SpecIssue(
+                    file,
+                    line,
+                    column,
+                    "",
+                    f"file is not UTF-8: byte 0x{data[exc.start]:02x} cannot be decoded",
+                )
+            ]
+        ) from None
+    return text.removeprefix("\ufeff")
+
+
+def _mark(node: yaml.Node) -> tuple[int, int]:
+    return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+class _Builder:
+    def __init__(self, file: str) -> None:
+        self.loader_cls = yaml.SafeLoader
+        self.locator = Locator(file)
+        self.issues: list[SpecIssue] = []
+
+    def build(self, node: yaml.Node, path: Path, constructor: yaml.SafeLoader) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            constructor.flatten_mapping(node)  # resolve `<<` merge keys
+            result: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                key = constructor.construct_object(key_node, deep=True)
+                if isinstance(key, list | dict):
+                    line, col = _mark(key_node)
+                    self.issues.append(
+                        SpecIssue(
+                            self.locator.file,
+                            line,
+                            col,
+                            format_path(path),
+                            "a mapping key must be a scalar",
+                        )
+                    )
+                    continue
+                child = (*path, key if isinstance(key, str) else str(key))
+                if key in result:
+                    line, col = _mark(key_node)
+                    first = self.locator.marks.get(child)
+                    where = f" (first at line {first.key_line})" if first and first.key_line else ""
+                    self.issues.append(
+                        SpecIssue(
+                            self.locator.file,
+                            line,
+                            col,
+                            format_path(child),
+                            f"duplicate key {key!r}{where}",
+                        )
+                    )
+                    continue
+                kline, kcol = _mark(key_node)
+                vline, vcol = _mark(value_node)
+                self.locator.marks[child] = Located(vline, vcol, kline, kcol)
+                result[key] = self.build(value_node, child, constructor)
+            return result
+        if isinstance(node, yaml.SequenceNode):
+            items = []
+            for index, item in enumerate(node.value):
+                line, col = _mark(item)
+                self.locator.marks[(*path, index)] = Located(line, col)
+                items.append(self.build(item, (*path, index), constructor))
+            return items
+        return constructor.construct_object(node, deep=True)
+
+
+def parse_yaml(text: str, file: str) -> tuple[Any, Locator]:
+    """Parse one YAML document into plain data and a Locator.
+
+    Raises:
+        SpecError: syntax errors (with line and column), several documents, an empty file.
+    """
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise SpecError(
+                [
+                    SpecIssue(
+                        file, 1, 1, "", "file is empty; expected a pipeline with `name` and `steps`"
+                    )
+                ]
+            )
+        builder = _Builder(file)
+        line, col = _mark(node)
+        builder.locator.marks[()] = Located(line, col)
+        data = builder.build(node, (), loader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
+        what = " ".join(s for s in (exc.context, exc.problem) if s)
+        raise SpecError([SpecIssue(file, line, col, "", f"YAML syntax error: {what}")]) from None
+    except yaml.YAMLError as exc:
+        raise SpecError([SpecIssue(file, None, None, "", f"YAML error: {exc}")]) from None
+    finally:
+        loader.dispose()
+    if builder.issues:
+        raise SpecError(builder.issues)
+    return data, builder.locator
