@@ -1,0 +1,220 @@
+"""``sluiceway run FILE``: run a pipeline from the command line.
+
+Exit codes: 0 ok; 1 a step failed (one line naming the step and the cause on
+stderr; a traceback only with ``--debug``); 2 bad spec or flags (or a mode
+that is not available); 130 interrupted (Ctrl-C), after every handler is
+closed and the partial files are written.
+
+Ctrl-C: while the run is going, SIGINT is received by a trio signal receiver
+that cancels the run's scope, so each running step emits ``Cancelled``,
+handlers flush and close, and ``result.json`` says ``cancelled``. A
+``KeyboardInterrupt`` outside that window (loading, start-up) is caught at the
+top: exit 130, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import traceback
+from typing import Any, TextIO
+
+import trio
+import yaml
+
+from ._errors import SluicewayError, SpecError
+from ._executor import ModeUnavailableError, RunOptions, execute, prepare
+from ._result import RunResult, result_to_json
+
+__all__ = ("format_summary", "parse_assignments", "run_command")
+
+EXIT_OK = 0
+EXIT_STEP_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class _UsageError(SluicewayError):
+    """A bad flag value (exit 2)."""
+
+
+def parse_assignments(items: list[str] | None) -> dict[str, Any]:
+    """``--set KEY=VALUE`` pairs; values are read as YAML scalars (``true``, ``3``, ``text``)."""
+    values: dict[str, Any] = {}
+    for item in items or ():
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise _UsageError(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        if isinstance(value, dict | list) or value is None and raw.strip():
+            value = raw  # only scalars; keep the text as written
+        values[key] = value
+    return values
+
+
+def _first_line(error: BaseException | None) -> str:
+    if error is None:
+        return "unknown error"
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]
+
+
+def _fmt_seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
+
+
+def format_summary(result: RunResult) -> str:
+    """The run summary printed on stderr: one line per step, then totals."""
+    lines = []
+    for name, step in result.steps.items():
+        response = step.response
+        if response is None:
+            lines.append(f"  {name:<20} {step.status:<9}")
+            continue
+        usage = response.usage
+        cost = "-" if response.cost_usd is None else f"${response.cost_usd:.5f}"
+        lines.append(
+            f"  {name:<20} {step.status:<9} tokens {usage.input_tokens} in / {usage.output_tokens} out"
+            f"  cost {cost}  first token {_fmt_seconds(response.metrics.time_to_first_token)}"
+            f"  duration {_fmt_seconds(response.metrics.duration)}"
+        )
+    usage = result.usage
+    cost = "-" if result.cost_usd is None else f"${result.cost_usd:.5f}"
+    mark = {"ok": "✓", "failed": "✗", "cancelled": "⨯"}[result.status]
+    head = (
+        f"{mark} {result.pipeline}: {result.status} — {len(result.steps)} step(s), "
+        f"tokens {usage.input_tokens} in / {usage.output_tokens} out, cost {cost}, "
+        f"{_fmt_seconds(result.duration)}  [{result.run_dir}]"
+    )
+    return "\n".join([head, *lines])
+
+
+class _Started:
+    """A ``task_status`` that keeps what ``execute`` hands over (the live ``RunResult``)."""
+
+    def __init__(self) -> None:
+        self.value: RunResult | None = None
+
+    def started(self, value: RunResult | None = None) -> None:
+        self.value = value
+
+
+async def _run_with_sigint(spec: Any, options: RunOptions) -> tuple[RunResult | None, bool]:
+    """Run *spec*; SIGINT cancels the run cleanly. Returns (result, interrupted)."""
+    interrupted = False
+    live = _Started()
+    async with trio.open_nursery() as nursery:
+        run_scope = trio.CancelScope()
+
+        async def watch_sigint(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            nonlocal interrupted
+            with trio.open_signal_receiver(signal.SIGINT) as signals:
+                task_status.started()
+                async for _ in signals:
+                    interrupted = True
+                    run_scope.cancel()
+
+        await nursery.start(watch_sigint)
+        result: RunResult | None = None
+        with run_scope:
+            result = await execute(spec, options, task_status=live)  # type: ignore[arg-type]
+        nursery.cancel_scope.cancel()
+    return (result if result is not None else live.value), interrupted
+
+
+def _load(path: str) -> Any:
+    try:
+        from ._load import load
+    except ImportError:  # pragma: no cover - the facade loader is part of the frame
+        from .specs import load
+    return load(path)
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """The single leaf of nested one-exception groups (trio nurseries wrap what they raise)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run ``args.file`` with the flags ``_cli`` parsed; return the exit code."""
+    debug = bool(getattr(args, "debug", False))
+    err: TextIO = sys.stderr
+    try:
+        try:
+            return _run_command(args, err)
+        except BaseExceptionGroup as group:
+            if group.subgroup(KeyboardInterrupt) is not None:
+                raise KeyboardInterrupt from None
+            raise _leaf(group) from None
+    except KeyboardInterrupt:
+        print("sluiceway run: interrupted", file=err)
+        return EXIT_INTERRUPTED
+    except (SpecError, _UsageError, ModeUnavailableError) as exc:
+        if debug:
+            traceback.print_exception(exc, file=err)
+        prefix = "" if isinstance(exc, SpecError) else "sluiceway run: "
+        print(f"{prefix}{exc}", file=err)
+        return EXIT_USAGE
+    except Exception as exc:
+        if debug:
+            traceback.print_exception(exc, file=err)
+        print(f"sluiceway run: {type(exc).__name__}: {_first_line(exc)}", file=err)
+        return EXIT_STEP_FAILED
+
+
+def _run_command(args: argparse.Namespace, err: TextIO) -> int:
+    debug = bool(getattr(args, "debug", False))
+    as_json = bool(getattr(args, "json", False))
+    speed = getattr(args, "speed", None)
+    if speed is not None and speed <= 0:
+        raise _UsageError("--speed must be > 0")
+    mode = getattr(args, "mode", None) or "mock"
+    cassette = getattr(args, "cassette", None)
+    if cassette and mode == "mock":
+        mode = "replay"  # --cassette implies replay
+    handler = getattr(args, "handler", None)
+    if isinstance(handler, str):
+        handler = (handler,)
+    options = RunOptions(
+        mode=mode,
+        variables=parse_assignments(getattr(args, "set", None)),
+        output_dir=getattr(args, "output_dir", None),
+        workspace=getattr(args, "workspace", None),
+        handlers=tuple(handler) if handler else None,
+        stream=not getattr(args, "no_stream", False),
+        # with --json, stdout carries the result JSON only: console handlers write to stderr
+        stdout=sys.stderr if as_json else None,
+        cassette=cassette,
+        record=getattr(args, "record", None),
+        speed=speed if speed is not None else 1.0,
+        instant=bool(getattr(args, "instant", False)),
+    )
+    spec = _load(args.file)
+    prepare(spec, options)  # bad conditions, handlers, callables: exit 2 before anything runs
+    result, interrupted = trio.run(_run_with_sigint, spec, options)
+    if interrupted or result is None:
+        where = f"; partial output kept in {result.run_dir}" if result is not None else ""
+        print(f"sluiceway run: interrupted{where}", file=err)
+        return EXIT_INTERRUPTED
+    if as_json:
+        sys.stdout.write(json.dumps(result_to_json(result), indent=2, default=str) + "\n")
+        sys.stdout.flush()
+    print(format_summary(result), file=err)
+    if result.status == "failed":
+        if debug and result.error is not None:
+            traceback.print_exception(result.error, file=err)
+        print(f"sluiceway run: step {result.failed_step!r} failed: {_first_line(result.error)}", file=err)
+        return EXIT_STEP_FAILED
+    if result.status == "cancelled":
+        return EXIT_INTERRUPTED
+    return EXIT_OK
