@@ -7,6 +7,9 @@ recording handler (``StreamingRecorder``), a property-based handler checker
 Needs hypothesis: install the ``sluiceway[testing]`` extra.
 """
 
+from ._check import HandlerCheckError as HandlerCheckError
+from ._check import assert_handler_conforms as assert_handler_conforms
+from ._check import check_handler as check_handler
 from ._invariants import InvariantError as InvariantError
 from ._invariants import check_delivery as check_delivery
 from ._invariants import check_invariants as check_invariants

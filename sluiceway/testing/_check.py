@@ -1,0 +1,406 @@
+"""``check_handler``: drive a user's handler through generated streams and check the protocol.
+
+Each hypothesis example builds a FRESH handler from ``factory()``, wraps it in a
+probe that records what it receives and counts ``aclose``, and feeds it a
+generated event stream through the engine's tee and handler actor (the same
+code a real run uses), with a drawn consumer policy, buffer size, consumer
+speed and cancellation point, on virtual time (``trio.testing.MockClock`` with
+autojump). A failure is a ``HandlerCheckError`` whose message explains
+hypothesis's shrunk counterexample in plain words.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Collection, Sequence
+from typing import Any, Final, Literal
+
+import attrs
+import trio
+import trio.testing
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ..engine import Delta, Event
+from ._invariants import InvariantError, check_delivery, describe_event
+from ._strategies import event_streams
+
+__all__ = ("HandlerCheckError", "assert_handler_conforms", "check_handler")
+
+#: Virtual seconds after which a run that has not ended counts as blocked forever.
+BLOCKED_TIMEOUT: Final = 3600.0
+
+#: Seconds a consumer may take per call: instant, fast, slow, very slow (dyadic: exact sums).
+CONSUMER_DELAYS: Final = (0.0, 0.0078125, 0.25, 2.0)
+
+
+class HandlerCheckError(AssertionError):
+    """A handler broke the handler protocol on a (shrunk) generated stream."""
+
+
+@attrs.define
+class _Call:
+    """What the probe saw of one call into the handler."""
+
+    events: tuple[Event, ...]
+    text_after: str | None = None
+
+
+class _Probe:
+    """Wraps the handler under test: records what it receives, counts ``aclose``."""
+
+    def __init__(self, inner: Any, policy: str, delay: float, text_of: Callable[[Any], str] | None):
+        self.inner = inner
+        self.policy = policy
+        self.delay = delay
+        self.text_of = text_of
+        self.received: list[Event] = []
+        self.snapshots: list[tuple[int, str]] = []  # (events received so far, text then)
+        self.close_count = 0
+        self.after_close: list[Event] = []
+        self.errors: list[tuple[str, BaseException]] = []
+        self.blocked_in: str | None = None
+        self.text_before_close: str | None = None
+        self.text_after_close: str | None = None
+
+    def _snapshot(self) -> None:
+        if self.text_of is not None:
+            try:
+                self.snapshots.append((len(self.received), self.text_of(self.inner)))
+            except Exception as exc:
+                self.errors.append(("reading its text", exc))
+
+    async def _call(self, what: str, events: Sequence[Event], call: Any) -> None:
+        if self.close_count:
+            self.after_close.extend(events)
+        self.received.extend(events)
+        try:
+            if self.delay:
+                await trio.sleep(self.delay)
+            await call()
+        except trio.Cancelled:
+            self.blocked_in = what
+            raise
+        except BaseException as exc:
+            self.errors.append((what, exc))
+            raise
+        self._snapshot()
+
+    async def handle(self, event: Event) -> None:
+        await self._call(f"handle({describe_event(event)})", (event,), lambda: self.inner.handle(event))
+
+    async def aclose(self) -> None:
+        self.close_count += 1
+        if self.text_of is not None:
+            try:
+                self.text_before_close = self.text_of(self.inner)
+            except Exception as exc:
+                self.errors.append(("reading its text", exc))
+        try:
+            await self.inner.aclose()
+        except trio.Cancelled:
+            self.blocked_in = "aclose()"
+            raise
+        except BaseException as exc:
+            self.errors.append(("aclose()", exc))
+            raise
+        finally:
+            if self.text_of is not None:
+                try:
+                    self.text_after_close = self.text_of(self.inner)
+                except Exception as exc:
+                    self.errors.append(("reading its text", exc))
+
+
+class _BatchProbe(_Probe):
+    """The probe for handlers that define ``handle_batch`` (the engine prefers it)."""
+
+    async def handle_batch(self, events: Sequence[Event]) -> None:
+        events = list(events)
+        first = describe_event(events[0]) if events else "nothing"
+        what = f"handle_batch([{first}{', ...' if len(events) > 1 else ''}] of {len(events)})"
+        await self._call(what, events, lambda: self.inner.handle_batch(events))
+
+
+def _make_probe(handler: Any, policy: str, delay: float, text_of: Callable[[Any], str] | None) -> _Probe:
+    cls = _BatchProbe if callable(getattr(handler, "handle_batch", None)) else _Probe
+    return cls(handler, policy, delay, text_of)
+
+
+@attrs.frozen
+class _Case:
+    """One drawn example: the stream and how it is delivered."""
+
+    events: tuple[Event, ...]
+    policy: str
+    buffer_size: int
+    delay: float
+    cancel_at: int | None
+
+    def describe(self) -> str:
+        lines = [f"  {i:>3}. {describe_event(e)}" for i, e in enumerate(self.events)]
+        cancel = (
+            "none: the stream ran to its end"
+            if self.cancel_at is None
+            else f"the run was cancelled after event #{self.cancel_at - 1} was sent"
+            if self.cancel_at
+            else "the run was cancelled before any event was sent"
+        )
+        return (
+            f"policy={self.policy!r}, buffer size {self.buffer_size}, "
+            f"consumer delay {self.delay} s per call; cancellation: {cancel}\n"
+            f"events fed ({len(self.events)}):\n" + "\n".join(lines)
+        )
+
+
+@st.composite
+def _cases(
+    draw: st.DrawFn,
+    streams: st.SearchStrategy[list[Event]],
+    policies: Sequence[str],
+    buffer_sizes: tuple[int, int],
+    cancellation: bool,
+) -> _Case:
+    events = tuple(draw(streams))
+    policy = draw(st.sampled_from(tuple(policies)))
+    buffer_size = draw(st.integers(*buffer_sizes))
+    delay = draw(st.sampled_from(CONSUMER_DELAYS))
+    cancel_at = draw(st.none() | st.integers(0, len(events))) if cancellation else None
+    return _Case(events, policy, buffer_size, delay, cancel_at)
+
+
+def _text_reader(handler: Any, text_of: Callable[[Any], str] | None) -> Callable[[Any], str] | None:
+    if text_of is not None:
+        return text_of
+    if callable(getattr(handler, "observed_text", None)):
+        return lambda h: h.observed_text()
+    return None
+
+
+def _expected_text(events: Sequence[Event], mode: str) -> str:
+    if mode == "all":
+        return "".join(e.content for e in events if isinstance(e, Delta))
+    last: dict[str, int] = {}
+    for event in events:
+        last[event.step] = event.attempt
+    return "".join(e.content for e in events if isinstance(e, Delta) and e.attempt == last[e.step])
+
+
+def _last_delta(events: Sequence[Event]) -> Delta | None:
+    for event in reversed(events):
+        if isinstance(event, Delta):
+            return event
+    return None
+
+
+def _diagnose_text(probe: _Probe, case: _Case, expected: str) -> str | None:
+    observed = probe.text_after_close
+    if observed is None or observed == expected:
+        return None
+    head = f"after the stream ended and aclose returned, the handler reports the text {observed!r}, expected {expected!r}"
+    if not expected.startswith(observed):
+        return f"{head}: the text differs (not just a missing end)"
+    missing = expected[len(observed) :]
+    shown = max((len(t) for _, t in probe.snapshots if expected.startswith(t)), default=0)
+    last = _last_delta(case.events)
+    if shown > len(observed):
+        lost = expected[len(observed) : shown]
+        if last is not None and lost == last.content and shown == len(expected):
+            return (
+                f"{head}.\nThe handler dropped the last delta before close: it had shown "
+                f"{last.content!r} ({describe_event(last)}) and then lost it."
+            )
+        return f"{head}.\nThe handler lost text it had already shown: {lost!r}."
+    before = probe.text_before_close
+    unchanged = (
+        f" aclose left its text unchanged at {observed!r}." if before is not None and before == observed else ""
+    )
+    return (
+        f"{head}.\nThe handler did not flush in aclose: the end of the stream, {missing!r}, "
+        f"was never written.{unchanged} (aclose must flush what the handler holds.)"
+    )
+
+
+def _run_case(
+    factory: Callable[[], Any],
+    case: _Case,
+    *,
+    text_of: Callable[[Any], str] | None,
+    expect_text: str,
+    allowed_errors: tuple[type[BaseException], ...],
+    timeout: float,
+) -> None:
+    handler = factory()
+    probe = _make_probe(handler, case.policy, case.delay, _text_reader(handler, text_of))
+    outcome: dict[str, Any] = {}
+
+    async def main() -> None:
+        with trio.move_on_after(timeout) as guard:
+            try:
+                outcome["sent"] = await feed_handler(
+                    list(case.events),
+                    probe,
+                    policy=case.policy,
+                    buffer_size=case.buffer_size,
+                    cancel_at=case.cancel_at,
+                )
+            except Exception as exc:
+                outcome["escaped"] = exc
+        outcome["timed_out"] = guard.cancelled_caught
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    problems: list[str] = []
+    if outcome["timed_out"]:
+        inside = probe.blocked_in or "the engine, waiting on the handler"
+        problems.append(
+            f"the handler blocked forever: nothing finished within {timeout:g} virtual seconds; "
+            f"it was stuck in {inside}"
+        )
+    for what, exc in probe.errors:
+        if not isinstance(exc, allowed_errors):
+            problems.append(f"an exception escaped the handler: {what} raised {type(exc).__name__}: {exc}")
+    escaped = outcome.get("escaped")
+    if escaped is not None and not probe.errors and not isinstance(escaped, allowed_errors):
+        problems.append(f"the run raised {type(escaped).__name__}: {escaped}")
+    if probe.close_count != 1:
+        problems.append(f"aclose was called {probe.close_count} times; it must be called exactly once")
+    if probe.after_close:
+        problems.append(
+            f"the handler was given {len(probe.after_close)} event(s) after aclose, "
+            f"first {describe_event(probe.after_close[0])}"
+        )
+    clean = not problems and not outcome["timed_out"]
+    sent = outcome.get("sent", list(case.events))
+    if clean:
+        try:
+            check_delivery(sent, probe.received, policy=case.policy, complete=case.cancel_at is None)  # type: ignore[arg-type]
+        except InvariantError as exc:
+            problems.append(f"the events did not arrive in order: {exc}")
+    if clean and case.cancel_at is None and probe.text_of is not None:
+        message = _diagnose_text(probe, case, _expected_text(case.events, expect_text))
+        if message:
+            problems.append(message)
+    if problems:
+        noted = "".join(f"\n  warning: {w.message}" for w in caught)
+        raise HandlerCheckError(
+            f"handler {type(handler).__name__} broke the handler protocol:\n- "
+            + "\n- ".join(problems)
+            + f"\nCounterexample (shrunk): {case.describe()}{noted}"
+        )
+
+
+async def feed_handler(
+    events: Sequence[Event],
+    handler: Any,
+    *,
+    policy: str,
+    buffer_size: int,
+    cancel_at: int | None,
+) -> list[Event]:
+    """Feed *events* to *handler* through a bounded channel, paced by their ``at``.
+
+    TEMPORARY stand-in until the engine's tee and handler actor land.
+    """
+    sent: list[Event] = []
+    send_events, receive_events = trio.open_memory_channel[Event](buffer_size)
+
+    async def handler_actor() -> None:
+        with receive_events:
+            try:
+                async for event in receive_events:
+                    await handler.handle(event)
+            finally:
+                with trio.move_on_after(5, shield=True):
+                    await handler.aclose()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(handler_actor)
+        with send_events:
+            start = trio.current_time()
+            for i, event in enumerate(events):
+                if cancel_at == i:
+                    nursery.cancel_scope.cancel()
+                    break
+                await trio.sleep_until(start + event.at)
+                await send_events.send(event)
+                sent.append(event)
+    return sent
+
+
+def check_handler(
+    factory: Callable[[], Any],
+    *,
+    max_examples: int = 100,
+    policies: Collection[Literal["block", "coalesce"]] = ("block", "coalesce"),
+    buffer_sizes: tuple[int, int] = (0, 8),
+    streams: st.SearchStrategy[list[Event]] | None = None,
+    cancellation: bool = True,
+    text_of: Callable[[Any], str] | None = None,
+    expect_text: Literal["all", "final"] = "all",
+    allowed_errors: tuple[type[BaseException], ...] = (),
+    timeout: float = BLOCKED_TIMEOUT,
+    settings_: settings | None = None,
+) -> None:
+    """Check that handlers from *factory* follow the handler protocol on generated streams.
+
+    For each example, a fresh handler from ``factory()`` is fed a generated
+    stream through the engine's tee and handler actor, with a drawn policy,
+    buffer size (``buffer_sizes``, inclusive), consumer speed and cancellation
+    point, on virtual time. Checked: ``aclose`` is called exactly once, also on
+    cancellation or error; events arrive in order (merged deltas only under
+    ``coalesce``); no exception escapes the handler (unless in
+    ``allowed_errors``); nothing blocks for ``timeout`` virtual seconds. When
+    the handler reports its text (a method ``observed_text()``, or *text_of*),
+    after a normal end that text must equal the stream's ``Delta`` text: all of
+    it (``expect_text="all"``) or only each step's last attempt (``"final"``).
+
+    Args:
+        factory: Returns a new handler each call.
+        max_examples: Hypothesis examples to run.
+        policies: Consumer policies to draw from.
+        buffer_sizes: Inclusive range of channel buffer sizes.
+        streams: A strategy for event lists; default ``event_streams()``.
+        cancellation: Also draw cancellation points.
+        text_of: ``callable(handler) -> str`` reading the text a handler shows.
+        expect_text: Which deltas that text must hold.
+        allowed_errors: Exceptions the handler may raise on purpose.
+        timeout: Virtual seconds after which a run counts as blocked forever.
+        settings_: Hypothesis settings to use instead of the defaults.
+
+    Raises:
+        HandlerCheckError: for the shrunk counterexample, explained in plain words.
+    """
+    strategy = _cases(streams or event_streams(), tuple(policies), buffer_sizes, cancellation)
+    config = settings_ or settings(
+        max_examples=max_examples,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+
+    @config
+    @given(case=strategy)
+    def run_example(case: _Case) -> None:
+        _run_case(
+            factory,
+            case,
+            text_of=text_of,
+            expect_text=expect_text,
+            allowed_errors=allowed_errors,
+            timeout=timeout,
+        )
+
+    run_example()
+
+
+def assert_handler_conforms(factory: Callable[[], Any], **kwargs: Any) -> None:
+    """The pytest-facing form of ``check_handler``: same arguments, fails the test.
+
+    Hypothesis adds the falsifying example to the report; the message says
+    which rule broke, the events fed, the buffer size, the policy and the
+    cancellation point.
+    """
+    __tracebackhide__ = True
+    check_handler(factory, **kwargs)
