@@ -13,6 +13,7 @@ from ._console import ConsoleHandler as ConsoleHandler
 from ._debug import DebugHandler as DebugHandler
 from ._debug import describe_event as describe_event
 from ._file import FileHandler as FileHandler
+from ._file import event_from_dict as event_from_dict
 from ._file import event_to_dict as event_to_dict
 from ._file import render_file_path as render_file_path
 from ._simple import SimpleHandler as SimpleHandler
@@ -26,6 +27,7 @@ __all__ = (
     "HandlerConfigError",
     "SimpleHandler",
     "describe_event",
+    "event_from_dict",
     "event_to_dict",
     "render_file_path",
 )

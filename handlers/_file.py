@@ -28,9 +28,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any, ClassVar, Literal
 
+import attr
 import attrs
+import cattrs
 import trio
 
+from .. import engine
+from .._errors import SluicewayError
 from ..engine import (
     TERMINAL_EVENTS,
     Cancelled,
@@ -48,7 +52,7 @@ from ..engine import (
 )
 from ._base import HandlerConfigError, LineTracker, clock, substep_prefix
 
-__all__ = ("FileHandler", "event_to_dict", "render_file_path")
+__all__ = ("FileHandler", "event_from_dict", "event_to_dict", "render_file_path")
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
@@ -59,6 +63,8 @@ def _jsonable(inst: Any, field: Any, value: Any) -> Any:
         return str(value) or type(value).__name__
     if value is None or isinstance(value, str | int | float | bool | list | dict | tuple):
         return value
+    if attrs.has(type(value)):
+        return value  # asdict recurses into it after this hook
     return str(value)
 
 
@@ -70,8 +76,53 @@ def event_to_dict(event: Event) -> dict[str, Any]:
     ``Metrics``, content blocks) via ``attrs.asdict``, tuples as lists, errors
     as their message.
     """
-    fields = attrs.asdict(event, retain_collection_types=False, value_serializer=_jsonable)
+    # attr.asdict (not attrs.asdict) can turn tuples into lists, as JSON will.
+    fields = attr.asdict(event, retain_collection_types=False, value_serializer=_jsonable)
     return {"type": type(event).__name__, **fields}
+
+
+_EVENT_TYPES: dict[str, type[Event]] = {
+    cls.__name__: cls
+    for cls in (
+        engine.RunStarted,
+        engine.RunFinished,
+        StepStarted,
+        Delta,
+        engine.ThinkingDelta,
+        engine.ToolInputDelta,
+        Message,
+        ToolUse,
+        ToolResult,
+        Retrying,
+        Done,
+        Failed,
+        Cancelled,
+    )
+}
+_converter = cattrs.Converter()
+# jsonl records an error as its message; it comes back as a SluicewayError.
+_converter.register_structure_hook(BaseException, lambda value, _: SluicewayError(str(value)))
+
+
+def event_from_dict(data: dict[str, Any]) -> Event:
+    """Rebuild an event from ``event_to_dict`` output (one ``jsonl`` line, parsed).
+
+    A ``Failed`` event's error comes back as a ``SluicewayError`` holding the
+    recorded message (its original type is not recorded).
+
+    Raises:
+        ValueError: an unknown ``type`` or fields that do not fit it.
+    """
+    fields = dict(data)
+    name = fields.pop("type", None)
+    cls = _EVENT_TYPES.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise ValueError(f"not an event type: {name!r}")
+    try:
+        return _converter.structure(fields, cls)
+    except cattrs.BaseValidationError as exc:
+        problems = "; ".join(cattrs.transform_error(exc))
+        raise ValueError(f"not a valid {name} event: {problems}") from exc
 
 
 def render_file_path(template: str, context: HandlerContext) -> Path:

@@ -1,0 +1,284 @@
+"""The ``file`` handler: paths, text and jsonl formats, flush and fsync behaviour."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import attrs
+import pytest
+from handler_helpers import Events, make_context
+from sluiceway.engine import Failed
+from sluiceway.handlers import FileHandler, HandlerConfigError, event_from_dict, event_to_dict
+
+from sluiceway._errors import StreamInterruptedError
+from sluiceway._registry import RegistryError, build_handlers
+
+
+def make(tmp_path, step="draft", **options):
+    context = make_context(output_dir=str(tmp_path), step=step, variables={"env": "dev"})
+    return FileHandler(FileHandler.Options(**options), context)
+
+
+@pytest.fixture
+def fsyncs(monkeypatch):
+    """Record fsync calls (by fd) while still syncing."""
+    calls = []
+    real = os.fsync
+
+    def fsync(fd):
+        calls.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return calls
+
+
+# -- paths ----------------------------------------------------------------------
+
+
+def test_default_path_is_step_log_inside_output_dir(tmp_path):
+    handler = make(tmp_path)
+    assert handler.path == tmp_path.resolve() / "draft.stream.log"
+
+
+def test_templated_path(tmp_path):
+    handler = make(tmp_path, file_path="logs/claude_{{execution_id}}_{{ step }}_{{env}}_{{timestamp}}.log")
+    assert handler.path == tmp_path.resolve() / "logs" / "claude_run-1_draft_dev_20260101T123456.log"
+
+
+def test_unknown_placeholder_is_refused(tmp_path):
+    with pytest.raises(HandlerConfigError, match=r"unknown placeholder \{\{nope\}\}"):
+        make(tmp_path, file_path="{{nope}}.log")
+
+
+@pytest.mark.parametrize("path", ["../escape.log", "logs/../../escape.log", "{{step}}/../../x.log"])
+def test_relative_path_may_not_escape_output_dir(tmp_path, path):
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(HandlerConfigError, match="outside the output directory") as info:
+        make(out, file_path=path)
+    assert isinstance(info.value, ValueError)
+
+
+def test_symlink_out_of_output_dir_is_refused(tmp_path):
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    (out / "link").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(HandlerConfigError, match="outside the output directory"):
+        make(out, file_path="link/x.log")
+
+
+async def test_absolute_path_is_used_as_written(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    target = tmp_path / "elsewhere" / "abs.log"
+    handler = make(out, file_path=str(target))
+    assert handler.path == target
+    await handler.handle(Events().delta("x"))
+    await handler.aclose()
+    assert target.read_text() == "x\n"
+
+
+def test_registry_rejects_escape_and_bad_format(tmp_path):
+    def context_for(ref):
+        return make_context(output_dir=str(tmp_path))
+
+    with pytest.raises(HandlerConfigError):
+        build_handlers(["file"], {"file_path": "../x.log"}, context_for)
+    with pytest.raises(RegistryError, match=r"\$\.format"):
+        build_handlers(["file"], {"format": "xml"}, context_for)
+    with pytest.raises(RegistryError, match="unknown stream_handler_opts 'path'"):
+        build_handlers(["file"], {"path": "x.log"}, context_for)
+
+
+# -- text format ------------------------------------------------------------------
+
+
+async def test_text_format_exact(tmp_path):
+    handler = make(tmp_path)
+    ev = Events()
+    await handler.handle_batch(
+        [
+            ev.started(at=0.0),
+            ev.delta("I'll read "),
+            ev.delta("it."),
+            ev.message("I'll read it."),
+            ev.tool_use("Read", {"file_path": "lib/app.py"}),
+            ev.tool_result("line 1\nline 2\n"),
+            ev.tool_result("refused", is_error=True),
+            ev.delta("Hello wor"),
+            ev.retrying("overloaded"),
+            ev.delta("Hello world", attempt=2),
+            ev.message("Hello world", attempt=2),
+            ev.done("Hello world", attempt=2, messages=3, duration=2.5),
+        ]
+    )
+    await handler.aclose()
+    assert handler.path.read_text(encoding="utf-8") == (
+        "--- draft started: mock claude-test at 12:34:56 ---\n"
+        "I'll read it.\n"
+        '[tool use] Read {"file_path": "lib/app.py"}\n'
+        "[tool result] Read: line 1\nline 2\n"
+        "[tool error] Read: refused\n"
+        "Hello wor\n"
+        "--- attempt 1 superseded (overloaded); attempt 2 follows ---\n"
+        "Hello world\n"
+        "--- completed: 3 messages in 2500 ms ---\n"
+    )
+
+
+async def test_text_format_substeps_and_failure(tmp_path):
+    handler = make(tmp_path, step="batch")
+    ev = Events(step="batch")
+    await handler.handle_batch(
+        [
+            ev.delta("a1 ", step="batch[0]"),
+            ev.delta("b1", step="batch[1]"),
+            ev.delta("a2", step="batch[0]"),
+            ev.failed(StreamInterruptedError("connection lost"), step="batch[1]"),
+            ev.cancelled(step="batch[0]"),
+        ]
+    )
+    await handler.aclose()
+    assert handler.path.read_text() == (
+        "[batch[0]] a1 \n"
+        "[batch[1]] b1\n"
+        "[batch[0]] a2\n"
+        "[batch[1]] --- failed: connection lost ---\n"
+        "[batch[0]] --- cancelled ---\n"
+    )
+
+
+async def test_append_keeps_previous_content(tmp_path):
+    (tmp_path / "draft.stream.log").write_text("before\n")
+    handler = make(tmp_path, append=True)
+    await handler.handle(Events().delta("after"))
+    await handler.aclose()
+    assert handler.path.read_text() == "before\nafter\n"
+    handler = make(tmp_path)
+    await handler.handle(Events().delta("replaced"))
+    await handler.aclose()
+    assert handler.path.read_text() == "replaced\n"
+
+
+# -- jsonl ------------------------------------------------------------------------------
+
+
+async def test_jsonl_round_trip(tmp_path):
+    handler = make(tmp_path, format="jsonl", file_path="{{step}}.jsonl")
+    ev = Events()
+    events = [
+        ev.started(),
+        ev.delta("Hel"),
+        ev.thinking("hmm"),
+        ev.tool_input('{"file_path": '),
+        ev.message("Hel"),
+        ev.tool_use(),
+        ev.tool_result("contents"),
+        ev.retrying("overloaded"),
+        ev.delta("Hello", attempt=2),
+        ev.done("Hello", attempt=2),
+        ev.failed(StreamInterruptedError("connection lost"), step="other"),
+    ]
+    await handler.handle_batch(events[:5])
+    await handler.handle_batch(events[5:])
+    await handler.aclose()
+    lines = handler.path.read_text(encoding="utf-8").splitlines()
+    records = [json.loads(line) for line in lines]
+    assert records == [event_to_dict(e) for e in events]
+    assert [r["type"] for r in records] == [type(e).__name__ for e in events]
+    assert [(r["run_id"], r["step"], r["attempt"], r["seq"], r["at"]) for r in records] == [
+        (e.run_id, e.step, e.attempt, e.seq, e.at) for e in events
+    ]
+    assert records[8]["attempt"] == 2 and records[8]["content"] == "Hello"
+    assert records[9]["response"]["usage"] == {
+        "input_tokens": 12,
+        "output_tokens": 34,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+    }
+    assert records[9]["response"]["metrics"]["message_count"] == 2
+    assert records[10]["error"] == "connection lost"
+    rebuilt = [event_from_dict(r) for r in records]
+    assert rebuilt == events  # Failed.error is not compared (eq=False); checked next
+    assert isinstance(rebuilt[10], Failed) and str(rebuilt[10].error) == "connection lost"
+
+
+def test_event_from_dict_rejects_garbage():
+    with pytest.raises(ValueError, match="not an event type"):
+        event_from_dict({"type": "Bogus"})
+    with pytest.raises(ValueError, match=r"required field missing @ \$.content"):
+        event_from_dict({"type": "Delta", "run_id": "r", "step": "s"})
+
+
+# -- durability -------------------------------------------------------------------------
+
+
+async def test_content_is_on_disk_per_batch_before_aclose(tmp_path, fsyncs):
+    handler = make(tmp_path)
+    ev = Events()
+    await handler.handle(ev.delta("mid-message "))
+    # Read through a separate descriptor: the bytes reached the OS, not a Python buffer.
+    assert handler.path.read_text() == "mid-message "
+    await handler.handle_batch([ev.delta("text"), ev.message("mid-message text")])
+    assert handler.path.read_text() == "mid-message text\n"
+    assert fsyncs == []  # fsync waits for the terminal event
+    await handler.handle(ev.done("mid-message text"))
+    assert len(fsyncs) == 1
+    assert handler.path.read_text().endswith("--- completed: 2 messages in 1234 ms ---\n")
+    await handler.aclose()
+    assert len(fsyncs) == 1  # nothing written since: no second fsync
+    await handler.aclose()
+
+
+async def test_jsonl_is_on_disk_after_a_message_before_aclose(tmp_path):
+    handler = make(tmp_path, format="jsonl")
+    ev = Events()
+    await handler.handle_batch([ev.delta("a"), ev.message("a")])
+    assert [json.loads(x)["type"] for x in handler.path.read_text().splitlines()] == ["Delta", "Message"]
+    await handler.aclose()
+
+
+async def test_aclose_without_terminal_flushes_and_fsyncs(tmp_path, fsyncs):
+    handler = make(tmp_path)
+    await handler.handle(Events().delta("cut off"))
+    await handler.aclose()
+    assert handler.path.read_text() == "cut off\n"
+    assert len(fsyncs) == 1
+
+
+async def test_no_events_no_file(tmp_path):
+    handler = make(tmp_path)
+    await handler.aclose()
+    assert not handler.path.exists()
+
+
+async def test_one_write_per_batch(tmp_path, monkeypatch):
+    handler = make(tmp_path)
+    ev = Events()
+    await handler.handle(ev.delta("open"))  # opens the file
+    writes = []
+    file = handler._file
+    real_write = file.write
+    monkeypatch.setattr(file, "write", lambda s: writes.append(s) or real_write(s), raising=False)
+    await handler.handle_batch([ev.delta("a"), ev.delta("b"), ev.message("ab"), ev.tool_use()])
+    assert len(writes) == 1
+    await handler.aclose()
+
+
+async def test_handle_after_close_is_an_error(tmp_path):
+    handler = make(tmp_path)
+    await handler.aclose()
+    with pytest.raises(RuntimeError, match="closed"):
+        await handler.handle(Events().delta("late"))
+
+
+def test_policy_block_and_options_defaults():
+    assert FileHandler.policy == "block"
+    assert attrs.asdict(FileHandler.Options()) == {
+        "file_path": "{{step}}.stream.log",
+        "append": False,
+        "format": "text",
+    }
