@@ -132,3 +132,27 @@ class Events:
 
     def cancelled(self, *, step=None, attempt=1, at=0.0):
         return Cancelled(**self._env(step, attempt, at))
+
+
+# -- callback targets (imported by name, as a user's YAML would) ------------------
+
+#: What the callback targets below received, in order; tests clear it first.
+SEEN: list[tuple[str, Any]] = []
+
+
+def sync_callback(event: Any) -> None:
+    SEEN.append(("sync", event))
+
+
+async def async_callback(event: Any) -> None:
+    import trio
+
+    await trio.sleep(0.5)  # virtual time: the handler awaits it
+    SEEN.append(("async", event))
+
+
+def failing_callback(event: Any) -> None:
+    raise ValueError(f"callback refused {type(event).__name__}")
+
+
+NOT_CALLABLE = 42
