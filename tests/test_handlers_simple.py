@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import sys
 
 import attrs
 import pytest
@@ -74,12 +75,16 @@ async def test_each_batch_is_flushed():
     assert stream.getvalue() == "[12:34:56] ASSISTANT: abc"
 
 
-async def test_writes_to_sys_stdout_resolved_at_write_time(capsys):
+async def test_writes_to_sys_stdout_resolved_at_write_time(monkeypatch):
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stdout", first)
     context = attrs.evolve(make_context(), stdout=None)  # None: sys.stdout, looked up per write
     handler = SimpleHandler(SimpleHandler.Options(), context)
     await handler.handle(Events().delta("hi"))
+    monkeypatch.setattr(sys, "stdout", second)
+    await handler.handle(Events().delta(" there"))
     await handler.aclose()
-    assert capsys.readouterr().out == "[12:34:56] ASSISTANT: hi\n"
+    assert (first.getvalue(), second.getvalue()) == ("[12:34:56] ASSISTANT: hi", " there\n")
 
 
 async def test_options_off():

@@ -1,0 +1,262 @@
+"""The ``console`` handler: header, live text, panels, statistics, colors, progress."""
+
+from __future__ import annotations
+
+import io
+import re
+import sys
+
+import attrs
+import pytest
+from handler_helpers import Events, make_context
+from sluiceway.handlers import ConsoleHandler
+
+from sluiceway._errors import OverloadedError
+from sluiceway._registry import RegistryError, build_handlers
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# SGR color parameters: 30-37, 38;..., 40-47, 48;..., 90-97, 100-107.
+COLOR_SGR = re.compile(r"\x1b\[(?:[0-9;]*;)?(?:3[0-8]|4[0-8]|9[0-7]|10[0-7])(?:;[0-9;]*)?m")
+
+
+class TTY(io.StringIO):
+    """A StringIO that says it is a terminal."""
+
+    def isatty(self):
+        return True
+
+
+@pytest.fixture(autouse=True)
+def plain_environment(monkeypatch):
+    for name in ("COLUMNS", "LINES", "NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def make(stream=None, step="draft", **options):
+    context = make_context(stream, step=step)
+    return ConsoleHandler(ConsoleHandler.Options(**options), context), context.stdout
+
+
+def conversation(ev):
+    return [
+        ev.started(),
+        ev.thinking("let me think"),
+        ev.delta("I'll read "),
+        ev.delta("it."),
+        ev.message("I'll read it."),
+        ev.tool_use("Read", {"file_path": "a.py"}),
+        ev.tool_result("line1\nline2"),
+        ev.delta("Hello wor"),
+        ev.retrying("overloaded", delay=1.0),
+        ev.delta("Hello world", attempt=2),
+        ev.message("Hello world", attempt=2),
+        ev.done("Hello world", attempt=2),
+    ]
+
+
+async def test_full_output_off_tty_is_plain_and_exact():
+    handler, out = make()
+    await handler.handle_batch(conversation(Events()))
+    await handler.aclose()
+    text = out.getvalue()
+    assert "\x1b" not in text  # not a TTY: no colors, no cursor codes
+    assert text == (
+        "▶ draft · mock · claude-test " + "─" * 51 + "\n"
+        "I'll read it.\n"
+        "╭─ tool use: Read ──────╮\n"
+        "│ {                     │\n"
+        '│   "file_path": "a.py" │\n'
+        "│ }                     │\n"
+        "╰───────────────────────╯\n"
+        "╭─ tool result: Read ─╮\n"
+        "│ line1               │\n"
+        "│ line2               │\n"
+        "╰─────────────────────╯\n"
+        "Hello wor\n"
+        "↻ attempt 1 failed (overloaded); output above is discarded; attempt 2 follows in 1.0 s\n"
+        "Hello world\n"
+        "╭─ ✓ draft completed ─────────╮\n"
+        "│ messages     2              │\n"
+        "│ tokens       12 in / 34 out │\n"
+        "│ first token  120 ms         │\n"
+        "│ tokens/s     45.2           │\n"
+        "│ cost         $0.0012        │\n"
+        "│ duration     1.23 s         │\n"
+        "╰─────────────────────────────╯\n"
+    )
+
+
+async def test_text_appears_live_per_batch():
+    handler, out = make(show_header=False)
+    ev = Events()
+    await handler.handle(ev.delta("Hel"))
+    assert out.getvalue() == "Hel"
+    await handler.handle(ev.delta("lo"))
+    assert out.getvalue() == "Hello"
+    await handler.handle(ev.message("Hello"))
+    assert out.getvalue() == "Hello\n"
+
+
+async def test_options_off():
+    handler, out = make(show_header=False, show_stats=False, show_tool_use=False, show_tool_results=False)
+    await handler.handle_batch(conversation(Events()))
+    await handler.aclose()
+    assert out.getvalue() == (
+        "I'll read it.\n"
+        "Hello wor\n"
+        "↻ attempt 1 failed (overloaded); output above is discarded; attempt 2 follows in 1.0 s\n"
+        "Hello world\n"
+        "✓ Stream completed: 2 messages in 1234 ms\n"
+    )
+
+
+async def test_show_thinking():
+    handler, out = make(show_header=False, show_thinking=True)
+    ev = Events()
+    await handler.handle_batch([ev.thinking("hmm"), ev.thinking(" ok"), ev.delta("Answer")])
+    await handler.aclose()
+    assert out.getvalue() == "thinking: hmm ok\nAnswer\n"
+
+
+async def test_failed_cancelled_and_tool_error():
+    handler, out = make(show_header=False)
+    ev = Events()
+    await handler.handle_batch(
+        [
+            ev.tool_result("outside the workspace", is_error=True),
+            ev.delta("part"),
+            ev.failed(OverloadedError("API overloaded")),
+            ev.cancelled(step="draft.b"),
+        ]
+    )
+    assert out.getvalue() == (
+        "╭─ tool error: Read ────╮\n"
+        "│ outside the workspace │\n"
+        "╰───────────────────────╯\n"
+        "part\n"
+        "✗ Stream failed: API overloaded\n"
+        "[draft.b] ✗ Stream cancelled\n"
+    )
+
+
+async def test_long_tool_result_is_cut():
+    handler, out = make(show_header=False)
+    await handler.handle(Events().tool_result("\n".join(f"l{i}" for i in range(25))))
+    text = out.getvalue()
+    assert "l19" in text and "l20" not in text
+    assert "… (5 more lines)" in text
+
+
+async def test_substeps_prefixed_and_progress_only_on_tty():
+    def batch_events():
+        ev = Events(step="batch")
+        return [
+            ev.started(step_type="claude_batch"),
+            ev.started(step="batch[0]"),
+            ev.started(step="batch[1]"),
+            ev.delta("one", step="batch[0]"),
+            ev.delta("two", step="batch[1]"),
+            ev.done("one", step="batch[0]"),
+            ev.failed(OverloadedError("busy"), step="batch[1]"),
+        ]
+
+    handler, out = make(step="batch", show_stats=False)
+    await handler.handle_batch(batch_events())
+    await handler.aclose()
+    assert out.getvalue() == (
+        "▶ batch · mock · claude-test " + "─" * 51 + "\n"
+        "[batch[0]] ▶ started · mock · claude-test\n"
+        "[batch[1]] ▶ started · mock · claude-test\n"
+        "[batch[0]] one\n"
+        "[batch[1]] two\n"
+        "[batch[0]] ✓ Stream completed: 2 messages in 1234 ms\n"
+        "[batch[1]] ✗ Stream failed: busy\n"
+    )
+    assert "tasks done" not in out.getvalue()
+
+    handler, tty = make(TTY(), step="batch", show_stats=False)
+    await handler.handle_batch(batch_events())
+    await handler.aclose()
+    plain = ANSI.sub("", tty.getvalue()).splitlines()
+    progress = [line for line in plain if "tasks done" in line]
+    assert [line.split()[-3] for line in progress] == ["1/2", "2/2"]
+    assert plain.index(progress[0]) == plain.index("[batch[0]] ✓ Stream completed: 2 messages in 1234 ms") + 1
+    assert all(line.startswith("batch ━") for line in progress)
+
+
+async def test_substep_stats_are_one_line():
+    handler, out = make(step="par", show_header=False)
+    await handler.handle(Events(step="par").done(step="par.a"))
+    assert out.getvalue() == (
+        "[par.a] ✓ completed · messages 2 · tokens 12 in / 34 out · first token 120 ms · "
+        "tokens/s 45.2 · cost $0.0012 · duration 1.23 s\n"
+    )
+
+
+async def test_unknown_stats_show_a_dash():
+    handler, out = make(show_header=False)
+    ev = Events()
+    done = ev.done("x", cost_usd=None)
+    metrics = attrs.evolve(done.response.metrics, time_to_first_token=None, output_tokens_per_second=None)
+    await handler.handle(attrs.evolve(done, response=attrs.evolve(done.response, metrics=metrics)))
+    text = out.getvalue()
+    assert re.search(r"first token  –", text) and re.search(r"tokens/s     –", text)
+    assert re.search(r"cost         –", text)
+
+
+# -- colors -----------------------------------------------------------------------------
+
+
+async def test_colors_on_a_tty_by_default():
+    handler, tty = make(TTY())
+    await handler.handle_batch(conversation(Events()))
+    assert COLOR_SGR.search(tty.getvalue())
+
+
+async def test_no_color_env_turns_colors_off_on_a_tty(monkeypatch):
+    monkeypatch.setenv("NO_COLOR", "1")
+    handler, tty = make(TTY())
+    await handler.handle_batch(conversation(Events()))
+    assert "tool use: Read" in tty.getvalue()
+    assert not COLOR_SGR.search(tty.getvalue())
+
+
+async def test_color_false_on_a_tty_and_true_off_a_tty(monkeypatch):
+    handler, tty = make(TTY(), color=False)
+    await handler.handle_batch(conversation(Events()))
+    assert not COLOR_SGR.search(tty.getvalue())
+
+    monkeypatch.setenv("NO_COLOR", "1")  # an explicit color: true wins over the environment
+    handler, out = make(color=True)
+    await handler.handle_batch(conversation(Events()))
+    assert COLOR_SGR.search(out.getvalue())
+
+
+async def test_writes_to_sys_stdout_resolved_at_write_time(monkeypatch):
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stdout", first)
+    context = attrs.evolve(make_context(), stdout=None)  # None: sys.stdout, looked up per write
+    handler = ConsoleHandler(ConsoleHandler.Options(show_header=False), context)
+    await handler.handle(Events().delta("first"))
+    monkeypatch.setattr(sys, "stdout", second)
+    await handler.handle(Events().delta("second"))
+    await handler.aclose()
+    assert (first.getvalue(), second.getvalue()) == ("first", "second\n")
+
+
+async def test_aclose_is_idempotent():
+    handler, out = make(show_header=False)
+    await handler.handle(Events().delta("x"))
+    await handler.aclose()
+    await handler.aclose()
+    assert out.getvalue() == "x\n"
+
+
+def test_registry_options():
+    (handler,) = build_handlers(
+        ["console"], {"show_thinking": True, "color": False}, lambda ref: make_context()
+    )
+    assert handler.options == ConsoleHandler.Options(show_thinking=True, color=False)
+    with pytest.raises(RegistryError, match="unknown stream_handler_opts 'colour'"):
+        build_handlers(["console"], {"colour": True}, lambda ref: make_context())
+    assert ConsoleHandler.policy == "coalesce"
