@@ -155,6 +155,7 @@ class _Normalizer:
         if "id" in step:
             if "name" in step:
                 self.error((*path, "id"), "`id` is an alias of `name`; set only one of them")
+                del step["id"]  # reported once, not again as an unknown key
             else:
                 at = _index(step, "id")
                 value = step["id"]

@@ -1,0 +1,353 @@
+"""Table-driven bad inputs: each gives its own message with file, line and field path."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+from sluiceway.specs import SluicewayDeprecationWarning
+
+import sluiceway
+from sluiceway import SpecError
+
+OK_STEP = """\
+  - name: a
+    type: claude
+    prompt: hi
+"""
+
+# (id, file text, [(line, column or None, field path, message fragment), ...])
+CASES: list[tuple[str, str | bytes, list[tuple[int | None, int | None, str, str]]]] = [
+    (
+        "yaml_syntax_unclosed_quote",
+        'name: x\nsteps:\n  - name: "a\n    type: claude\n',
+        [(5, 1, "", "YAML syntax error")],
+    ),
+    (
+        "yaml_syntax_bad_indent",
+        "name: x\nsteps:\n  - name: a\n   type: claude\n",
+        [(4, 4, "", "YAML syntax error")],
+    ),
+    (
+        "yaml_tab_indentation",
+        "name: x\nsteps:\n\t- name: a\n",
+        [(3, 1, "", "YAML syntax error")],
+    ),
+    ("empty_file", "", [(1, 1, "", "file is empty")]),
+    ("only_comments", "# nothing here\n\n", [(1, 1, "", "file is empty")]),
+    ("not_utf8", b"name: x\nsteps:\n  - name: caf\xe9\n", [(3, 14, "", "not UTF-8")]),
+    (
+        "top_level_list",
+        "- a\n- b\n",
+        [(1, 1, "", "expected a mapping with `name` and `steps`, got a list")],
+    ),
+    ("missing_steps", "name: x\n", [(1, 1, "", "missing required key `steps`")]),
+    ("missing_name", "steps:\n" + OK_STEP, [(1, 1, "", "missing required key `name`")]),
+    (
+        "empty_steps",
+        "name: x\nsteps: []\n",
+        [(2, 8, "steps", "expected at least one step, got an empty list")],
+    ),
+    ("steps_not_a_list", "name: x\nsteps: hello\n", [(2, 8, "steps", "expected a list of ")]),
+    (
+        "unknown_top_level_key",
+        "name: x\nstepz: []\nsteps:\n" + OK_STEP,
+        [(2, 1, "stepz", "unknown key; did you mean `steps`?")],
+    ),
+    (
+        "unknown_step_key_near_miss",
+        "name: x\nsteps:\n" + OK_STEP + "    stream_handlr: simple\n",
+        [(6, 5, "steps[0].stream_handlr", "unknown key; did you mean `stream_handler`?")],
+    ),
+    (
+        "unknown_step_type",
+        "name: x\nsteps:\n  - name: a\n    type: claud\n",
+        [(4, 11, "steps[0].type", "unknown step type 'claud'; expected one of claude, ")],
+    ),
+    (
+        "missing_step_type",
+        "name: x\nsteps:\n  - name: a\n    prompt: hi\n",
+        [(3, 5, "steps[0]", "missing required key `type`")],
+    ),
+    (
+        "wrong_type_max_turns",
+        "name: x\nsteps:\n" + OK_STEP + "    claude_options:\n      max_turns: ten\n",
+        [(7, 18, "steps[0].claude_options.max_turns", "expected an integer, got the string 'ten'")],
+    ),
+    (
+        "wrong_type_stream_bool",
+        "name: x\nsteps:\n" + OK_STEP + "    stream: 3\n",
+        [(6, 13, "steps[0].stream", "expected true or false, got 3")],
+    ),
+    (
+        "wrong_type_prompt_number",
+        "name: x\nsteps:\n  - name: a\n    type: claude\n    prompt: 42\n",
+        [(5, 13, "steps[0].prompt", "expected a string or a list of ")],
+    ),
+    (
+        "buffer_size_negative",
+        "name: x\nsteps:\n" + OK_STEP + "    stream_buffer_size: -5\n",
+        [(6, 25, "steps[0].stream_buffer_size", "expected a positive integer, got -5")],
+    ),
+    (
+        "buffer_size_zero_in_defaults",
+        "name: x\ndefaults:\n  stream_buffer_size: 0\nsteps:\n" + OK_STEP,
+        [(3, 23, "defaults.stream_buffer_size", "expected a positive integer, got 0")],
+    ),
+    (
+        "unknown_handler_name",
+        "name: x\nsteps:\n" + OK_STEP + "    stream_handler: consol\n",
+        [
+            (
+                6,
+                21,
+                "steps[0].stream_handler",
+                "unknown stream handler 'consol'; expected one of simple, console, debug, file, buffer, callback or a dotted path to a Handler class; did you mean `console`?",
+            )
+        ],
+    ),
+    (
+        "unknown_handler_in_list",
+        "name: x\nsteps:\n" + OK_STEP + "    stream_handler: [simple, bufer]\n",
+        [(6, 30, "steps[0].stream_handler[1]", "did you mean `buffer`?")],
+    ),
+    (
+        "unknown_handler_option",
+        "name: x\nsteps:\n"
+        + OK_STEP
+        + "    stream_handler: buffer\n    stream_handler_opts:\n      max_sise: 10\n",
+        [
+            (
+                8,
+                7,
+                "steps[0].stream_handler_opts.max_sise",
+                "unknown option for handler 'buffer'; did you mean `max_size`?",
+            )
+        ],
+    ),
+    (
+        "duplicate_step_names",
+        "name: x\nsteps:\n" + OK_STEP + OK_STEP,
+        [(6, 11, "steps[1].name", "duplicate step name 'a' (first used by steps[0] at line 3)")],
+    ),
+    (
+        "duplicate_yaml_key",
+        "name: x\nname: y\nsteps:\n" + OK_STEP,
+        [(2, 1, "name", "duplicate key 'name' (first at line 1)")],
+    ),
+    (
+        "previous_response_unknown_step",
+        "name: x\nsteps:\n"
+        + OK_STEP
+        + "  - name: b\n    type: claude\n    prompt:\n      - type: previous_response\n        step: zz\n",
+        [(10, 15, "steps[1].prompt[0].step", "previous_response refers to unknown step 'zz'")],
+    ),
+    (
+        "previous_response_later_step",
+        "name: x\nsteps:\n  - name: b\n    type: claude\n    prompt:\n      - type: previous_response\n        step: a\n"
+        + OK_STEP,
+        [(7, 15, "steps[0].prompt[0].step", "refers to step 'a', which runs at or after this one")],
+    ),
+    (
+        "template_unknown_root",
+        "name: x\nsteps:\n  - name: a\n    type: claude\n    prompt: 'Hi {{user.name}}'\n",
+        [(5, 13, "steps[0].prompt", "unknown template root 'user' in {{user.name}}")],
+    ),
+    (
+        "template_later_step",
+        "name: x\nsteps:\n  - name: a\n    type: claude\n    prompt: 'Use {{steps.b.text}}'\n  - name: b\n    type: claude\n",
+        [(5, 13, "steps[0].prompt", "refers to step 'b', which runs at or after this one")],
+    ),
+    (
+        "template_item_outside_batch",
+        "name: x\nsteps:\n  - name: a\n    type: claude\n    prompt: 'Do {{item}}'\n",
+        [
+            (
+                5,
+                13,
+                "steps[0].prompt",
+                "unknown template root 'item' in {{item}} (only inside claude_batch prompts)",
+            )
+        ],
+    ),
+    (
+        "missing_prompt_file",
+        "name: x\nsteps:\n  - name: a\n    type: claude\n    prompt:\n      - type: file\n        path: prompts/missing.md\n",
+        [(7, 15, "steps[0].prompt[0].path", "prompt file 'prompts/missing.md' not found")],
+    ),
+    (
+        "unknown_prompt_part_type",
+        "name: x\nsteps:\n  - name: a\n    type: claude\n    prompt:\n      - type: statik\n        content: hi\n",
+        [
+            (
+                6,
+                15,
+                "steps[0].prompt[0].type",
+                "unknown prompt part type 'statik'; expected one of static, file, previous_response; did you mean `static`?",
+            )
+        ],
+    ),
+    (
+        "literal_choice",
+        "name: x\nsteps:\n" + OK_STEP + "    mock:\n      pattern: slo\n",
+        [
+            (
+                7,
+                16,
+                "steps[0].mock.pattern",
+                "expected one of 'fast', 'slow', 'chunked', 'realistic', got the string 'slo'; did you mean `slow`?",
+            )
+        ],
+    ),
+    (
+        "legacy_conflict",
+        "name: x\nsteps:\n" + OK_STEP + "    stream: false\n    async_stream: true\n",
+        [
+            (
+                7,
+                5,
+                "steps[0].async_stream",
+                "conflicts with steps[0].stream: true vs false; keep only `stream`",
+            )
+        ],
+    ),
+    (
+        "legacy_lift_conflict",
+        "name: x\nsteps:\n"
+        + OK_STEP
+        + "    stream_handler: simple\n    claude_options:\n      stream_handler: file\n",
+        [
+            (
+                8,
+                7,
+                "steps[0].claude_options.stream_handler",
+                "conflicts with steps[0].stream_handler: 'file' vs 'simple'",
+            )
+        ],
+    ),
+    (
+        "id_and_name",
+        "name: x\nsteps:\n  - name: a\n    id: b\n    type: claude\n",
+        [(4, 5, "steps[0].id", "`id` is an alias of `name`; set only one of them")],
+    ),
+    (
+        "workflow_wrapper_extra_key",
+        "workflow:\n  name: x\n  steps: []\nsteps: []\n",
+        [(4, 1, "steps", "unknown key next to `workflow:`")],
+    ),
+    (
+        "error_inside_workflow_wrapper",
+        "workflow:\n  name: x\n  steps:\n    - name: a\n      type: claude\n      stream_buffer_size: 0\n",
+        [(6, 27, "steps[0].stream_buffer_size", "expected a positive integer, got 0")],
+    ),
+    (
+        "python_step_missing_callable",
+        "name: x\nsteps:\n  - name: p\n    type: python\n",
+        [(3, 5, "steps[0]", "missing required key `callable`")],
+    ),
+    (
+        "llm_unknown_provider",
+        "name: x\nsteps:\n  - name: a\n    type: llm\n    provider: openai\n",
+        [(5, 15, "steps[0].provider", "unknown provider 'openai'")],
+    ),
+]
+
+
+def _write(tmp_path: Path, content: str | bytes) -> Path:
+    path = tmp_path / "pipeline.yaml"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    return path
+
+
+def test_table_has_at_least_25_distinct_cases() -> None:
+    assert len(CASES) >= 25
+    assert len({case_id for case_id, _, _ in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize(("case_id", "content", "expected"), CASES, ids=[c[0] for c in CASES])
+def test_bad_input(
+    tmp_path: Path,
+    case_id: str,
+    content: str | bytes,
+    expected: list[tuple[int | None, int | None, str, str]],
+) -> None:
+    path = _write(tmp_path, content)
+    with pytest.raises(SpecError) as info:
+        if case_id.startswith("legacy"):
+            with pytest.warns(SluicewayDeprecationWarning):
+                sluiceway.load(path)
+        else:
+            sluiceway.load(path)
+    issues = info.value.issues
+    assert [(i.file, i.line, i.column, i.path) for i in issues] == [
+        (str(path), line, column, field) for line, column, field, _ in expected
+    ], "\n".join(map(str, issues))
+    for issue, (_, _, _, fragment) in zip(issues, expected, strict=True):
+        assert fragment in issue.message, str(issue)
+        assert "\n" not in issue.message
+
+
+def test_all_issues_are_reported_at_once(tmp_path: Path) -> None:
+    text = textwrap.dedent(
+        """\
+        name: x
+        steps:
+          - name: a
+            type: claud
+          - name: b
+            type: claude
+            stream_buffer_size: -1
+            stream_handler: consol
+          - name: b
+            type: claude
+        """
+    )
+    with pytest.raises(SpecError) as info:
+        sluiceway.load(_write(tmp_path, text))
+    assert [(i.line, i.path) for i in info.value.issues] == [
+        (4, "steps[0].type"),
+        (7, "steps[1].stream_buffer_size"),
+        (8, "steps[1].stream_handler"),
+        (9, "steps[2].name"),
+    ]
+    assert str(info.value).count("\n") == 3
+
+
+def test_file_too_large(tmp_path: Path) -> None:
+    path = tmp_path / "huge.yaml"
+    path.write_bytes(b"name: x\n" + b"# padding\n" * (600 * 1024))
+    with pytest.raises(SpecError) as info:
+        sluiceway.load(path)
+    (issue,) = info.value.issues
+    assert (issue.file, issue.line, issue.path) == (str(path), 1, "")
+    assert "the limit is 5242880 (5 MiB)" in issue.message
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(SpecError) as info:
+        sluiceway.load(tmp_path / "nope.yaml")
+    assert "cannot read file" in info.value.issues[0].message
+
+
+def test_prompt_file_found_relative_to_spec_or_workspace(tmp_path: Path) -> None:
+    (tmp_path / "here.md").write_text("hello")
+    (tmp_path / "ws").mkdir()
+    (tmp_path / "ws" / "there.md").write_text("hello")
+    text = textwrap.dedent(
+        """\
+        name: x
+        workspace_dir: ws
+        steps:
+          - name: a
+            type: claude
+            prompt:
+              - {type: file, path: here.md}
+              - {type: file, path: there.md}
+        """
+    )
+    spec = sluiceway.load(_write(tmp_path, text))
+    assert [p.path for p in spec.steps[0].prompt] == ["here.md", "there.md"]
