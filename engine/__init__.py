@@ -3,6 +3,7 @@
 Knows providers and handlers only through the protocols in ``_protocols``.
 """
 
+from ._actors import HandlerWarning as HandlerWarning
 from ._events import TERMINAL_EVENTS as TERMINAL_EVENTS
 from ._events import Cancelled as Cancelled
 from ._events import ContentBlock as ContentBlock
@@ -39,3 +40,12 @@ from ._provider_events import MessageStop as MessageStop
 from ._provider_events import ProviderEvent as ProviderEvent
 from ._provider_events import TextChunk as TextChunk
 from ._provider_events import ThinkingChunk as ThinkingChunk
+from ._run import RunContext as RunContext
+from ._run import emit_run_finished as emit_run_finished
+from ._run import emit_run_started as emit_run_started
+from ._step import ChannelConsumer as ChannelConsumer
+from ._step import Consumer as Consumer
+from ._step import HandlerConsumer as HandlerConsumer
+from ._step import ToolRunner as ToolRunner
+from ._step import stream_step as stream_step
+from ._tee import DEFAULT_BUFFER_SIZE as DEFAULT_BUFFER_SIZE

@@ -1,0 +1,663 @@
+"""The step actor: one step's model calls, streamed as enveloped events to its consumers.
+
+``stream_step`` is what the executor calls for every model step. It turns the
+provider's events into ``Delta``/``ToolUse``/``Message``... events with the
+envelope (run_id, step, attempt, seq, at), sends them through the tee to every
+consumer (handler actors, passthrough channels, the run's event stream),
+accumulates the ``Response``, runs the tool-use loop and the retry loop, and
+ends the stream with exactly one terminal event.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, Protocol
+
+import attrs
+import trio
+
+from sluiceway._errors import HandlerError, ProviderError
+
+from ._actors import HANDLER_CLOSE_TIMEOUT, TERMINAL_DELIVERY_TIMEOUT, HandlerWarning, handler_actor
+from ._events import (
+    Cancelled,
+    ContentBlock,
+    Delta,
+    Done,
+    Event,
+    Failed,
+    Message,
+    Metrics,
+    Response,
+    Retrying,
+    StepStarted,
+    TextBlock,
+    ThinkingBlock,
+    ThinkingDelta,
+    ToolInputDelta,
+    ToolResult,
+    ToolUse,
+    ToolUseBlock,
+    Usage,
+)
+from ._protocols import HandlerPolicy, ModelRequest, Provider
+from ._provider_events import (
+    BlockStart,
+    BlockStop,
+    InputJsonChunk,
+    MessageDeltaInfo,
+    MessageStart,
+    MessageStop,
+    TextChunk,
+    ThinkingChunk,
+)
+from ._run import RunContext
+from ._tee import DEFAULT_BUFFER_SIZE, Outlet, Tee
+
+__all__ = (
+    "DEFAULT_BUFFER_SIZE",
+    "HANDLER_CLOSE_TIMEOUT",
+    "TERMINAL_DELIVERY_TIMEOUT",
+    "ChannelConsumer",
+    "Consumer",
+    "HandlerConsumer",
+    "HandlerWarning",
+    "RunContext",
+    "ToolRunner",
+    "stream_step",
+)
+
+
+@attrs.frozen
+class HandlerConsumer:
+    """A handler fed by its own actor, through its own bounded channel."""
+
+    handler: Any
+    """The ``Handler`` (``handle``, optional ``handle_batch``, ``aclose``)."""
+    name: str = ""
+    """The handler's name as configured, for warnings and ``HandlerError.handler``."""
+    policy: HandlerPolicy = "block"
+    """``block`` (lossless, backpressure) or ``coalesce`` (merge deltas when it lags)."""
+    buffer_size: int = DEFAULT_BUFFER_SIZE
+    """The channel's buffer (``stream_buffer_size``)."""
+
+
+@attrs.frozen
+class ChannelConsumer:
+    """A channel the caller reads (passthrough input of a later step, or similar)."""
+
+    send_channel: trio.MemorySendChannel[Event]
+    """The send side; ``stream_step`` closes it after the terminal event."""
+    policy: HandlerPolicy = "block"
+    """``block``: events go straight into *send_channel*. ``coalesce``: through a relay actor
+    with its own channel of ``buffer_size``, whose deltas merge while the reader lags."""
+    buffer_size: int = DEFAULT_BUFFER_SIZE
+    """For ``coalesce``: the relay's buffer."""
+
+
+Consumer = HandlerConsumer | ChannelConsumer
+
+
+class ToolRunner(Protocol):
+    """What the tool-use loop needs (``engine._tools.Toolbox`` implements it)."""
+
+    def definitions(self) -> tuple[dict[str, Any], ...]: ...
+
+    async def run(self, name: str, input: Any) -> tuple[str, bool]: ...
+
+
+class _Forward:
+    """A handler that forwards to a caller's channel (for ``coalesce`` channel consumers)."""
+
+    def __init__(self, send_channel: trio.MemorySendChannel[Event]) -> None:
+        self.send_channel = send_channel
+
+    async def handle(self, event: Event) -> None:
+        await self.send_channel.send(event)
+
+    async def handle_batch(self, events: Sequence[Event]) -> None:
+        for event in events:
+            await self.send_channel.send(event)
+
+    async def aclose(self) -> None:
+        self.send_channel.close()
+
+
+class _Block:
+    """A content block being accumulated."""
+
+    __slots__ = ("kind", "name", "parsed", "parts", "signature", "tool_use_id")
+
+    def __init__(self, kind: str, tool_use_id: str | None, name: str | None) -> None:
+        self.kind = kind
+        self.tool_use_id = tool_use_id
+        self.name = name
+        self.parts: list[str] = []
+        self.signature: str | None = None
+        self.parsed: Any = _UNPARSED
+
+
+class _Attempt:
+    """What one attempt produced so far."""
+
+    __slots__ = ("delta_count", "messages", "model", "stop_reason", "text", "usage")
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+        self.messages: list[Message] = []
+        self.usage = Usage()
+        self.model: str | None = None
+        self.stop_reason: str | None = None
+        self.delta_count = 0
+
+
+class _StepRun:
+    """The state of one ``stream_step`` call: envelope, accumulators, metrics."""
+
+    def __init__(
+        self,
+        run: RunContext,
+        path: str,
+        tee: Tee,
+        cost: Callable[[str | None, Usage], float | None] | None,
+    ) -> None:
+        self.run = run
+        self.run_id = run.run_id
+        self.origin = run.origin
+        self.path = path
+        self.tee = tee
+        self.cost = cost
+        self.seq = 0
+        self.attempt_no = 1
+        self.attempt = _Attempt()
+        self.started = trio.current_time()
+        self.first_token: float | None = None
+        self.tool_results = 0
+        self.status = "ok"
+        self.handler_failure: HandlerError | None = None
+
+    # -- envelope ------------------------------------------------------------
+
+    def now(self) -> float:
+        return trio.current_time() - self.origin
+
+    def next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    async def emit(self, cls: type[Event], **fields: Any) -> Event:
+        self.seq += 1
+        event = cls(
+            run_id=self.run_id, step=self.path, attempt=self.attempt_no, seq=self.seq, at=self.now(), **fields
+        )
+        await self.tee.send(event)
+        return event
+
+    # -- results -------------------------------------------------------------
+
+    def response(self) -> Response:
+        """The response of the current attempt (also the partial one)."""
+        attempt = self.attempt
+        end = trio.current_time()
+        usage = attempt.usage
+        tps = None
+        if self.first_token is not None and end > self.first_token and usage.output_tokens:
+            tps = usage.output_tokens / (end - self.first_token)
+        metrics = Metrics(
+            time_to_first_token=None if self.first_token is None else self.first_token - self.started,
+            duration=end - self.started,
+            output_tokens_per_second=tps,
+            message_count=len(attempt.messages) + self.tool_results,
+            delta_count=attempt.delta_count,
+            backpressure_wait=self.tee.backpressure_wait,
+            queue_high_water=self.tee.queue_high_water,
+        )
+        return Response(
+            text="".join(attempt.text),
+            messages=tuple(attempt.messages),
+            usage=usage,
+            cost_usd=self._cost(attempt.model, usage),
+            stop_reason=attempt.stop_reason,
+            model=attempt.model,
+            metrics=metrics,
+            status=self.status,
+        )
+
+    def _cost(self, model: str | None, usage: Usage) -> float | None:
+        if self.cost is None:
+            return None
+        return self.cost(model, usage)
+
+    # -- one model call --------------------------------------------------------
+
+    async def call(self, provider: Provider, request: ModelRequest) -> Message:
+        """Stream one model call; return its assistant ``Message`` (also emitted)."""
+        run_id, path, attempt_no, origin = self.run_id, self.path, self.attempt_no, self.origin
+        send = self.tee.send
+        attempt = self.attempt
+        text = attempt.text
+        blocks: dict[int, _Block] = {}
+        call_usage = Usage()
+        stop_reason: str | None = None
+        current_time = trio.current_time
+        async with provider.stream(request) as provider_events:
+            async for item in provider_events:
+                kind = type(item)
+                if kind is TextChunk:
+                    now = current_time()
+                    if self.first_token is None:
+                        self.first_token = now
+                    self.seq += 1
+                    piece = item.text
+                    blocks[item.index].parts.append(piece)
+                    text.append(piece)
+                    attempt.delta_count += 1
+                    await send(
+                        Delta(
+                            run_id=run_id, step=path, attempt=attempt_no, seq=self.seq,
+                            at=now - origin, content=piece, index=item.index,
+                        )
+                    )
+                elif kind is InputJsonChunk:
+                    now = current_time()
+                    if self.first_token is None:
+                        self.first_token = now
+                    self.seq += 1
+                    block = blocks[item.index]
+                    block.parts.append(item.partial_json)
+                    attempt.delta_count += 1
+                    await send(
+                        ToolInputDelta(
+                            run_id=run_id, step=path, attempt=attempt_no, seq=self.seq,
+                            at=now - origin, tool_use_id=block.tool_use_id or "",
+                            partial_json=item.partial_json, index=item.index,
+                        )
+                    )
+                elif kind is ThinkingChunk:
+                    block = blocks[item.index]
+                    if item.signature is not None:
+                        block.signature = item.signature
+                    if item.text:
+                        now = current_time()
+                        if self.first_token is None:
+                            self.first_token = now
+                        self.seq += 1
+                        block.parts.append(item.text)
+                        attempt.delta_count += 1
+                        await send(
+                            ThinkingDelta(
+                                run_id=run_id, step=path, attempt=attempt_no, seq=self.seq,
+                                at=now - origin, content=item.text, index=item.index,
+                            )
+                        )
+                elif kind is BlockStart:
+                    blocks[item.index] = _Block(item.kind, item.tool_use_id, item.name)
+                elif kind is BlockStop:
+                    block = blocks[item.index]
+                    if block.kind == "tool_use":
+                        raw = "".join(block.parts)  # joined once: linear time
+                        try:
+                            parsed = json.loads(raw) if raw.strip() else {}
+                        except ValueError as exc:
+                            error = ProviderError(
+                                f"tool {block.name!r} ({block.tool_use_id}): input is not JSON: {raw[:200]!r}",
+                                step=path,
+                            )
+                            raise error from exc
+                        block.parsed = parsed
+                        await self.emit(
+                            ToolUse, tool_use_id=block.tool_use_id or "", name=block.name or "", input=parsed
+                        )
+                elif kind is MessageStart:
+                    if item.model is not None:
+                        attempt.model = item.model
+                    call_usage = item.usage
+                elif kind is MessageDeltaInfo:
+                    if item.stop_reason is not None:
+                        stop_reason = item.stop_reason
+                    if item.usage is not None:
+                        call_usage = _merge_usage(call_usage, item.usage)
+                elif kind is MessageStop:
+                    break
+            else:
+                raise _interrupted(path)
+        content = tuple(_finish_block(blocks[i]) for i in sorted(blocks))
+        attempt.usage = attempt.usage + call_usage
+        attempt.stop_reason = stop_reason
+        if attempt.model is None:
+            attempt.model = request.model
+        message = await self.emit(
+            Message, role="assistant", content=content, usage=call_usage, stop_reason=stop_reason
+        )
+        attempt.messages.append(message)  # type: ignore[arg-type]
+        return message  # type: ignore[return-value]
+
+
+_UNPARSED: Any = object()
+
+
+def _finish_block(block: _Block) -> ContentBlock:
+    if block.kind == "text":
+        return TextBlock("".join(block.parts))
+    if block.kind == "thinking":
+        return ThinkingBlock("".join(block.parts), block.signature)
+    parsed = block.parsed
+    if parsed is _UNPARSED:  # a tool_use block that never stopped: parse what came
+        raw = "".join(block.parts)
+        try:
+            parsed = json.loads(raw) if raw.strip() else {}
+        except ValueError:
+            parsed = raw
+    return ToolUseBlock(block.tool_use_id or "", block.name or "", parsed)
+
+
+def _merge_usage(start: Usage, delta: Usage) -> Usage:
+    """``message_delta`` usage is cumulative for the call: its counts replace, never add."""
+    return Usage(
+        delta.input_tokens or start.input_tokens,
+        delta.output_tokens,
+        delta.cache_creation_input_tokens or start.cache_creation_input_tokens,
+        delta.cache_read_input_tokens or start.cache_read_input_tokens,
+    )
+
+
+def _interrupted(path: str) -> ProviderError:
+    from sluiceway._errors import StreamInterruptedError
+
+    return StreamInterruptedError("the stream ended before message_stop", step=path)
+
+
+def _api_block(block: ContentBlock) -> dict[str, Any]:
+    if isinstance(block, TextBlock):
+        return {"type": "text", "text": block.text}
+    if isinstance(block, ThinkingBlock):
+        out: dict[str, Any] = {"type": "thinking", "thinking": block.thinking}
+        if block.signature is not None:
+            out["signature"] = block.signature
+        return out
+    return {"type": "tool_use", "id": block.id, "name": block.name, "input": block.input}
+
+
+async def _turns(
+    state: _StepRun,
+    provider: Provider,
+    request: ModelRequest,
+    tool_runner: ToolRunner | None,
+    max_turns: int,
+) -> Response:
+    """One attempt: model calls, and tool calls between them, up to *max_turns* calls."""
+    messages = list(request.messages)
+    calls = 0
+    while True:
+        message = await state.call(provider, request)
+        calls += 1
+        if tool_runner is None or message.stop_reason != "tool_use":
+            break
+        tool_uses = [b for b in message.content if isinstance(b, ToolUseBlock)]
+        if not tool_uses:
+            break
+        if calls >= max_turns:
+            state.status = "max_turns"
+            break
+        results: list[dict[str, Any]] = []
+        for block in tool_uses:
+            content, is_error = await tool_runner.run(block.name, block.input)
+            await state.emit(
+                ToolResult, tool_use_id=block.id, name=block.name, content=content, is_error=is_error
+            )
+            state.tool_results += 1
+            results.append(
+                {"type": "tool_result", "tool_use_id": block.id, "content": content, "is_error": is_error}
+            )
+        messages.append({"role": "assistant", "content": [_api_block(b) for b in message.content]})
+        messages.append({"role": "user", "content": results})
+        request = attrs.evolve(request, messages=tuple(messages), turn=request.turn + 1)
+    return state.response()
+
+
+async def _attempts(
+    state: _StepRun,
+    provider: Provider,
+    request: ModelRequest,
+    tool_runner: ToolRunner | None,
+    max_turns: int,
+    retry: Any,
+) -> Response:
+    """The attempt loop: retry a failed attempt while *retry* says so."""
+    if tool_runner is not None and not request.tools:
+        request = attrs.evolve(request, tools=tuple(tool_runner.definitions()))
+    model = request.model
+    while True:
+        attempt_request = request
+        if request.attempt != state.attempt_no or request.model != model:
+            attempt_request = attrs.evolve(request, attempt=state.attempt_no, model=model)
+        try:
+            return await _turns(state, provider, attempt_request, tool_runner, max_turns)
+        except ProviderError as exc:
+            error = exc if exc.step else exc.with_step(state.path)
+            delay = None if retry is None else retry.decide(error, state.attempt_no)
+            if delay is None:
+                if error is exc:
+                    raise
+                raise error from exc.__cause__
+            retry_after = error.retry_after
+            if retry_after is not None and retry_after > delay:
+                delay = float(retry_after)
+            started = state.attempt.delta_count > 0 or bool(state.attempt.messages)
+            next_attempt = state.attempt_no + 1
+            await state.emit(
+                Retrying,
+                reason=error.message,
+                delay=delay,
+                output_may_have_started=started,
+                next_attempt=next_attempt,
+            )
+            model_for = getattr(retry, "model_for", None)
+            if model_for is not None:
+                model = model_for(next_attempt, error, model) or model
+            await trio.sleep(delay)
+            state.attempt_no = next_attempt
+            state.attempt = _Attempt()
+            state.status = "ok"
+            state.tool_results = 0
+
+
+async def stream_step(
+    *,
+    run: RunContext,
+    path: str,
+    provider: Provider,
+    request: ModelRequest,
+    consumers: Sequence[Consumer],
+    step_type: str = "claude",
+    tool_runner: ToolRunner | None = None,
+    max_turns: int = 1,
+    retry: Any = None,
+    cost: Callable[[str | None, Usage], float | None] | None = None,
+    on_handler_error: Literal["isolate", "fail"] = "isolate",
+) -> Response:
+    """Stream one step (its model calls, tool calls and retries) to *consumers*; return its Response.
+
+    Events, in order: ``StepStarted``; per model call its deltas (``Delta``,
+    ``ThinkingDelta``, ``ToolInputDelta``), a ``ToolUse`` per finished tool_use
+    block and one assistant ``Message``; ``ToolResult`` per tool run; a
+    ``Retrying`` before each new attempt; and exactly one terminal event last:
+    ``Done(response)``, ``Failed(error, partial)`` or ``Cancelled(partial)``.
+    Every event carries the envelope ``run_id``, ``step=path``, ``attempt``,
+    ``seq`` (strictly increasing over the whole step) and ``at`` (seconds since
+    ``run.origin``).
+
+    Args:
+        run: The run's id, clock origin and event stream (``run.events`` gets
+            every event, policy ``block``, through a clone that is closed here).
+        path: The step path (``draft``, ``batch[3]``, ``par.branch_a``).
+        provider: Streams each model call; not closed here (the run owns it).
+        request: The first call's request; later calls add the tool turns,
+            later attempts set ``attempt`` (and maybe ``model``).
+        consumers: ``HandlerConsumer``s (each fed by its own actor through its
+            own bounded channel) and ``ChannelConsumer``s (the caller reads).
+        step_type: Reported in ``StepStarted``.
+        tool_runner: Runs the model's tool calls; without it a ``tool_use``
+            stop ends the step like any other stop.
+        max_turns: The most model calls per attempt; when the model still
+            wants tools after that many, the step ends with
+            ``Response(status="max_turns")`` (a ``Done``).
+        retry: An object with ``decide(error, attempt) -> delay | None`` and
+            optionally ``model_for(next_attempt, error, model) -> model``
+            (``engine._retry.RetryPolicy``). ``None``: never retry. The delay
+            is slept on trio's clock, at least the error's ``retry_after``.
+        cost: ``cost(model, usage) -> USD | None`` for ``Response.cost_usd``.
+        on_handler_error: ``isolate`` (a failing handler gets a
+            ``HandlerWarning`` and no more events; the step goes on) or
+            ``fail`` (the step fails with ``HandlerError`` naming it).
+
+    Returns:
+        The final attempt's ``Response`` (also sent in ``Done``).
+
+    Raises:
+        ProviderError: the provider failed (after retries); ``Failed`` was sent.
+        HandlerError: a handler failed under ``fail``; ``Failed`` was sent
+            (when only its ``aclose`` failed, after ``Done``).
+        Exception: any other error of a call or a tool, after ``Failed``.
+
+    Backpressure: a full ``block`` consumer blocks the step, and so the
+    provider (a ``coalesce`` consumer merges deltas instead). Memory is bounded
+    by the consumers' buffers, plus one merged delta per ``coalesce`` consumer.
+
+    Closes every channel it was given or made (consumers see ``EndOfChannel``
+    after the terminal event) and every handler (``aclose`` exactly once,
+    shielded, bounded by ``HANDLER_CLOSE_TIMEOUT``), on success, error and
+    cancellation alike; returns only once every handler actor has finished.
+
+    Cancelled: the events in flight may be dropped, but ``Cancelled(partial)``
+    is still delivered to every consumer (shielded, bounded by
+    ``TERMINAL_DELIVERY_TIMEOUT``), every handler is closed, and the
+    cancellation propagates.
+    """
+    outlets: list[Outlet] = []
+    actors: list[tuple[trio.MemoryReceiveChannel[Event], Any, Outlet, str]] = []
+    given: list[trio.MemorySendChannel[Event]] = []
+    try:
+        for consumer in consumers:
+            if isinstance(consumer, HandlerConsumer):
+                send, receive = trio.open_memory_channel[Event](consumer.buffer_size)
+                outlet = Outlet(
+                    send,
+                    coalesce=consumer.policy == "coalesce",
+                    name=consumer.name,
+                    buffer_size=consumer.buffer_size,
+                )
+                actors.append((receive, consumer.handler, outlet, consumer.name))
+            else:
+                given.append(consumer.send_channel)
+                if consumer.policy == "coalesce":
+                    send, receive = trio.open_memory_channel[Event](consumer.buffer_size)
+                    outlet = Outlet(send, coalesce=True, name="channel", buffer_size=consumer.buffer_size)
+                    actors.append((receive, _Forward(consumer.send_channel), outlet, "channel"))
+                else:
+                    outlet = Outlet(consumer.send_channel, name="channel", buffer_size=_size(consumer.send_channel))
+            outlets.append(outlet)
+        if run.events is not None:
+            events = run.events.clone()
+            given.append(events)
+            outlets.append(Outlet(events, name="run events", buffer_size=_size(events)))
+    except BaseException:
+        await _abandon(consumers, outlets, given)
+        raise
+
+    tee = Tee(outlets)
+    state = _StepRun(run, path, tee, cost)
+    produce_scope = trio.CancelScope()
+
+    def fail(error: HandlerError) -> None:
+        if state.handler_failure is None:
+            state.handler_failure = error
+        produce_scope.cancel()
+
+    failure: BaseException | None = None
+    response: Response | None = None
+    async with trio.open_nursery() as nursery:
+        for receive, handler, outlet, name in actors:
+            nursery.start_soon(_run_actor, receive, handler, outlet, name, on_handler_error, fail)
+        terminal: Event | None = None
+        delivered: set[int] = set()
+        try:
+            try:
+                with produce_scope:
+                    await state.emit(StepStarted, provider=provider.name, model=request.model, step_type=step_type)
+                    response = await _attempts(state, provider, request, tool_runner, max(max_turns, 1), retry)
+                if state.handler_failure is not None:
+                    raise state.handler_failure
+                assert response is not None
+                terminal = Done(
+                    run_id=state.run_id, step=path, attempt=state.attempt_no, seq=state.next_seq(),
+                    at=state.now(), response=response,
+                )
+            except Exception as exc:
+                failure = exc
+                response = None
+                terminal = Failed(
+                    run_id=state.run_id, step=path, attempt=state.attempt_no, seq=state.next_seq(),
+                    at=state.now(), error=exc, message=str(exc), partial=state.response(),
+                )
+            await tee.send_each(terminal, delivered)
+        except trio.Cancelled:
+            with trio.move_on_after(TERMINAL_DELIVERY_TIMEOUT, shield=True):
+                if terminal is None:
+                    terminal = Cancelled(
+                        run_id=state.run_id, step=path, attempt=state.attempt_no, seq=state.next_seq(),
+                        at=state.now(), partial=state.response(),
+                    )
+                await tee.send_each(terminal, delivered)
+            raise
+        finally:
+            for outlet in outlets:
+                outlet.send.close()
+            for channel in given:
+                channel.close()
+    if failure is not None:
+        raise failure
+    if state.handler_failure is not None:  # only aclose failed, after Done
+        raise state.handler_failure
+    assert response is not None
+    return response
+
+
+async def _run_actor(
+    receive: trio.MemoryReceiveChannel[Event],
+    handler: Any,
+    outlet: Outlet,
+    name: str,
+    on_error: Literal["isolate", "fail"],
+    fail: Callable[[HandlerError], None],
+) -> None:
+    await handler_actor(receive, handler, outlet, name=name, on_error=on_error, fail=fail)
+
+
+def _size(channel: trio.MemorySendChannel[Event]) -> int:
+    size = channel.statistics().max_buffer_size
+    return int(size) if math.isfinite(size) else 0
+
+
+async def _abandon(
+    consumers: Sequence[Consumer],
+    outlets: Sequence[Outlet],
+    given: Sequence[trio.MemorySendChannel[Event]],
+) -> None:
+    """Setup failed: close what we were given, handlers included (shielded, bounded)."""
+    for outlet in outlets:
+        outlet.send.close()
+    for consumer in consumers:
+        if isinstance(consumer, ChannelConsumer):
+            consumer.send_channel.close()
+    for channel in given:
+        channel.close()
+    with trio.move_on_after(HANDLER_CLOSE_TIMEOUT, shield=True):
+        for consumer in consumers:
+            if isinstance(consumer, HandlerConsumer):
+                try:
+                    await consumer.handler.aclose()
+                except Exception:
+                    pass
