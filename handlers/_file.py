@@ -9,11 +9,13 @@ Durability choices:
   boundaries, is what makes "what was delivered before a crash or Ctrl-C is on
   disk" true for deltas in the middle of a message: Python's own buffer dies
   with the process, the page cache does not.
-* **fsync at terminal events and at close, in a worker thread.** ``fsync`` can
-  take milliseconds to tens of milliseconds on real disks; on the event loop it
-  would stall every other step's stream, so it runs in
-  ``trio.to_thread.run_sync`` (not abandoned on cancel: the handler waits for it,
-  and nothing else touches the file meanwhile).
+* **fsync at the step's terminal event and at close, on the event loop.** At
+  most two per handler (sub-steps' terminal events are flushed, not synced), each
+  usually well under 10 ms, so the stall is small and rare. A worker thread
+  (``trio.to_thread.run_sync``) would hide that stall but breaks virtual time:
+  trio's autojump clock sees the loop idle while the thread works and jumps past
+  every pending deadline, so runs under ``MockClock`` (the test suite, and the
+  testing kit's ``check_handler``) would time out spuriously.
 * The file is opened at the first event, not at construction, so a handler that
   is built but never fed leaves no file and no open descriptor behind.
 """
@@ -31,7 +33,6 @@ from typing import IO, Any, ClassVar, Literal
 import attr
 import attrs
 import cattrs
-import trio
 
 from .. import engine
 from .._errors import SluicewayError
@@ -54,7 +55,7 @@ from ._base import HandlerConfigError, LineTracker, clock, substep_prefix
 
 __all__ = ("FileHandler", "event_from_dict", "event_to_dict", "render_file_path")
 
-_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\}\}")
 
 
 def _jsonable(inst: Any, field: Any, value: Any) -> Any:
@@ -127,7 +128,8 @@ def event_from_dict(data: dict[str, Any]) -> Event:
 
 def render_file_path(template: str, context: HandlerContext) -> Path:
     """Fill ``{{execution_id}}``, ``{{run_id}}``, ``{{step}}``, ``{{pipeline}}``,
-    ``{{timestamp}}`` and the pipeline's variables into *template*, and place it.
+    ``{{timestamp}}`` (the run's start, ``20260101T123456``) and the pipeline's
+    variables (``{{name}}`` or ``{{vars.name}}``) into *template*, and place it.
 
     A relative path resolves inside ``context.output_dir`` and may not leave it
     (``..``, or a symlink pointing out); an absolute path (or ``~/...``) is used as
@@ -147,6 +149,9 @@ def render_file_path(template: str, context: HandlerContext) -> Path:
 
     def fill(match: re.Match[str]) -> str:
         name = match.group(1)
+        root, _, rest = name.partition(".")
+        if root in ("vars", "variables") and rest in values:
+            name = rest
         if name not in values:
             known = ", ".join(sorted(values))
             raise HandlerConfigError(
@@ -211,9 +216,10 @@ class FileHandler:
         await self.handle_batch((event,))
 
     async def handle_batch(self, events: Sequence[Event]) -> None:
-        """Write *events* with one write, flush it, and fsync if a step ended.
+        """Write *events* with one write, flush it, and fsync if the step ended.
 
-        Blocks (in a worker thread) only for the fsync at a terminal event.
+        Never waits on anything but the file; the fsync at the terminal event
+        blocks the loop briefly (see the module docstring).
         """
         if self._closed:
             raise RuntimeError(f"file handler for {self.path} is closed")
@@ -231,8 +237,10 @@ class FileHandler:
             file.write(text)
             file.flush()
             self._unsynced = True
-        if self._unsynced and any(isinstance(e, TERMINAL_EVENTS) for e in events):
-            await self._fsync()
+        if self._unsynced and any(
+            isinstance(e, TERMINAL_EVENTS) and e.step == self.context.step for e in events
+        ):
+            self._fsync()
 
     async def aclose(self) -> None:
         """End an open line, flush, fsync what was not yet synced, and close. Idempotent."""
@@ -250,7 +258,7 @@ class FileHandler:
                 self._unsynced = True
             file.flush()
             if self._unsynced:
-                await self._fsync()
+                self._fsync()
         finally:
             file.close()
 
@@ -260,9 +268,9 @@ class FileHandler:
             self._file = open(self.path, "a" if self.options.append else "w", encoding="utf-8")  # noqa: ASYNC230 - small, local; see module docstring
         return self._file
 
-    async def _fsync(self) -> None:
+    def _fsync(self) -> None:
         assert self._file is not None
-        await trio.to_thread.run_sync(os.fsync, self._file.fileno())
+        os.fsync(self._file.fileno())  # on the loop, on purpose: see the module docstring
         self._unsynced = False
 
     def _render(self, event: Event, out: list[str]) -> None:

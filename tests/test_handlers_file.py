@@ -43,8 +43,8 @@ def test_default_path_is_step_log_inside_output_dir(tmp_path):
 
 
 def test_templated_path(tmp_path):
-    handler = make(tmp_path, file_path="logs/claude_{{execution_id}}_{{ step }}_{{env}}_{{timestamp}}.log")
-    assert handler.path == tmp_path.resolve() / "logs" / "claude_run-1_draft_dev_20260101T123456.log"
+    handler = make(tmp_path, file_path="logs/claude_{{execution_id}}_{{ step }}_{{env}}_{{vars.env}}_{{timestamp}}.log")
+    assert handler.path == tmp_path.resolve() / "logs" / "claude_run-1_draft_dev_dev_20260101T123456.log"
 
 
 def test_unknown_placeholder_is_refused(tmp_path):
