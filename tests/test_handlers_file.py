@@ -282,3 +282,15 @@ def test_policy_block_and_options_defaults():
         "append": False,
         "format": "text",
     }
+
+
+async def test_substep_terminals_flush_but_only_own_terminal_fsyncs(tmp_path, fsyncs):
+    handler = make(tmp_path, step="batch")
+    ev = Events(step="batch")
+    await handler.handle_batch([ev.delta("a", step="batch[0]"), ev.done("a", step="batch[0]")])
+    assert handler.path.read_text() == "[batch[0]] a\n[batch[0]] --- completed: 2 messages in 1234 ms ---\n"
+    assert fsyncs == []
+    await handler.handle(ev.done("a"))
+    assert len(fsyncs) == 1
+    await handler.aclose()
+    assert len(fsyncs) == 1
