@@ -1,0 +1,506 @@
+"""The live provider: Anthropic's Messages API through the official SDK.
+
+The SDK builds the request, authenticates, and turns HTTP status errors into
+its exceptions; we read the streaming response's bytes ourselves
+(``providers._sse``) because the SDK's decoder swallows ``ping`` events (so a
+stalled stream would look alive) and is about half as fast. Every SDK and
+transport error becomes a ``ProviderError`` in one place, ``map_error``.
+
+Deadlines run on trio's clock: ``request.first_token_timeout`` from the
+request until the first content event (anything after ``message_start`` that
+is not a ``ping``), then ``request.idle_timeout`` between content events.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import math
+import os
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, Final
+
+import anthropic
+import anyio
+import httpcore2
+import httpx2
+import trio
+from sluiceway.engine._events import Usage
+from sluiceway.engine._protocols import ModelRequest
+from sluiceway.engine._provider_events import (
+    BlockStart,
+    BlockStop,
+    InputJsonChunk,
+    MessageDeltaInfo,
+    MessageStart,
+    MessageStop,
+    ProviderEvent,
+    TextChunk,
+    ThinkingChunk,
+)
+
+from sluiceway._errors import (
+    AuthenticationError,
+    OverloadedError,
+    ProviderError,
+    ProviderTimeoutError,
+    RateLimitedError,
+    StreamInterruptedError,
+)
+
+from ._sse import SSEParser
+
+__all__ = ("AnthropicProvider", "map_error")
+
+#: Seconds allowed to close a response when leaving a call (shielded).
+CLOSE_TIMEOUT: Final = 2.0
+#: Seconds to wait for the body's end after ``message_stop`` (then the connection is dropped).
+DRAIN_TIMEOUT: Final = 1.0
+
+# request.extra keys passed to messages.create as they are
+_PASSTHROUGH: Final = frozenset(
+    {"thinking", "metadata", "top_p", "top_k", "stop_sequences", "tool_choice", "service_tier"}
+)
+
+
+class AnthropicProvider:
+    """Streams calls to the Messages API with the official ``anthropic`` SDK.
+
+    One ``AsyncAnthropic`` client per provider (one per run), made at the first
+    call, with the SDK's retries off (the engine retries); ``aclose`` closes it.
+
+    Args:
+        api_key: The API key; default ``ANTHROPIC_API_KEY``. A missing key is an
+            ``AuthenticationError`` at the first call, before any request.
+        base_url: The API's base URL; default ``ANTHROPIC_BASE_URL``, else the SDK's.
+        client: An ``anthropic.AsyncAnthropic`` to use instead (not closed by us).
+        default_model: The model when the request names none.
+        max_tokens: The output cap when the request sets none.
+    """
+
+    name = "anthropic"
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        client: anthropic.AsyncAnthropic | None = None,
+        default_model: str = "claude-sonnet-4-5",
+        max_tokens: int = 4096,
+    ) -> None:
+        self.api_key = api_key or os.environ.get("ANTHROPIC_API_KEY") or None
+        self.base_url = base_url or os.environ.get("ANTHROPIC_BASE_URL") or None
+        self.default_model = default_model
+        self.max_tokens = max_tokens
+        self._client = client
+        self._owns_client = client is None
+        self._closed = False
+
+    def client(self, step: str | None = None) -> anthropic.AsyncAnthropic:
+        """Return the SDK client, making it on first use.
+
+        Raises:
+            AuthenticationError: No API key was given or set in the environment.
+            trio.ClosedResourceError: The provider was closed.
+        """
+        if self._closed:
+            raise trio.ClosedResourceError("the anthropic provider is closed")
+        if self._client is None:
+            if not self.api_key:
+                raise AuthenticationError(
+                    "no Anthropic API key: set ANTHROPIC_API_KEY (live mode needs one)", step=step
+                )
+            self._client = anthropic.AsyncAnthropic(
+                api_key=self.api_key, base_url=self.base_url, max_retries=0
+            )
+        return self._client
+
+    def stream(self, request: ModelRequest) -> _AnthropicCall:
+        """Open one streamed call; use as ``async with provider.stream(request) as events``.
+
+        Entering sends the request and waits for the response head (within the
+        first-token deadline); iterating reads and normalizes the stream.
+        Leaving closes the HTTP response at once (shielded, bounded by
+        ``CLOSE_TIMEOUT``), also when cancelled: an unfinished response closes
+        its connection. The consumer pulls, so nothing here blocks for
+        backpressure. Errors are ``ProviderError``s naming ``request.step``.
+        """
+        return _AnthropicCall(self, request)
+
+    async def aclose(self) -> None:
+        """Close the SDK client we made (idempotent; shielded and bounded)."""
+        self._closed = True
+        client, self._client = self._client, None
+        if client is not None and self._owns_client:
+            with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
+                await client.close()
+        await trio.lowlevel.checkpoint()
+
+    def _params(self, request: ModelRequest) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "model": request.model or self.default_model,
+            "max_tokens": request.max_tokens or self.max_tokens,
+            "messages": list(request.messages),
+            "stream": True,
+        }
+        if request.system:
+            params["system"] = request.system
+        if request.temperature is not None:
+            params["temperature"] = request.temperature
+        if request.tools:
+            params["tools"] = list(request.tools)
+        extra = request.extra or {}
+        for key in _PASSTHROUGH.intersection(extra):
+            params[key] = extra[key]
+        if extra.get("headers"):
+            params["extra_headers"] = dict(extra["headers"])
+        return params
+
+
+class _AnthropicCall:
+    """One streamed call: an async context manager and the iterator it yields."""
+
+    def __init__(self, provider: AnthropicProvider, request: ModelRequest) -> None:
+        self._provider = provider
+        self._request = request
+        self._step = request.step
+        self._response: httpx2.Response | None = None
+        self._chunks: Any = None
+        self._parser = SSEParser()
+        self._ready: collections.deque[ProviderEvent] = collections.deque()
+        self._deadline = math.inf
+        self._started = False
+        self._done = False
+        self._request_id: str | None = None
+
+    async def __aenter__(self) -> _AnthropicCall:
+        request = self._request
+        client = self._provider.client(self._step)
+        params = self._provider._params(request)
+        now = trio.current_time()
+        if request.first_token_timeout is not None:
+            self._deadline = now + request.first_token_timeout
+        elif request.idle_timeout is not None:
+            self._deadline = now + request.idle_timeout
+        try:
+            with trio.move_on_at(self._deadline) as scope:
+                sdk_stream = await client.messages.create(**params)
+        except Exception as exc:
+            raise map_error(exc, self._step) from exc
+        if scope.cancelled_caught:
+            raise ProviderTimeoutError(
+                f"no response within the first-token deadline ({request.first_token_timeout or request.idle_timeout} s)",
+                step=self._step,
+            )
+        self._response = sdk_stream.response
+        self._request_id = self._response.headers.get("request-id")
+        self._chunks = _open_body(self._response)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._close()
+
+    async def _close(self) -> None:
+        response, self._response = self._response, None
+        chunks, self._chunks = self._chunks, None
+        if response is None:
+            return
+        with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
+            try:
+                if chunks is not None:
+                    await chunks.aclose()
+            finally:
+                await response.aclose()
+
+    def __aiter__(self) -> _AnthropicCall:
+        return self
+
+    async def __anext__(self) -> ProviderEvent:
+        ready = self._ready
+        while not ready:
+            if self._done:
+                await self._drain()
+                raise StopAsyncIteration
+            await self._read()
+        return ready.popleft()
+
+    async def _drain(self) -> None:
+        # read the body's end after message_stop so the connection can be reused
+        chunks = self._chunks
+        if chunks is None:
+            return
+        with trio.move_on_after(DRAIN_TIMEOUT):
+            try:
+                async for _ in chunks:
+                    pass
+            except Exception:
+                return  # the close will drop the connection instead
+            self._chunks = None
+
+    async def _read(self) -> None:
+        """Read one chunk within the current deadline and normalize its events."""
+        try:
+            with trio.move_on_at(self._deadline) as scope:
+                chunk = await self._chunks.__anext__()
+        except StopAsyncIteration:
+            self._chunks = None
+            raise StreamInterruptedError(
+                "the stream ended before message_stop", step=self._step
+            ) from None
+        except Exception as exc:
+            raise map_error(exc, self._step) from exc
+        if scope.cancelled_caught:
+            which = "idle" if self._started else "first-token"
+            timeout = (
+                self._request.idle_timeout if self._started else self._request.first_token_timeout
+            )
+            raise ProviderTimeoutError(
+                f"no progress from the API within the {which} deadline ({timeout} s)",
+                step=self._step,
+            )
+        events = [
+            (name, data) for name, data in self._parser.feed(chunk) if name in _HANDLERS and data
+        ]
+        if not events:
+            return  # pings, comments or a partial event: not progress
+        payloads = self._loads([data for _, data in events])
+        ready = self._ready
+        for (name, _), payload in zip(events, payloads, strict=True):
+            event = _HANDLERS[name](self, payload)
+            if event is None:
+                continue
+            if not self._started and not isinstance(event, MessageStart):
+                self._started = True
+            ready.append(event)
+        if self._started:
+            idle = self._request.idle_timeout
+            self._deadline = trio.current_time() + idle if idle is not None else math.inf
+
+    def _loads(self, datas: list[str]) -> list[Any]:
+        # one json.loads for the whole chunk: about 2.5x faster than one per event
+        try:
+            payloads = json.loads("[" + ",".join(datas) + "]")
+            if len(payloads) == len(datas):
+                return payloads
+        except ValueError:
+            pass
+        payloads = []
+        for data in datas:
+            try:
+                payloads.append(json.loads(data))
+            except ValueError as exc:
+                raise ProviderError(
+                    f"malformed event from the API: {data[:80]!r}", step=self._step
+                ) from exc
+        return payloads
+
+    # -- normalizers: one per SSE event name ----------------------------------
+
+    def _on_message_start(self, payload: dict[str, Any]) -> ProviderEvent:
+        message = payload.get("message") or {}
+        return MessageStart(
+            model=message.get("model"),
+            usage=_usage(message.get("usage") or {}),
+            message_id=message.get("id"),
+            request_id=self._request_id,
+        )
+
+    def _on_block_start(self, payload: dict[str, Any]) -> ProviderEvent | None:
+        block = payload.get("content_block") or {}
+        kind = block.get("type")
+        index = payload.get("index", 0)
+        if kind == "text":
+            return BlockStart(index, "text")
+        if kind in ("thinking", "redacted_thinking"):
+            return BlockStart(index, "thinking")
+        if kind in ("tool_use", "server_tool_use"):
+            return BlockStart(
+                index, "tool_use", tool_use_id=block.get("id"), name=block.get("name")
+            )
+        return None
+
+    def _on_block_delta(self, payload: dict[str, Any]) -> ProviderEvent | None:
+        delta = payload.get("delta") or {}
+        kind = delta.get("type")
+        index = payload.get("index", 0)
+        if kind == "text_delta":
+            return TextChunk(index, delta.get("text", ""))
+        if kind == "input_json_delta":
+            return InputJsonChunk(index, delta.get("partial_json", ""))
+        if kind == "thinking_delta":
+            return ThinkingChunk(index, delta.get("thinking", ""))
+        if kind == "signature_delta":
+            return ThinkingChunk(index, "", signature=delta.get("signature", ""))
+        return None
+
+    def _on_block_stop(self, payload: dict[str, Any]) -> ProviderEvent:
+        return BlockStop(payload.get("index", 0))
+
+    def _on_message_delta(self, payload: dict[str, Any]) -> ProviderEvent:
+        delta = payload.get("delta") or {}
+        usage = payload.get("usage") or {}
+        extra = {k: v for k, v in delta.items() if k != "stop_reason" and v is not None}
+        return MessageDeltaInfo(
+            stop_reason=delta.get("stop_reason"),
+            usage=Usage(output_tokens=usage.get("output_tokens") or 0),
+            extra=extra or None,
+        )
+
+    def _on_message_stop(self, payload: dict[str, Any]) -> ProviderEvent:
+        self._done = True
+        return MessageStop()
+
+    def _on_error(self, payload: dict[str, Any]) -> ProviderEvent:
+        # what the SDK raises for a mid-stream error event (status 200), then mapped
+        assert self._response is not None
+        exc = anthropic.APIStatusError(f"{payload}", response=self._response, body=payload)
+        raise map_error(exc, self._step) from exc
+
+
+_HANDLERS: dict[str, Callable[[_AnthropicCall, dict[str, Any]], ProviderEvent | None]] = {
+    "message_start": _AnthropicCall._on_message_start,
+    "content_block_start": _AnthropicCall._on_block_start,
+    "content_block_delta": _AnthropicCall._on_block_delta,
+    "content_block_stop": _AnthropicCall._on_block_stop,
+    "message_delta": _AnthropicCall._on_message_delta,
+    "message_stop": _AnthropicCall._on_message_stop,
+    "error": _AnthropicCall._on_error,
+}
+
+
+def _open_body(response: httpx2.Response) -> Any:
+    """Return an async generator of the response body's bytes, which we close.
+
+    We iterate httpcore's body stream directly: it skips four layers of async
+    generators, and httpx2's ``AsyncResponseStream`` abandons the innermost
+    one unexhausted when closed early, which trio reports as a ResourceWarning.
+    A compressed body, or a layout we do not know, goes through ``aiter_bytes``.
+    """
+    if response.headers.get("content-encoding", "identity").lower() in ("identity", ""):
+        body: Any = response.stream
+        for _ in range(8):
+            if body is None:
+                break
+            if hasattr(body, "_pool_request"):
+                return body.__aiter__()
+            body = next(
+                (
+                    getattr(body, attr)
+                    for attr in ("_stream", "_async_body", "_httpcore_stream")
+                    if hasattr(body, attr)
+                ),
+                None,
+            )
+    return response.aiter_bytes()
+
+
+def _usage(raw: dict[str, Any]) -> Usage:
+    return Usage(
+        input_tokens=raw.get("input_tokens") or 0,
+        output_tokens=raw.get("output_tokens") or 0,
+        cache_creation_input_tokens=raw.get("cache_creation_input_tokens") or 0,
+        cache_read_input_tokens=raw.get("cache_read_input_tokens") or 0,
+    )
+
+
+def _retry_after(headers: Any) -> float | None:
+    if headers is None:
+        return None
+    for key, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(key)
+        if value is not None:
+            try:
+                return max(float(value) / scale, 0.0)
+            except ValueError:
+                continue  # an HTTP date: not worth guessing the clock skew
+    return None
+
+
+# mid-stream error event type -> our error class
+_EVENT_ERRORS: Final[dict[str, type[ProviderError]]] = {
+    "overloaded_error": OverloadedError,
+    "rate_limit_error": RateLimitedError,
+    "api_error": StreamInterruptedError,
+    "timeout_error": StreamInterruptedError,
+    "authentication_error": AuthenticationError,
+    "permission_error": AuthenticationError,
+}
+
+
+def map_error(exc: BaseException, step: str | None) -> ProviderError:
+    """Return the ``ProviderError`` for an SDK or transport error; raise it ``from exc``.
+
+    - error event mid-stream (``APIStatusError`` with status 200): by its type,
+      ``overloaded_error`` -> ``OverloadedError``, ``rate_limit_error`` ->
+      ``RateLimitedError``, ``api_error``/``timeout_error`` ->
+      ``StreamInterruptedError``, others -> ``ProviderError``;
+    - HTTP 401/403 -> ``AuthenticationError`` (the key was rejected); 429 ->
+      ``RateLimitedError``, 529 -> ``OverloadedError``, both with ``retry_after``
+      from the ``retry-after`` header; other statuses -> ``ProviderError``;
+    - timeouts -> ``ProviderTimeoutError``; dropped or refused connections ->
+      ``StreamInterruptedError``; anything else -> ``ProviderError``.
+    """
+    if isinstance(exc, ProviderError):
+        return exc.with_step(step) if step else exc
+    if isinstance(exc, anthropic.APIStatusError):
+        status = exc.status_code
+        kind = getattr(exc, "type", None)
+        detail = getattr(exc, "api_message", None) or exc.message
+        retry_after = _retry_after(exc.response.headers) if status != 200 else None
+        if status == 200:
+            cls = _EVENT_ERRORS.get(kind or "", ProviderError)
+            return cls(f"the API sent an error event mid-stream: {kind}: {detail}", step=step)
+        if status in (401, 403):
+            return AuthenticationError(
+                f"the API key was rejected (HTTP {status}: {detail})", step=step
+            )
+        if status == 429:
+            return RateLimitedError(
+                f"rate limited (HTTP 429: {detail})", step=step, retry_after=retry_after
+            )
+        if status == 529 or kind == "overloaded_error":
+            return OverloadedError(
+                f"the API is overloaded (HTTP {status}: {detail})",
+                step=step,
+                retry_after=retry_after,
+            )
+        if status >= 500:
+            return ProviderError(
+                f"server error (HTTP {status}: {detail})", step=step, retry_after=retry_after
+            )
+        return ProviderError(f"the API refused the request (HTTP {status}: {detail})", step=step)
+    if isinstance(
+        exc,
+        (
+            anthropic.APITimeoutError,
+            httpx2.TimeoutException,
+            httpcore2.TimeoutException,
+            TimeoutError,
+        ),
+    ):
+        return ProviderTimeoutError(f"the API timed out: {exc}", step=step)
+    if isinstance(exc, anthropic.APIConnectionError):
+        return StreamInterruptedError(f"could not reach the API: {exc}", step=step)
+    if isinstance(
+        exc,
+        (
+            httpx2.RemoteProtocolError,
+            httpx2.NetworkError,
+            httpx2.StreamError,
+            httpcore2.NetworkError,
+            httpcore2.ProtocolError,
+            anyio.EndOfStream,
+            anyio.BrokenResourceError,
+            trio.BrokenResourceError,
+            ConnectionError,
+        ),
+    ):
+        return StreamInterruptedError(f"the connection to the API was lost: {exc}", step=step)
+    return ProviderError(f"unexpected error from the API client: {exc!r}", step=step)
