@@ -60,10 +60,16 @@ def _make_console(stream: TextIO, color: bool | None) -> Console:
     )
 
 
-def _fmt_seconds(seconds: float | None, *, ms: bool = False) -> str:
+def _fmt_seconds(seconds: float | None) -> str:
     if seconds is None:
         return "–"
-    return f"{seconds * 1000:.0f} ms" if ms else f"{seconds:.2f} s"
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def _fmt_cost(cost: float | None) -> str:
+    if cost is None:
+        return "–"
+    return f"${cost:.5f}" if cost < 1 else f"${cost:.2f}"  # cents hide small calls
 
 
 def _stats_rows(response: Response) -> list[tuple[str, str]]:
@@ -72,13 +78,12 @@ def _stats_rows(response: Response) -> list[tuple[str, str]]:
     if u.cache_read_input_tokens or u.cache_creation_input_tokens:
         tokens += f" (cache {u.cache_read_input_tokens} read, {u.cache_creation_input_tokens} written)"
     rate = "–" if m.output_tokens_per_second is None else f"{m.output_tokens_per_second:.1f}"
-    cost = "–" if response.cost_usd is None else f"${response.cost_usd:.4f}"
     return [
         ("messages", str(m.message_count)),
         ("tokens", tokens),
-        ("first token", _fmt_seconds(m.time_to_first_token, ms=True)),
+        ("first token", _fmt_seconds(m.time_to_first_token)),
         ("tokens/s", rate),
-        ("cost", cost),
+        ("cost", _fmt_cost(response.cost_usd)),
         ("duration", _fmt_seconds(m.duration)),
     ]
 

@@ -80,7 +80,7 @@ async def test_full_output_off_tty_is_plain_and_exact():
         "│ tokens       12 in / 34 out │\n"
         "│ first token  120 ms         │\n"
         "│ tokens/s     45.2           │\n"
-        "│ cost         $0.0012        │\n"
+        "│ cost         $0.00120       │\n"
         "│ duration     1.23 s         │\n"
         "╰─────────────────────────────╯\n"
     )
@@ -189,7 +189,7 @@ async def test_substep_stats_are_one_line():
     await handler.handle(Events(step="par").done(step="par.a"))
     assert out.getvalue() == (
         "[par.a] ✓ completed · messages 2 · tokens 12 in / 34 out · first token 120 ms · "
-        "tokens/s 45.2 · cost $0.0012 · duration 1.23 s\n"
+        "tokens/s 45.2 · cost $0.00120 · duration 1.23 s\n"
     )
 
 
@@ -260,3 +260,9 @@ def test_registry_options():
     with pytest.raises(RegistryError, match="unknown stream_handler_opts 'colour'"):
         build_handlers(["console"], {"colour": True}, lambda ref: make_context())
     assert ConsoleHandler.policy == "coalesce"
+
+
+async def test_short_durations_in_ms_and_large_costs_in_cents():
+    handler, out = make(step="par", show_header=False)
+    await handler.handle(Events(step="par").done(step="par.a", duration=0.002, cost_usd=2.5))
+    assert out.getvalue().endswith("cost $2.50 · duration 2 ms\n")
