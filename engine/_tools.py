@@ -26,7 +26,7 @@ import subprocess
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, Final, Protocol, runtime_checkable
+from typing import Any, Final, Protocol, TextIO, runtime_checkable
 
 import jsonschema
 import trio
@@ -192,6 +192,18 @@ async def _kill_group(process: trio.Process) -> None:
         pass
 
 
+def _open_for_write(path: Path) -> TextIO:
+    """Open the resolved *path* for writing, refusing a symlink swapped in since the check."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    # newline="" keeps the model's line endings as written
+    return open(fd, "w", encoding="utf-8", newline="")
+
+
+def _bash_env() -> dict[str, str]:
+    """The environment of a ``Bash`` command: ours, without the Anthropic credentials."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
+
+
 class Toolbox:
     """The built-in tools, confined to *workspace*. Implements ``ToolRunner``.
 
@@ -302,29 +314,43 @@ class Toolbox:
 
     async def _read(self, input: Mapping[str, Any]) -> str:
         path = self._resolve(input["file_path"])
-        offset = input.get("offset", 1)
-        limit = input.get("limit", DEFAULT_READ_LIMIT)
-        text = await trio.to_thread.run_sync(self._read_text, path, input["file_path"])
-        lines = text.splitlines()
-        if not lines:
-            return "(empty file)"
-        if offset > len(lines):
-            raise _ToolFailure(f"offset {offset} is past the end of {self._show(path)} ({len(lines)} lines)")
-        chosen = lines[offset - 1 : offset - 1 + limit]
-        out = "\n".join(
-            f"{number:6}\t{line[:MAX_LINE_CHARS]}" for number, line in enumerate(chosen, start=offset)
-        )
-        return _cap(out)
+        return await trio.to_thread.run_sync(self._read_sync, path, input)
 
-    def _read_text(self, path: Path, raw: str) -> str:
+    def _read_sync(self, path: Path, input: Mapping[str, Any]) -> str:
+        raw: str = input["file_path"]
+        offset: int = input.get("offset", 1)
+        limit: int = input.get("limit", DEFAULT_READ_LIMIT)
+        if path.is_dir():
+            raise _ToolFailure(f"is a directory, not a file: {raw!r} (use LS)")
+        chosen: list[str] = []
+        size = count = 0
+        cut = False
         try:
-            if path.is_dir():
-                raise _ToolFailure(f"is a directory, not a file: {raw!r} (use LS)")
-            return path.read_text(encoding="utf-8", errors="replace")
+            # stream the lines: a huge file costs only the lines shown
+            with open(path, encoding="utf-8", errors="replace") as f:
+                for count, line in enumerate(f, start=1):
+                    if count < offset:
+                        continue
+                    if len(chosen) >= limit:
+                        break
+                    if size > MAX_OUTPUT_CHARS:
+                        cut = True
+                        break
+                    shown = line.rstrip("\n")[:MAX_LINE_CHARS]
+                    chosen.append(f"{count:6}\t{shown}")
+                    size += len(shown) + 8
         except FileNotFoundError:
             raise _ToolFailure(f"file not found: {raw!r}") from None
         except OSError as exc:
             raise _ToolFailure(f"cannot read {raw!r}: {exc.strerror or exc}") from None
+        if count == 0:
+            return "(empty file)"
+        if not chosen:
+            raise _ToolFailure(f"offset {offset} is past the end of {self._show(path)} ({count} lines)")
+        out = "\n".join(chosen)
+        if cut:
+            out += f"\n... [output truncated at line {offset + len(chosen) - 1}; use offset to read on]"
+        return out
 
     async def _write(self, input: Mapping[str, Any]) -> str:
         path = self._resolve(input["file_path"])
@@ -337,8 +363,7 @@ class Toolbox:
             if path.is_dir():
                 raise _ToolFailure(f"is a directory, not a file: {raw!r}")
             path.parent.mkdir(parents=True, exist_ok=True)
-            # newline="" keeps the model's line endings as written
-            with open(path, "w", encoding="utf-8", newline="") as f:
+            with _open_for_write(path) as f:
                 f.write(content)
         except OSError as exc:
             raise _ToolFailure(f"cannot write {raw!r}: {exc.strerror or exc}") from None
@@ -371,7 +396,7 @@ class Toolbox:
                 "give more context to make it unique, or set replace_all"
             )
         try:
-            with open(path, "w", encoding="utf-8", newline="") as f:
+            with _open_for_write(path) as f:
                 f.write(text.replace(old, new))
         except OSError as exc:
             raise _ToolFailure(f"cannot write {raw!r}: {exc.strerror or exc}") from None
@@ -497,6 +522,7 @@ class Toolbox:
                         stderr=subprocess.STDOUT,
                         cwd=self.base,
                         check=False,
+                        env=_bash_env(),  # the model must not read our API key
                         start_new_session=True,  # so a timeout kills its children too
                         deliver_cancel=_kill_group,
                     )

@@ -354,3 +354,46 @@ async def test_bash_output_is_capped(tmp_path: Path) -> None:
     assert content.startswith("a" * 1000)
     assert len(content) < 31_000
     assert content.endswith("more characters]")
+
+
+async def test_bash_does_not_see_anthropic_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-secret")
+    monkeypatch.setenv("SLUICEWAY_TEST_VISIBLE", "yes")
+    box = Toolbox(tmp_path, allowed=["Bash"])
+    assert await box.run(
+        "Bash", {"command": 'echo "${ANTHROPIC_API_KEY:-unset} $SLUICEWAY_TEST_VISIBLE"'}
+    ) == ("unset yes\n", False)
+
+
+async def test_read_streams_big_files_and_keeps_line_numbers(tmp_path: Path) -> None:
+    (tmp_path / "big.txt").write_text("".join(f"line {i}\n" for i in range(1, 100_001)))
+    box = Toolbox(tmp_path, allowed=None)
+    assert await box.run("Read", {"file_path": "big.txt", "offset": 99_999, "limit": 5}) == (
+        " 99999\tline 99999\n100000\tline 100000", False,
+    )
+    content, is_error = await box.run("Read", {"file_path": "big.txt"})
+    assert not is_error
+    lines = content.splitlines()
+    assert len(content) < 31_000
+    # 2000 lines would be ~34k characters: cut at the output cap, saying where
+    assert lines[-2] == "  1830\tline 1830"
+    assert lines[-1] == "... [output truncated at line 1830; use offset to read on]"
+    content, _ = await box.run("Read", {"file_path": "big.txt", "offset": 50, "limit": 1000})
+    assert content.splitlines()[-1] == "  1049\tline 1049"
+    content, is_error = await box.run("Read", {"file_path": "big.txt", "offset": 100_001})
+    assert (content, is_error) == ("offset 100001 is past the end of big.txt (100000 lines)", True)
+    # a form feed is not a line break; CRLF is
+    (tmp_path / "ff.txt").write_bytes(b"a\x0cb\r\nc")
+    assert await box.run("Read", {"file_path": "ff.txt"}) == ("     1\ta\x0cb\n     2\tc", False)
+
+
+def test_write_refuses_a_symlink_swapped_in_after_the_check(layout: tuple[Path, Path]) -> None:
+    ws, outside = layout
+    box = Toolbox(ws, allowed=None)
+    target = box._resolve("late.txt")  # checked while it did not exist
+    (ws / "late.txt").symlink_to(outside / "secret.txt")  # then swapped for a link
+    with pytest.raises(Exception, match="cannot write 'late.txt'"):
+        box._write_text(target, "pwned", "late.txt")
+    assert (outside / "secret.txt").read_text() == "top secret\n"
