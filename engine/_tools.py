@@ -288,6 +288,8 @@ class Toolbox:
             return await self._runners[name](input), False
         except _ToolFailure as exc:
             return str(exc), True
+        except OSError as exc:  # what the tool did not foresee (permissions, odd files...)
+            return f"{name} failed: {exc.strerror or exc}", True
 
     # ------------------------------------------------------------------ paths
 
@@ -300,7 +302,10 @@ class Toolbox:
         return None
 
     def _resolve(self, raw: str) -> Path:
-        resolved = self._confine(raw, self.base)
+        try:
+            resolved = self._confine(raw, self.base)
+        except ValueError:  # an embedded NUL
+            raise _ToolFailure(f"invalid path: {raw!r}") from None
         if resolved is None:
             raise _ToolFailure(f"path escapes the workspace: {raw!r}")
         return resolved

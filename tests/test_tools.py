@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sluiceway.engine._tools import ALL_TOOLS, DEFAULT_TOOLS, Toolbox, ToolRunner
 
 
@@ -397,3 +400,63 @@ def test_write_refuses_a_symlink_swapped_in_after_the_check(layout: tuple[Path, 
     with pytest.raises(Exception, match="cannot write 'late.txt'"):
         box._write_text(target, "pwned", "late.txt")
     assert (outside / "secret.txt").read_text() == "top secret\n"
+
+
+async def test_odd_paths_and_os_errors_are_results(tmp_path: Path) -> None:
+    box = Toolbox(tmp_path, allowed=None)
+    assert await box.run("Read", {"file_path": "a\x00b"}) == ("invalid path: 'a\\x00b'", True)
+    assert await box.run("Write", {"file_path": "x" * 5000, "content": "y"}) == (
+        "cannot write '" + "x" * 5000 + "': File name too long", True,
+    )
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0)
+    try:
+        if os.geteuid() == 0:  # root reads anything: fake the failure instead
+            box._ls_sync = lambda path: (_ for _ in ()).throw(PermissionError(13, "Permission denied"))  # type: ignore[method-assign]
+        assert await box.run("LS", {"path": "locked"}) == ("LS failed: Permission denied", True)
+    finally:
+        locked.chmod(0o755)
+
+
+# ---------------------------------------------------------------- property: confinement
+
+SEGMENTS = ["..", ".", "a", "b.txt", "in_link", "out_link", "out_dir_link", "", "OUT", "WS"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    parts=st.lists(st.sampled_from(SEGMENTS), min_size=1, max_size=6),
+    tool=st.sampled_from(["Read", "Write", "Edit", "LS", "Glob", "Grep"]),
+)
+def test_no_generated_path_touches_the_outside(parts: list[str], tool: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(os.path.realpath(tmp))
+        ws, outside = root / "ws", root / "outside"
+        (ws / "a").mkdir(parents=True)
+        outside.mkdir()
+        (outside / "b.txt").write_text("outside b\n")
+        (ws / "a" / "b.txt").write_text("inside b\n")
+        (ws / "in_link").symlink_to(ws / "a")
+        (ws / "out_link").symlink_to(outside / "b.txt")
+        (ws / "out_dir_link").symlink_to(outside)
+        raw = "/".join(str(outside) if p == "OUT" else str(ws) if p == "WS" else p for p in parts)
+        args: dict[str, object] = {
+            "Read": {"file_path": raw},
+            "Write": {"file_path": raw, "content": "new\n"},
+            "Edit": {"file_path": raw, "old_string": "b\n", "new_string": "B\n"},
+            "LS": {"path": raw},
+            "Glob": {"pattern": "*", "path": raw},
+            "Grep": {"pattern": "b", "path": raw},
+        }[tool]
+        before = snapshot(outside)
+        content, is_error = trio.run(Toolbox(ws, allowed=None).run, tool, args)
+        assert snapshot(outside) == before
+        assert "outside b" not in content
+        inside = os.path.realpath(os.path.join(ws, raw)).startswith(str(ws) + os.sep) or (
+            os.path.realpath(os.path.join(ws, raw)) == str(ws)
+        )
+        if not inside:
+            assert (content, is_error) == (f"path escapes the workspace: {raw!r}", True)
+        else:
+            assert not content.startswith("path escapes")
