@@ -115,11 +115,14 @@ class _Forward:
         self.send_channel = send_channel
 
     async def handle(self, event: Event) -> None:
-        await self.send_channel.send(event)
+        try:
+            await self.send_channel.send(event)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the reader hung up: like a block channel consumer, it is skipped
 
     async def handle_batch(self, events: Sequence[Event]) -> None:
         for event in events:
-            await self.send_channel.send(event)
+            await self.handle(event)
 
     async def aclose(self) -> None:
         self.send_channel.close()
@@ -228,7 +231,10 @@ class _StepRun:
     def _cost(self, model: str | None, usage: Usage) -> float | None:
         if self.cost is None:
             return None
-        return self.cost(model, usage)
+        try:
+            return self.cost(model, usage)
+        except Exception:  # a pricing bug must not lose the step's terminal event
+            return None
 
     # -- one model call --------------------------------------------------------
 
@@ -549,16 +555,21 @@ async def stream_step(
                     name=consumer.name,
                     buffer_size=consumer.buffer_size,
                 )
+                outlet.actor = True
                 actors.append((receive, consumer.handler, outlet, consumer.name))
             else:
-                given.append(consumer.send_channel)
-                if consumer.policy == "coalesce":
+                if consumer.policy == "coalesce":  # the relay actor closes it
                     send, receive = trio.open_memory_channel[Event](consumer.buffer_size)
                     outlet = Outlet(send, coalesce=True, name="channel", buffer_size=consumer.buffer_size)
+                    outlet.actor = True
                     actors.append((receive, _Forward(consumer.send_channel), outlet, "channel"))
                 else:
+                    given.append(consumer.send_channel)
                     outlet = Outlet(consumer.send_channel, name="channel", buffer_size=_size(consumer.send_channel))
             outlets.append(outlet)
+        # outlets drained by our own actors first: after a cancellation they get the
+        # terminal event before any wait on a caller's channel (whose reader may be gone)
+        outlets.sort(key=lambda o: not o.actor)
         if run.events is not None:
             events = run.events.clone()
             given.append(events)

@@ -40,7 +40,9 @@ _DELTAS: Final = (Delta, ThinkingDelta, ToolInputDelta)
 class Outlet:
     """One consumer's side of the tee: its send channel, policy and pending merged delta."""
 
-    __slots__ = ("_parts", "buffer_size", "coalesce", "gone", "high_water", "name", "pending", "send")
+    __slots__ = (
+        "_parts", "actor", "buffer_size", "coalesce", "gone", "high_water", "name", "pending", "send",
+    )
 
     def __init__(
         self,
@@ -58,6 +60,8 @@ class Outlet:
         """The consumer's name, for messages."""
         self.buffer_size = buffer_size
         """The channel's buffer size (for the high-water mark when it fills)."""
+        self.actor = False
+        """True when one of our actors drains this channel (it takes the pending delta)."""
         self.gone = False
         """True once the consumer hung up (its receive side is closed): it is skipped."""
         self.high_water = 0

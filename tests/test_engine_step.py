@@ -1,0 +1,487 @@
+"""stream_step: envelope, accumulation, tool loop, retries, terminal events, handler policies."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import trio
+from engine_helpers import Recorder, ScriptedProvider, call_script, request
+from sluiceway.engine import (
+    BlockStart,
+    BlockStop,
+    Cancelled,
+    ChannelConsumer,
+    Delta,
+    Done,
+    Failed,
+    HandlerConsumer,
+    HandlerWarning,
+    InputJsonChunk,
+    Message,
+    MessageStart,
+    MessageStop,
+    Retrying,
+    RunContext,
+    StepStarted,
+    TextBlock,
+    ThinkingBlock,
+    ThinkingDelta,
+    ToolInputDelta,
+    ToolResult,
+    ToolUse,
+    ToolUseBlock,
+    Usage,
+    stream_step,
+)
+from sluiceway.engine._provider_events import MessageDeltaInfo, TextChunk
+
+from sluiceway._errors import (
+    HandlerError,
+    OverloadedError,
+    ProviderError,
+    RateLimitedError,
+    StreamInterruptedError,
+)
+from sluiceway.testing import check_invariants
+
+
+def names(events):
+    return [type(e).__name__ for e in events]
+
+
+async def run_step(provider, consumers, *, run=None, **kwargs):
+    run = run or RunContext(run_id="r", origin=trio.current_time())
+    return await stream_step(
+        run=run, path=kwargs.pop("path", "s"), provider=provider, request=kwargs.pop("req", request()),
+        consumers=consumers, **kwargs,
+    )
+
+
+async def test_text_stream_envelope_response_and_metrics(autojump_clock):
+    provider = ScriptedProvider([call_script([("text", ["Hel", "lo ", "world"])], delay=0.5, first_delay=1.0)])
+    rec = Recorder()
+    start = trio.current_time()
+    run = RunContext(run_id="run-1", origin=start - 10.0)
+    response = await run_step(provider, [HandlerConsumer(rec, "rec")], run=run, path="draft")
+    events = rec.events
+    assert names(events) == ["StepStarted", "Delta", "Delta", "Delta", "Message", "Done"]
+    assert [e.seq for e in events] == [1, 2, 3, 4, 5, 6]
+    assert {(e.run_id, e.step, e.attempt) for e in events} == {("run-1", "draft", 1)}
+    # at counts from the run's origin, on the trio clock
+    assert [e.at for e in events] == pytest.approx([10.0, 11.0, 11.5, 12.0, 12.0, 12.0])
+    assert [e.content for e in events if isinstance(e, Delta)] == ["Hel", "lo ", "world"]
+    started = events[0]
+    assert isinstance(started, StepStarted) and started.provider == "scripted" and started.model == "m-1"
+    message = events[4]
+    assert isinstance(message, Message)
+    assert message.role == "assistant" and message.content == (TextBlock("Hello world"),)
+    assert message.usage == Usage(input_tokens=10, output_tokens=3) and message.stop_reason == "end_turn"
+    assert isinstance(events[-1], Done) and events[-1].response == response
+    assert response.text == "Hello world"
+    assert response.usage == Usage(input_tokens=10, output_tokens=3)
+    assert response.model == "m-1" and response.stop_reason == "end_turn" and response.status == "ok"
+    assert response.messages == (message,)
+    m = response.metrics
+    assert m.time_to_first_token == pytest.approx(1.0)
+    assert m.duration == pytest.approx(2.0)
+    assert m.output_tokens_per_second == pytest.approx(3 / 1.0)
+    assert (m.delta_count, m.message_count) == (3, 1)
+    assert m.backpressure_wait == 0.0
+    assert rec.close_count == 1 and not rec.after_close
+    assert provider.open_streams == 0 and provider.closed_streams == 1
+    check_invariants(events)
+
+
+async def test_first_delta_reaches_handler_when_produced(autojump_clock):
+    provider = ScriptedProvider([call_script([("text", ["a", "b", "c", "d"])], delay=0.25, first_delay=3.0)])
+    fast, batched = Recorder(batch=False), Recorder()
+    await run_step(provider, [HandlerConsumer(fast, "f"), HandlerConsumer(batched, "b", "coalesce", 0)])
+    produced = [t for t, item in provider.produced if isinstance(item, TextChunk)]
+    assert produced == pytest.approx([t0 := produced[0], t0 + 0.25, t0 + 0.5, t0 + 0.75])
+    for rec in (fast, batched):
+        got = [t for t, e in zip(rec.times, rec.events, strict=True) if isinstance(e, Delta)]
+        assert got == produced  # same virtual instant: no added latency
+
+
+async def test_usage_is_cumulative_per_call_and_summed_over_calls(autojump_clock):
+    script = [
+        MessageStart(model="m-2", usage=Usage(input_tokens=7, output_tokens=1, cache_read_input_tokens=4)),
+        BlockStart(0, "text"),
+        TextChunk(0, "x"),
+        MessageDeltaInfo(usage=Usage(output_tokens=3)),
+        TextChunk(0, "y"),
+        BlockStop(0),
+        MessageDeltaInfo(stop_reason="end_turn", usage=Usage(output_tokens=9)),
+        MessageStop(),
+    ]
+    rec = Recorder()
+    response = await run_step(ScriptedProvider([script]), [HandlerConsumer(rec, "r")])
+    assert response.usage == Usage(input_tokens=7, output_tokens=9, cache_read_input_tokens=4)
+    assert response.model == "m-2"
+    calls = []
+    response = await run_step(
+        ScriptedProvider([script, script]),
+        [HandlerConsumer(Recorder(), "r")],
+        cost=lambda model, usage: calls.append((model, usage)) or usage.output_tokens * 0.5,
+    )
+    assert response.cost_usd == pytest.approx(4.5)
+    assert calls[-1] == ("m-2", Usage(input_tokens=7, output_tokens=9, cache_read_input_tokens=4))
+
+
+async def test_thinking_and_tool_blocks(autojump_clock):
+    pieces = ['{"pa', 'th": "a.t', 'xt", "n": [1, ', "2]}"]
+    script = call_script(
+        [("thinking", ["hmm ", "ok"]), ("text", ["Let me look."]), ("tool", "tu_1", "Read", pieces)],
+        delay=0.1,
+    )
+    script.insert(script.index(BlockStop(0)), ThinkingChunk_sig := _sig())
+    rec = Recorder()
+    response = await run_step(ScriptedProvider([script]), [HandlerConsumer(rec, "r")])
+    ev = rec.events
+    assert [e.content for e in ev if isinstance(e, ThinkingDelta)] == ["hmm ", "ok"]
+    tool_deltas = [e for e in ev if isinstance(e, ToolInputDelta)]
+    assert [e.partial_json for e in tool_deltas] == pieces
+    assert {(e.tool_use_id, e.index) for e in tool_deltas} == {("tu_1", 2)}
+    (tool_use,) = [e for e in ev if isinstance(e, ToolUse)]
+    assert (tool_use.tool_use_id, tool_use.name, tool_use.input) == ("tu_1", "Read", {"path": "a.txt", "n": [1, 2]})
+    # ToolUse comes right after the block's last piece, before the Message
+    assert names(ev).index("ToolUse") == names(ev).index("Message") - 1
+    (message,) = [e for e in ev if isinstance(e, Message)]
+    assert message.content == (
+        ThinkingBlock("hmm ok", ThinkingChunk_sig.signature),
+        TextBlock("Let me look."),
+        ToolUseBlock("tu_1", "Read", {"path": "a.txt", "n": [1, 2]}),
+    )
+    assert response.text == "Let me look." and response.stop_reason == "tool_use"
+    assert response.metrics.delta_count == 2 + 1 + 4
+    check_invariants(ev)
+
+
+def _sig():
+    from sluiceway.engine import ThinkingChunk
+
+    return ThinkingChunk(0, "", signature="sig-1")
+
+
+class Tools:
+    def __init__(self):
+        self.calls = []
+
+    def definitions(self):
+        return ({"name": "Read", "description": "read", "input_schema": {"type": "object"}},)
+
+    async def run(self, name, input):
+        self.calls.append((name, input, trio.current_time()))
+        await trio.sleep(2.0)
+        if input.get("path") == "missing":
+            return "no such file", True
+        return f"contents of {input['path']}", False
+
+
+async def test_tool_loop_runs_tools_and_calls_again(autojump_clock):
+    first = call_script(
+        [("text", ["Reading."]), ("tool", "t1", "Read", ['{"path": "a"}']), ("tool", "t2", "Read", ['{"path": "missing"}'])]
+    )
+    second = call_script([("text", ["Done ", "reading."])])
+    provider = ScriptedProvider([first, second])
+    tools = Tools()
+    rec = Recorder()
+    response = await run_step(provider, [HandlerConsumer(rec, "r")], tool_runner=tools, max_turns=5)
+    assert names(rec.events) == [
+        "StepStarted", "Delta", "ToolInputDelta", "ToolUse", "ToolInputDelta", "ToolUse", "Message",
+        "ToolResult", "ToolResult", "Delta", "Delta", "Message", "Done",
+    ]
+    results = [e for e in rec.events if isinstance(e, ToolResult)]
+    assert [(r.tool_use_id, r.name, r.content, r.is_error) for r in results] == [
+        ("t1", "Read", "contents of a", False),
+        ("t2", "Read", "no such file", True),
+    ]
+    assert [c[:2] for c in tools.calls] == [("Read", {"path": "a"}), ("Read", {"path": "missing"})]
+    r0, r1 = provider.requests
+    assert r0.tools == tools.definitions() and r0.turn == 0
+    assert r1.turn == 1 and r1.tools == tools.definitions()
+    assert r1.messages[0] == {"role": "user", "content": "hi"}
+    assert r1.messages[1] == {
+        "role": "assistant",
+        "content": [
+            {"type": "text", "text": "Reading."},
+            {"type": "tool_use", "id": "t1", "name": "Read", "input": {"path": "a"}},
+            {"type": "tool_use", "id": "t2", "name": "Read", "input": {"path": "missing"}},
+        ],
+    }
+    assert r1.messages[2] == {
+        "role": "user",
+        "content": [
+            {"type": "tool_result", "tool_use_id": "t1", "content": "contents of a", "is_error": False},
+            {"type": "tool_result", "tool_use_id": "t2", "content": "no such file", "is_error": True},
+        ],
+    }
+    assert response.text == "Reading.Done reading."
+    assert response.status == "ok" and response.stop_reason == "end_turn"
+    assert len(response.messages) == 2 and response.metrics.message_count == 4
+    assert response.usage.input_tokens == 20  # summed over both calls
+    check_invariants(rec.events)
+
+
+async def test_max_turns_ends_with_status_not_crash(autojump_clock):
+    call = call_script([("tool", "t", "Read", ['{"path": "a"}'])])
+    provider = ScriptedProvider([call, call, call])
+    rec = Recorder()
+    response = await run_step(provider, [HandlerConsumer(rec, "r")], tool_runner=Tools(), max_turns=2)
+    assert len(provider.requests) == 2
+    assert response.status == "max_turns" and response.stop_reason == "tool_use"
+    assert isinstance(rec.events[-1], Done) and rec.events[-1].response.status == "max_turns"
+    assert names(rec.events).count("ToolResult") == 1
+
+
+async def test_tool_use_without_runner_just_ends(autojump_clock):
+    provider = ScriptedProvider([call_script([("tool", "t", "Read", ['{"path": "a"}'])])])
+    response = await run_step(provider, [])
+    assert response.stop_reason == "tool_use" and response.status == "ok" and len(provider.requests) == 1
+
+
+class Policy:
+    """A tiny retry policy: *delays[i]* after failed attempt i+1; None gives up."""
+
+    def __init__(self, delays, fallback=None):
+        self.delays = list(delays)
+        self.decisions = []
+        self.fallback = fallback
+
+    def decide(self, error, attempt):
+        self.decisions.append((type(error).__name__, attempt))
+        return self.delays[attempt - 1] if attempt - 1 < len(self.delays) else None
+
+    def model_for(self, attempt, error, model):
+        return self.fallback if self.fallback and isinstance(error, OverloadedError) else model
+
+
+def failing_call(pieces, error, delay=0.1):
+    script = call_script([("text", pieces)], delay=delay)
+    cut = max(i for i, item in enumerate(script) if isinstance(item, TextChunk)) + 1
+    return [*script[:cut], error]
+
+
+async def test_retry_emits_retrying_sleeps_and_keeps_only_last_attempt(autojump_clock):
+    provider = ScriptedProvider(
+        [
+            failing_call(["old ", "text"], OverloadedError("overloaded")),
+            call_script([("text", ["new ", "text"])], delay=0.1, model="m-fb"),
+        ]
+    )
+    policy = Policy([1.5], fallback="m-fb")
+    rec = Recorder()
+    response = await run_step(provider, [HandlerConsumer(rec, "r")], retry=policy)
+    ev = rec.events
+    assert names(ev) == [
+        "StepStarted", "Delta", "Delta", "Retrying", "Delta", "Delta", "Message", "Done",
+    ]
+    retrying = ev[3]
+    assert isinstance(retrying, Retrying)
+    assert (retrying.attempt, retrying.next_attempt, retrying.delay) == (1, 2, 1.5)
+    assert retrying.output_may_have_started is True and "overloaded" in retrying.reason
+    assert [e.attempt for e in ev] == [1, 1, 1, 1, 2, 2, 2, 2]
+    assert [e.seq for e in ev] == list(range(1, 9))
+    assert ev[4].at - retrying.at == pytest.approx(1.5 + 0.1)  # slept 1.5 s on trio's clock
+    assert response.text == "new text" and len(response.messages) == 1
+    assert response.messages[0].attempt == 2
+    assert [r.attempt for r in provider.requests] == [1, 2]
+    assert [r.model for r in provider.requests] == ["m-1", "m-fb"]
+    assert policy.decisions == [("OverloadedError", 1)]
+    check_invariants(ev)
+
+
+async def test_retry_after_wins_when_larger_and_give_up_fails(autojump_clock):
+    provider = ScriptedProvider(
+        [
+            [RateLimitedError("slow down", retry_after=7.0)],
+            [RateLimitedError("slow down", retry_after=0.5)],
+            failing_call(["x"], StreamInterruptedError("lost")),
+        ]
+    )
+    rec = Recorder()
+    start = trio.current_time()
+    with pytest.raises(StreamInterruptedError) as info:
+        await run_step(provider, [HandlerConsumer(rec, "r")], retry=Policy([1.0, 1.0]), path="robust")
+    assert info.value.step == "robust"
+    retries = [e for e in rec.events if isinstance(e, Retrying)]
+    assert [(r.delay, r.output_may_have_started) for r in retries] == [(7.0, False), (1.0, False)]
+    assert trio.current_time() - start == pytest.approx(8.0 + 0.1)
+    failed = rec.events[-1]
+    assert isinstance(failed, Failed) and failed.error is info.value and failed.attempt == 3
+    assert failed.partial is not None and failed.partial.text == "x"
+    assert rec.close_count == 1
+    check_invariants(rec.events)
+
+
+async def test_provider_error_fails_step_and_names_it(autojump_clock):
+    provider = ScriptedProvider([failing_call(["par", "tial"], OverloadedError("busy"))])
+    rec, chan_send = Recorder(), None
+    chan_send, chan_recv = trio.open_memory_channel(100)
+    with pytest.raises(OverloadedError) as info:
+        await run_step(provider, [HandlerConsumer(rec, "r"), ChannelConsumer(chan_send)], path="draft")
+    assert info.value.step == "draft" and info.value.message == "busy"
+    assert names(rec.events) == ["StepStarted", "Delta", "Delta", "Failed"]
+    assert rec.events[-1].partial.text == "partial" and rec.events[-1].message == str(info.value)
+    got = [e async for e in chan_recv]  # closed after the terminal
+    assert got == rec.events
+    assert rec.close_count == 1 and provider.open_streams == 0
+
+
+async def test_stream_without_message_stop_is_interrupted(autojump_clock):
+    script = call_script([("text", ["a"])])[:-1]
+    with pytest.raises(StreamInterruptedError):
+        await run_step(ScriptedProvider([script]), [])
+
+
+async def test_bad_tool_json_is_a_provider_error(autojump_clock):
+    script = call_script([("tool", "t", "Read", ['{"a": '])])
+    rec = Recorder()
+    with pytest.raises(ProviderError, match="not JSON"):
+        await run_step(ScriptedProvider([script]), [HandlerConsumer(rec, "r")])
+    assert isinstance(rec.events[-1], Failed)
+
+
+async def test_cancelled_delivers_terminal_closes_everything_and_propagates(autojump_clock):
+    provider = ScriptedProvider([call_script([("text", [f"w{i} " for i in range(100)])], delay=0.1)])
+    slow = Recorder(delay=1.0)
+    quick = Recorder(policy="coalesce")
+    run_send, run_recv = trio.open_memory_channel(1000)
+    pass_send, pass_recv = trio.open_memory_channel(1000)
+    run = RunContext(run_id="r", origin=trio.current_time(), events=run_send)
+    with trio.move_on_after(2.05) as scope:
+        await run_step(
+            provider,
+            [HandlerConsumer(slow, "slow", "block", 2), HandlerConsumer(quick, "quick", "coalesce", 2),
+             ChannelConsumer(pass_send)],
+            run=run,
+        )
+    assert scope.cancelled_caught
+    assert provider.open_streams == 0
+    for rec in (slow, quick):
+        assert rec.close_count == 1 and not rec.after_close
+        assert isinstance(rec.events[-1], Cancelled) and names(rec.events).count("Cancelled") == 1
+        check_invariants(rec.events)
+    cancelled = quick.events[-1]
+    assert cancelled.partial is not None and cancelled.partial.text.startswith("w0 w1 ")
+    # the slow block handler (1 s per event, buffer 2) held the provider back: backpressure
+    assert 3 <= provider.chunks <= 6
+    slow_deltas = [e for e in slow.events if isinstance(e, Delta)]
+    assert len(slow_deltas) <= 3  # in flight when cancelled: dropped, only the terminal follows
+    passthrough = [e async for e in pass_recv]
+    assert passthrough[-1] == cancelled
+    # every delta but the one being sent when cancelled (blocked on the slow handler)
+    assert names(passthrough).count("Delta") == provider.chunks - 1
+    assert cancelled.partial.text.startswith("".join(e.content for e in passthrough if isinstance(e, Delta)))
+    run_send.send_nowait(cancelled)  # the run's channel itself stays open (only the clone closed)
+    run_send.close()
+    run_events = [e async for e in run_recv]
+    assert run_events[:-1] == passthrough
+
+
+async def test_channel_consumer_sees_events_live_then_end_of_channel(autojump_clock):
+    provider = ScriptedProvider([call_script([("text", ["a", "b", "c"])], delay=1.0)])
+    send, recv = trio.open_memory_channel(0)
+    seen = []
+
+    async def reader():
+        async with recv:
+            async for event in recv:
+                seen.append((trio.current_time(), event))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader)
+        start = trio.current_time()
+        await run_step(provider, [ChannelConsumer(send)])
+    assert names(e for _, e in seen) == ["StepStarted", "Delta", "Delta", "Delta", "Message", "Done"]
+    assert [t - start for t, _ in seen] == pytest.approx([0, 1, 2, 3, 3, 3])
+
+
+async def test_coalesce_channel_consumer_merges_and_closes(autojump_clock):
+    provider = ScriptedProvider([call_script([("text", [f"{i}," for i in range(50)])])])
+    send, recv = trio.open_memory_channel(0)
+    seen = []
+
+    async def slow_reader():
+        async with recv:
+            async for event in recv:
+                seen.append(event)
+                await trio.sleep(1)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(slow_reader)
+        response = await run_step(provider, [ChannelConsumer(send, "coalesce", 1)])
+    deltas = [e for e in seen if isinstance(e, Delta)]
+    assert "".join(d.content for d in deltas) == response.text
+    assert len(deltas) < 50
+    assert names(seen)[-2:] == ["Message", "Done"]
+
+
+async def test_isolated_handler_warns_once_and_run_goes_on(autojump_clock):
+    provider = ScriptedProvider([call_script([("text", [f"{i} " for i in range(20)])], delay=0.1)])
+    bad = Recorder(fail_at=3, batch=False)
+    good = Recorder()
+    with pytest.warns(HandlerWarning, match="handler 'bad'.*boom at 3") as warned:
+        response = await run_step(
+            provider, [HandlerConsumer(bad, "bad", "block", 0), HandlerConsumer(good, "good", "block", 0)]
+        )
+    assert len([w for w in warned if issubclass(w.category, HandlerWarning)]) == 1
+    assert response.text == "".join(f"{i} " for i in range(20))
+    assert len(bad.events) == 3 and bad.calls == 4 and bad.close_count == 1
+    assert isinstance(good.events[-1], Done) and good.close_count == 1
+    check_invariants(good.events)
+
+
+async def test_fail_policy_fails_step_with_handler_error(autojump_clock):
+    provider = ScriptedProvider([call_script([("text", [f"{i} " for i in range(20)])], delay=0.1)])
+    bad = Recorder(fail_at=4)
+    good = Recorder()
+    with pytest.raises(HandlerError) as info:
+        await run_step(
+            provider,
+            [HandlerConsumer(bad, "file", "block", 0), HandlerConsumer(good, "good", "block", 0)],
+            on_handler_error="fail",
+        )
+    assert info.value.handler == "file" and isinstance(info.value.__cause__, RuntimeError)
+    failed = good.events[-1]
+    assert isinstance(failed, Failed) and failed.error is info.value
+    assert len([e for e in good.events if isinstance(e, Delta)]) < 20  # the step stopped early
+    assert provider.open_streams == 0
+    assert bad.close_count == 1 and good.close_count == 1
+    check_invariants(good.events)
+
+
+async def test_failing_aclose(autojump_clock):
+    provider = ScriptedProvider([call_script([("text", ["a"])])] * 2)
+    with pytest.warns(HandlerWarning, match="aclose raised"):
+        await run_step(provider, [HandlerConsumer(Recorder(fail_close=True), "c")])
+    rec = Recorder(fail_close=True)
+    with pytest.raises(HandlerError, match="aclose raised"):
+        await run_step(provider, [HandlerConsumer(rec, "c")], on_handler_error="fail")
+    assert isinstance(rec.events[-1], Done) and rec.close_count == 1
+
+
+async def test_seq_and_json_of_many_tool_pieces(autojump_clock):
+    value = {"k": "v" * 500, "list": list(range(100))}
+    raw = json.dumps(value)
+    pieces = [raw[i : i + 3] for i in range(0, len(raw), 3)]
+    script = call_script([("tool", "big", "Write", pieces)])
+    rec = Recorder()
+    await run_step(ScriptedProvider([script]), [HandlerConsumer(rec, "r", "coalesce", 0)])
+    (use,) = [e for e in rec.events if isinstance(e, ToolUse)]
+    assert use.input == value
+    assert "".join(e.partial_json for e in rec.events if isinstance(e, ToolInputDelta)) == raw
+
+
+async def test_stream_step_without_handlers_returns_response(autojump_clock):
+    script = [MessageStart(), BlockStart(0, "text"), TextChunk(0, "hi"), BlockStop(0), MessageStop()]
+    response = await run_step(ScriptedProvider([script]), [])
+    assert response.text == "hi" and response.model == "m-1" and response.stop_reason is None
+
+
+async def test_input_json_chunk_before_any_consumer(autojump_clock):
+    script = call_script([("tool", "t", "X", [])])
+    response = await run_step(ScriptedProvider([script]), [])
+    assert response.messages[0].content == (ToolUseBlock("t", "X", {}),)
+    assert InputJsonChunk  # imported for the scripts above
