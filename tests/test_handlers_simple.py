@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import io
+import re
 import sys
 
 import attrs
 import pytest
+import trio
 from handler_helpers import Events, make_context
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sluiceway.handlers import SimpleHandler
 
 from sluiceway._errors import OverloadedError
@@ -207,3 +211,35 @@ def test_registry_builds_with_options_and_rejects_unknown_ones():
         build_handlers(["simple"], {"bogus": 1}, lambda ref: make_context())
     with pytest.raises(RegistryError, match="expected bool @ \\$.show_tool_use"):
         build_handlers(["simple"], {"show_tool_use": "false"}, lambda ref: make_context())
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    chunks=st.lists(
+        st.tuples(st.integers(0, 2), st.text(st.characters(blacklist_characters="\n\r"), max_size=4)),
+        max_size=30,
+    ),
+    batch=st.integers(1, 6),
+)
+def test_property_interleaved_substeps_stay_attributed(chunks, batch):
+    """Every line names one sub-step, and each sub-step's lines hold exactly its text, in order."""
+    context = make_context(step="batch")
+    handler = SimpleHandler(SimpleHandler.Options(show_timestamps=False), context)
+    ev = Events(step="batch")
+    events = [ev.delta(text, step=f"batch[{i}]") for i, text in chunks]
+
+    async def feed():
+        for start in range(0, len(events), batch):
+            await handler.handle_batch(events[start : start + batch])
+        await handler.aclose()
+
+    trio.run(feed)
+    output = context.stdout.getvalue()
+    assert output == "" or output.endswith("\n")
+    seen = {i: "" for i in range(3)}
+    for line in output.split("\n")[:-1]:  # not splitlines(): text may hold \f, \x1c...
+        match = re.fullmatch(r"\[batch\[(\d)\]\] ASSISTANT: (.*)", line, re.DOTALL)
+        assert match, line
+        seen[int(match[1])] += match[2]
+    for i in range(3):
+        assert seen[i] == "".join(text for j, text in chunks if j == i)
