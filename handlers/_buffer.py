@@ -78,7 +78,7 @@ class BufferHandler:
         self._keep(event)
 
     async def handle_batch(self, events: Sequence[Event]) -> None:
-        """Keep *events*, in order."""
+        """Keep *events*, in order. Never blocks; no checkpoint."""
         for event in events:
             self._keep(event)
 

@@ -100,7 +100,12 @@ class CallbackHandler:
             self._function(event)
 
     async def handle_batch(self, events: Sequence[Event]) -> None:
-        """Call the function once per event, in order."""
+        """Call the function once per event, in order.
+
+        Blocks as long as the function does (policy ``block``: a slow function
+        slows the step). Cancellation reaches an async function at its next
+        checkpoint; the events after it in the batch are then not delivered.
+        """
         for event in events:
             await self.handle(event)
 

@@ -140,7 +140,11 @@ class ConsoleHandler:
         await self.handle_batch((event,))
 
     async def handle_batch(self, events: Sequence[Event]) -> None:
-        """Show *events*; rich buffers the batch into one write, then the stream is flushed."""
+        """Show *events*; rich buffers the batch into one write, then the stream is flushed.
+
+        Blocks only in the stream's write; no checkpoint, so a cancellation takes
+        effect in the engine, between batches.
+        """
         console = self._get_console()
         with console:  # rich's buffer: one write for the batch
             for event in events:
@@ -148,7 +152,7 @@ class ConsoleHandler:
         console.file.flush()
 
     async def aclose(self) -> None:
-        """End an open line and flush. Idempotent."""
+        """End an open line and flush. Idempotent; the stream itself stays open (not ours)."""
         if self._closed:
             return
         self._closed = True

@@ -75,14 +75,18 @@ class DebugHandler:
         await self.handle_batch((event,))
 
     async def handle_batch(self, events: Sequence[Event]) -> None:
-        """Print one line per event, with one write and one flush."""
+        """Print one line per event, with one write and one flush.
+
+        Blocks only in the stream's write (policy ``block``: a stalled stream stalls
+        the step). No checkpoint; cancellation takes effect between batches.
+        """
         text = "".join(describe_event(e, self.options.max_field_len) + "\n" for e in events)
         stream = self._stream()
         stream.write(text)
         stream.flush()
 
     async def aclose(self) -> None:
-        """Flush. Idempotent."""
+        """Flush. Idempotent; the stream itself stays open (not ours)."""
         if not self._closed:
             self._closed = True
             self._stream().flush()

@@ -243,7 +243,11 @@ class FileHandler:
             self._fsync()
 
     async def aclose(self) -> None:
-        """End an open line, flush, fsync what was not yet synced, and close. Idempotent."""
+        """End an open line, flush, fsync what was not yet synced, and close the file.
+
+        Idempotent. Has no checkpoint, so it finishes even when cancelled; the
+        file is closed even if the flush fails.
+        """
         if self._closed:
             return
         self._closed = True

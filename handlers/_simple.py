@@ -74,7 +74,12 @@ class SimpleHandler:
         await self.handle_batch((event,))
 
     async def handle_batch(self, events: Sequence[Event]) -> None:
-        """Print *events* with one write and one flush, so the text appears live."""
+        """Print *events* with one write and one flush, so the text appears live.
+
+        Blocks only in the stream's write (a full pipe or slow terminal blocks the
+        step: policy ``coalesce`` then merges text deltas while it waits). Has no
+        checkpoint: a cancellation takes effect in the engine, between batches.
+        """
         out: list[str] = []
         for event in events:
             self._render(event, out)
@@ -84,7 +89,7 @@ class SimpleHandler:
             stream.flush()
 
     async def aclose(self) -> None:
-        """End an open line and flush. Idempotent."""
+        """End an open line and flush. Idempotent; the stream itself stays open (not ours)."""
         if self._closed:
             return
         self._closed = True
