@@ -156,3 +156,20 @@ def failing_callback(event: Any) -> None:
 
 
 NOT_CALLABLE = 42
+
+
+# -- custom handler classes (referenced by dotted path) ---------------------------
+
+
+class KwargsHandler:
+    """A user handler without ``Options``: built as ``cls(**stream_handler_opts)``."""
+
+    def __init__(self, **opts: Any) -> None:
+        self.opts = opts
+        self.events: list[Any] = []
+
+    async def handle(self, event: Any) -> None:
+        self.events.append(event)
+
+    async def aclose(self) -> None:
+        pass
