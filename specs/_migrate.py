@@ -15,6 +15,8 @@ import warnings
 from typing import Any
 
 from ruamel.yaml import YAML
+from ruamel.yaml.representer import RoundTripRepresenter
+from ruamel.yaml.scalarfloat import ScalarFloat
 
 from ._legacy import SluicewayDeprecationWarning, normalize
 from ._load import loads_located
@@ -23,8 +25,31 @@ from ._yaml import read_spec_bytes
 __all__ = ("migrate", "migrate_file")
 
 
+class _Representer(RoundTripRepresenter):
+    """Round-trip representer that never changes a float's value.
+
+    ruamel re-formats floats from their parsed width and precision, which can
+    change the last digit (``5.484763860801946e+16`` -> ``...945e+16``); then we
+    write ``repr(float)`` instead. A subclass, so ruamel's global table is untouched.
+    """
+
+    def represent_exact_float(self, data: Any) -> Any:
+        node = self.represent_scalar_float(data)
+        try:
+            same = float(node.value.replace("_", "")) == float(data)
+        except ValueError:  # .inf, .nan
+            same = True
+        if not same:
+            node.value = repr(float(data))
+        return node
+
+
+_Representer.add_representer(ScalarFloat, _Representer.represent_exact_float)
+
+
 def _round_trip_yaml() -> YAML:
     rt = YAML(typ="rt")
+    rt.Representer = _Representer
     rt.preserve_quotes = True
     rt.width = 4096  # never re-wrap the user's long lines
     rt.indent(mapping=2, sequence=4, offset=2)
