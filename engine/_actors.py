@@ -126,8 +126,8 @@ async def _feed(
                 break
             except trio.EndOfChannel:
                 break
-        if len(batch) > outlet.high_water:
-            outlet.high_water = len(batch)
+        if len(batch) > outlet.high_water:  # the batch is what was waiting (+ a blocked sender's)
+            outlet.high_water = min(len(batch), max(outlet.buffer_size, 1))
         try:
             if handle_batch is not None:
                 await handle_batch(batch)
