@@ -11,6 +11,7 @@ hypothesis's shrunk counterexample in plain words.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, Final, Literal
@@ -32,6 +33,15 @@ BLOCKED_TIMEOUT: Final = 3600.0
 
 #: Seconds a consumer may take per call: instant, fast, slow, very slow (dyadic: exact sums).
 CONSUMER_DELAYS: Final = (0.0, 0.0078125, 0.25, 2.0)
+
+
+_DELAYS: Final = st.sampled_from(CONSUMER_DELAYS)
+_BOOLS: Final = st.booleans()
+
+
+@functools.lru_cache(maxsize=512)
+def _cancel_points(count: int) -> st.SearchStrategy[int]:
+    return st.integers(0, count)
 
 
 class HandlerCheckError(AssertionError):
@@ -164,8 +174,10 @@ def _cases(
     events = tuple(draw(streams))
     policy = draw(st.sampled_from(tuple(policies)))
     buffer_size = draw(st.integers(*buffer_sizes))
-    delay = draw(st.sampled_from(CONSUMER_DELAYS))
-    cancel_at = draw(st.none() | st.integers(0, len(events))) if cancellation else None
+    delay = draw(_DELAYS)
+    cancel_at = None
+    if cancellation and draw(_BOOLS):
+        cancel_at = draw(_cancel_points(len(events)))
     return _Case(events, policy, buffer_size, delay, cancel_at)
 
 
@@ -197,20 +209,33 @@ def _diagnose_text(probe: _Probe, case: _Case, expected: str) -> str | None:
     observed = probe.text_after_close
     if observed is None or observed == expected:
         return None
-    head = f"after the stream ended and aclose returned, the handler reports the text {observed!r}, expected {expected!r}"
+    head = (
+        f"after the stream ended and aclose returned, the handler reports the text {observed!r}, "
+        f"expected {expected!r}"
+    )
+    last = _last_delta(case.events)
+    # Did the text ever shrink or change what it had shown? Find the first time.
+    history = [*probe.snapshots, (len(probe.received), observed)]
+    for (_, before), (count, after) in zip(history, history[1:], strict=False):
+        if after.startswith(before):
+            continue
+        culprit = probe.received[count - 1] if count else None
+        at = f"handling {describe_event(culprit)}" if culprit is not None else "in aclose"
+        if (
+            last is not None
+            and any(e is last for e in probe.received[:count])
+            and before.endswith(last.content)
+            and before[: -len(last.content)] == after
+            and expected.startswith(before)
+        ):
+            return (
+                f"{head}.\nThe handler dropped the last delta before close: it had shown "
+                f"{last.content!r} ({describe_event(last)}) and lost it when {at}."
+            )
+        return f"{head}.\nThe handler removed text it had already shown: {before!r} became {after!r} when {at}."
     if not expected.startswith(observed):
         return f"{head}: the text differs (not just a missing end)"
     missing = expected[len(observed) :]
-    shown = max((len(t) for _, t in probe.snapshots if expected.startswith(t)), default=0)
-    last = _last_delta(case.events)
-    if shown > len(observed):
-        lost = expected[len(observed) : shown]
-        if last is not None and lost == last.content and shown == len(expected):
-            return (
-                f"{head}.\nThe handler dropped the last delta before close: it had shown "
-                f"{last.content!r} ({describe_event(last)}) and then lost it."
-            )
-        return f"{head}.\nThe handler lost text it had already shown: {lost!r}."
     before = probe.text_before_close
     unchanged = (
         f" aclose left its text unchanged at {observed!r}." if before is not None and before == observed else ""
@@ -372,7 +397,7 @@ def check_handler(
     Raises:
         HandlerCheckError: for the shrunk counterexample, explained in plain words.
     """
-    strategy = _cases(streams or event_streams(), tuple(policies), buffer_sizes, cancellation)
+    strategy = _cases(event_streams() if streams is None else streams, tuple(policies), buffer_sizes, cancellation)
     config = settings_ or settings(
         max_examples=max_examples,
         deadline=None,

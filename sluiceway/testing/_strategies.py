@@ -9,6 +9,7 @@ interleaved. Every stream it draws satisfies invariants 1-3 of DESIGN.md, so
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Collection, Sequence
 from typing import Any, Final
@@ -70,10 +71,53 @@ _ALPHABET: Final = st.sampled_from("abcdefgh xyz\néλ🙂")
 _JSON_VALUES: Final = st.one_of(
     st.integers(-1000, 1000), st.booleans(), st.none(), st.text(_ALPHABET, max_size=6)
 )
+# Strategies built once: building them per draw dominates generation time.
+_TEXTS: Final = st.text(_ALPHABET, min_size=1, max_size=12)
+_THOUGHTS: Final = st.text(_ALPHABET, min_size=1, max_size=8)
+_TOOL_NAMES: Final = st.sampled_from(("Read", "Write", "Grep"))
+_TOOL_INPUTS: Final = st.dictionaries(st.sampled_from("abc"), _JSON_VALUES, max_size=2)
+_GAP_DRAWS: Final = st.sampled_from(_GAPS)
+_RETRY_DELAYS: Final = st.sampled_from((0.0, 0.5, 1.0))
+_BOOLS: Final = st.booleans()
+_RUN_LENGTHS: Final = st.sampled_from((1, 2, 4, 8))
+_USAGE_TOKENS: Final = st.integers(1, 50)
+_ERRORS: Final = st.sampled_from(("overloaded", "interrupted")).map(
+    lambda kind: OverloadedError("overloaded: try again later")
+    if kind == "overloaded"
+    else StreamInterruptedError("connection lost")
+)
 
 
-@st.composite
-def chunkings(draw: st.DrawFn, text: str, *, max_chunks: int | None = None) -> list[str]:
+@functools.lru_cache(maxsize=512)
+def _ints(lo: int, hi: int) -> st.SearchStrategy[int]:
+    return st.integers(lo, hi)
+
+
+@functools.lru_cache(maxsize=64)
+def _choices(values: tuple[Any, ...]) -> st.SearchStrategy[Any]:
+    return st.sampled_from(values)
+
+
+@functools.lru_cache(maxsize=512)
+def _cut_sets(length: int, limit: int) -> st.SearchStrategy[set[int]]:
+    return st.sets(st.integers(1, length - 1), max_size=limit)
+
+
+@functools.lru_cache(maxsize=64)
+def _kind_lists(kinds: tuple[str, ...]) -> st.SearchStrategy[list[str]]:
+    return st.lists(st.sampled_from(kinds), min_size=1, max_size=3)
+
+
+def _split(draw: st.DrawFn, text: str, max_chunks: int | None = None) -> list[str]:
+    if not text:
+        return []
+    limit = len(text) - 1 if max_chunks is None else max(0, min(len(text), max_chunks) - 1)
+    cuts = draw(_cut_sets(len(text), limit)) if len(text) > 1 and limit else set()
+    bounds = [0, *sorted(cuts), len(text)]
+    return [text[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+
+
+def chunkings(text: str, *, max_chunks: int | None = None) -> st.SearchStrategy[list[str]]:
     """Split *text* at random points into non-empty pieces that join back to it.
 
     Args:
@@ -81,14 +125,10 @@ def chunkings(draw: st.DrawFn, text: str, *, max_chunks: int | None = None) -> l
         max_chunks: At most this many pieces (default: one per character).
 
     Returns:
-        A strategy for lists of non-empty strings with ``"".join(pieces) == text``.
+        A strategy for lists of non-empty strings with ``"".join(pieces) == text``;
+        it shrinks towards a single piece.
     """
-    if not text:
-        return []
-    limit = len(text) - 1 if max_chunks is None else max(0, min(len(text), max_chunks) - 1)
-    cuts = draw(st.sets(st.integers(1, len(text) - 1), max_size=limit)) if len(text) > 1 else set()
-    bounds = [0, *sorted(cuts), len(text)]
-    return [text[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    return st.composite(lambda draw: _split(draw, text, max_chunks))()
 
 
 def _normalize_kinds(kinds: Collection[str] | str) -> frozenset[str]:
@@ -116,39 +156,39 @@ class _Body:
 
 def _turn(draw: st.DrawFn, kinds: frozenset[str], step_no: int, attempt: int, turn: int) -> list[tuple]:
     """Draw one model call: content blocks, then its Message, then its ToolResults."""
-    block_kinds = draw(st.lists(st.sampled_from(sorted(kinds)), min_size=1, max_size=3))
+    block_kinds = draw(_kind_lists(tuple(sorted(kinds))))
     out: list[tuple] = []
     blocks: list[Any] = []
     tool_uses: list[tuple[str, str]] = []
     for index, kind in enumerate(block_kinds):
         if kind == "text":
-            text = draw(st.text(_ALPHABET, min_size=1, max_size=12))
-            for piece in draw(chunkings(text)):
+            text = draw(_TEXTS)
+            for piece in _split(draw, text):
                 out.append((Delta, {"content": piece, "index": index}))
             blocks.append(TextBlock(text))
         elif kind == "thinking":
-            text = draw(st.text(_ALPHABET, min_size=1, max_size=8))
-            for piece in draw(chunkings(text)):
+            text = draw(_THOUGHTS)
+            for piece in _split(draw, text):
                 out.append((ThinkingDelta, {"content": piece, "index": index}))
             blocks.append(ThinkingBlock(text))
         else:
             tool_id = f"toolu_{step_no}_{attempt}_{turn}_{index}"
-            name = draw(st.sampled_from(("Read", "Write", "Grep")))
-            value = draw(st.dictionaries(st.sampled_from("abc"), _JSON_VALUES, max_size=2))
-            for piece in draw(chunkings(json.dumps(value), max_chunks=6)):
+            name = draw(_TOOL_NAMES)
+            value = draw(_TOOL_INPUTS)
+            for piece in _split(draw, json.dumps(value), 6):
                 out.append(
                     (ToolInputDelta, {"tool_use_id": tool_id, "partial_json": piece, "index": index})
                 )
             out.append((ToolUse, {"tool_use_id": tool_id, "name": name, "input": value}))
             blocks.append(ToolUseBlock(tool_id, name, value))
             tool_uses.append((tool_id, name))
-    usage = Usage(input_tokens=10, output_tokens=draw(st.integers(1, 50)))
+    usage = Usage(input_tokens=10, output_tokens=draw(_USAGE_TOKENS))
     stop = "tool_use" if tool_uses else "end_turn"
     out.append(
         (Message, {"role": "assistant", "content": tuple(blocks), "usage": usage, "stop_reason": stop})
     )
     for tool_id, name in tool_uses:
-        is_error = draw(st.booleans())
+        is_error = draw(_BOOLS)
         out.append(
             (
                 ToolResult,
@@ -159,7 +199,7 @@ def _turn(draw: st.DrawFn, kinds: frozenset[str], step_no: int, attempt: int, tu
 
 
 def _attempt_body(draw: st.DrawFn, kinds: frozenset[str], step_no: int, attempt: int) -> list[tuple]:
-    turns = draw(st.integers(1, 2)) if "tool_use" in kinds else 1
+    turns = draw(_ints(1, 2)) if "tool_use" in kinds else 1
     body: list[tuple] = []
     for turn in range(turns):
         body.extend(_turn(draw, kinds, step_no, attempt, turn))
@@ -182,11 +222,11 @@ def _step_events(
 ) -> list[tuple]:
     """Draw one step's (class, fields) list, without envelope numbers."""
     out: list[tuple] = [(StepStarted, {"provider": "scripted", "model": "mock-model", "attempt": 1})]
-    retries = draw(st.integers(0, 2)) if allow_retries else 0
+    retries = draw(_ints(0, 2)) if allow_retries else 0
     attempt = 1
     for _ in range(retries):
         body = _attempt_body(draw, kinds, step_no, attempt)
-        cut = draw(st.integers(0, len(body)))
+        cut = draw(_ints(0, len(body)))
         kept = body[:cut]
         out.extend((cls, {**fields, "attempt": attempt}) for cls, fields in kept)
         started = any(cls in (Delta, ThinkingDelta, ToolInputDelta) for cls, _ in kept)
@@ -196,7 +236,7 @@ def _step_events(
                 {
                     "attempt": attempt,
                     "reason": "overloaded",
-                    "delay": draw(st.sampled_from((0.0, 0.5, 1.0))),
+                    "delay": draw(_RETRY_DELAYS),
                     "output_may_have_started": started,
                     "next_attempt": attempt + 1,
                 },
@@ -208,10 +248,10 @@ def _step_events(
         terminals.append("failed")
     if allow_cancel:
         terminals.append("cancelled")
-    terminal = draw(st.sampled_from(terminals))
+    terminal = draw(_choices(tuple(terminals)))
     body = _attempt_body(draw, kinds, step_no, attempt)
     if terminal != "done":
-        body = body[: draw(st.integers(0, len(body)))]
+        body = body[: draw(_ints(0, len(body)))]
     out.extend((cls, {**fields, "attempt": attempt}) for cls, fields in body)
     text = _text_of(body)
     n_deltas = sum(1 for cls, _ in body if cls in (Delta, ThinkingDelta, ToolInputDelta))
@@ -230,11 +270,7 @@ def _step_events(
     if terminal == "done":
         out.append((Done, {"attempt": attempt, "response": response, "_messages": True}))
     elif terminal == "failed":
-        error = draw(
-            st.sampled_from(
-                (OverloadedError("overloaded: try again later"), StreamInterruptedError("connection lost"))
-            )
-        )
+        error = draw(_ERRORS)
         out.append((Failed, {"attempt": attempt, "error": error, "message": str(error), "partial": response}))
     else:
         out.append((Cancelled, {"attempt": attempt, "partial": response}))
@@ -300,7 +336,7 @@ def _event_streams(
     step_names: tuple[str, ...],
     run_id: str,
 ) -> list[Event]:
-    count = draw(st.integers(lo, hi))
+    count = draw(_ints(lo, hi))
     per_step = [
         draw(
             _step_events(
@@ -309,26 +345,29 @@ def _event_streams(
         )
         for i in range(count)
     ]
-    # Interleave: at each point, draw which unfinished step emits next.
+    # Interleave in runs: draw which unfinished step emits next, how many events
+    # in a row, and the gap before the run (few draws: generation and shrinking stay fast).
     positions = [0] * count
-    order: list[int] = []
+    order: list[tuple[int, float]] = []
     while True:
         live = [i for i in range(count) if positions[i] < len(per_step[i])]
         if not live:
             break
-        pick = live[draw(st.integers(0, len(live) - 1))] if len(live) > 1 else live[0]
-        order.append(pick)
-        positions[pick] += 1
+        pick = live[draw(_ints(0, len(live) - 1))] if len(live) > 1 else live[0]
+        run = min(draw(_RUN_LENGTHS), len(per_step[pick]) - positions[pick])
+        gap = draw(_GAP_DRAWS) if order else 0.0
+        order.extend((pick, gap if k == 0 else 0.0) for k in range(run))
+        positions[pick] += run
     seqs = [0] * count
     cursors = [0] * count
     messages: list[list[Message]] = [[] for _ in range(count)]
     events: list[Event] = []
     at = 0.0
-    for i in order:
+    for i, gap in order:
         cls, fields = per_step[i][cursors[i]]
         cursors[i] += 1
         seqs[i] += 1
-        at += draw(st.sampled_from(_GAPS)) if events else 0.0
+        at += gap
         fields = dict(fields)
         fields.setdefault("attempt", 1)
         envelope = {"run_id": run_id, "step": step_names[i], "seq": seqs[i], "at": at}

@@ -1,0 +1,154 @@
+"""check_handler catches the broken sample handlers and explains the shrunk counterexample."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+import trio
+from broken_handlers import (
+    BlocksOnRetryHandler,
+    DropsLastDeltaHandler,
+    GoodHandler,
+    NeverFlushesHandler,
+)
+from sluiceway.engine import Delta, Done, Retrying
+
+from sluiceway.testing import (
+    HandlerCheckError,
+    assert_handler_conforms,
+    check_handler,
+    event_streams,
+)
+
+
+def _events_fed(message: str) -> list[str]:
+    return re.findall(r"^\s+\d+\. (\w+)\(", message, flags=re.MULTILINE)
+
+
+def test_a_correct_handler_passes():
+    made = []
+
+    def factory():
+        made.append(GoodHandler())
+        return made[-1]
+
+    check_handler(factory, max_examples=60)
+    # Fresh handler per example, each closed exactly once by the run.
+    assert len(made) >= 60
+    assert all(h.closed for h in made)
+
+
+def test_drops_last_delta_is_caught_and_named():
+    with pytest.raises(HandlerCheckError) as info:
+        check_handler(DropsLastDeltaHandler, max_examples=100)
+    message = str(info.value)
+    assert "handler DropsLastDeltaHandler broke the handler protocol" in message
+    assert "The handler dropped the last delta before close" in message
+    # Shrunk: one step, one one-character delta, ended normally.
+    assert _events_fed(message) == ["StepStarted", "Delta", "Message", "Done"]
+    assert "cancellation: none" in message
+    assert "reports the text '', expected 'a'" in message
+    assert "lost it when handling Done(step='draft'" in message
+
+
+def test_never_flushes_in_aclose_is_caught_and_named():
+    with pytest.raises(HandlerCheckError) as info:
+        check_handler(NeverFlushesHandler, max_examples=100)
+    message = str(info.value)
+    assert "The handler did not flush in aclose" in message
+    assert "aclose must flush" in message
+    assert "dropped the last delta" not in message
+    assert _events_fed(message) == ["StepStarted", "Delta", "Message", "Done"]
+
+
+def test_blocks_forever_on_retrying_is_caught_and_named():
+    with pytest.raises(HandlerCheckError) as info:
+        check_handler(BlocksOnRetryHandler, max_examples=100)
+    message = str(info.value)
+    assert "the handler blocked forever" in message
+    assert "it was stuck in handle(Retrying(step='draft'" in message
+    fed = _events_fed(message)
+    assert fed[:2] == ["StepStarted", "Retrying"]
+    assert fed[-1] in {"Done", "Failed", "Cancelled"}
+
+
+def test_blocking_is_not_reported_without_retries():
+    # Without Retrying events the same handler is fine: the check is about behaviour, not code.
+    check_handler(
+        BlocksOnRetryHandler,
+        max_examples=40,
+        streams=event_streams(allow_retries=False),
+    )
+
+
+def test_an_exception_escaping_is_reported_unless_allowed():
+    class Boom(Exception):
+        pass
+
+    class RaisesOnDone:
+        def __init__(self):
+            self.closed = 0
+
+        async def handle(self, event):
+            if isinstance(event, Done):
+                raise Boom("cannot render the response")
+
+        async def aclose(self):
+            self.closed += 1
+
+    streams = event_streams(steps=1, kinds="text", allow_failures=False, allow_cancel=False)
+    with pytest.raises(HandlerCheckError) as info:
+        check_handler(RaisesOnDone, max_examples=30, streams=streams, cancellation=False)
+    message = str(info.value)
+    assert "an exception escaped the handler: handle(Done(step='draft'" in message
+    assert "raised Boom: cannot render the response" in message
+
+
+def test_text_of_and_final_text_mode():
+    class KeepsFinalAttempt:
+        def __init__(self):
+            self.parts = []
+
+        async def handle(self, event):
+            if isinstance(event, Retrying):
+                self.parts = [p for p in self.parts if not (p[0] == event.step and p[1] < event.next_attempt)]
+            elif isinstance(event, Delta):
+                self.parts.append((event.step, event.attempt, event.content))
+
+        async def aclose(self):
+            pass
+
+    def text_of(handler):
+        return "".join(p[2] for p in handler.parts)
+
+    check_handler(KeepsFinalAttempt, max_examples=60, text_of=text_of, expect_text="final")
+    with pytest.raises(HandlerCheckError) as info:
+        check_handler(
+            KeepsFinalAttempt,
+            max_examples=100,
+            text_of=text_of,
+            expect_text="all",
+            streams=event_streams(steps=1, kinds="text"),
+        )
+    message = str(info.value)
+    assert "The handler removed text it had already shown: 'a' became '' when handling Retrying(" in message
+
+
+def test_assert_handler_conforms_is_the_pytest_form():
+    assert_handler_conforms(GoodHandler, max_examples=20)
+    with pytest.raises(AssertionError, match="did not flush in aclose"):
+        assert_handler_conforms(NeverFlushesHandler, max_examples=100)
+
+
+def test_virtual_time_only():
+    # A handler that sleeps 10 minutes per event finishes instantly on the virtual clock.
+    class Slow(GoodHandler):
+        async def handle_batch(self, events):
+            await trio.sleep(600)
+            await super().handle_batch(events)
+
+    began = time.perf_counter()
+    check_handler(Slow, max_examples=20, timeout=10**9)
+    assert time.perf_counter() - began < 10
