@@ -26,6 +26,8 @@ __all__ = (
 
 #: Specs larger than this are refused: a pipeline spec is a page, not a data set.
 MAX_SPEC_BYTES: Final = 5 * 1024 * 1024
+#: Most values a spec may expand to (YAML aliases can multiply a small file: "billion laughs").
+MAX_SPEC_VALUES: Final = 200_000
 
 Path = tuple[str | int, ...]
 
@@ -131,8 +133,46 @@ class _Builder:
         self.loader_cls = yaml.SafeLoader
         self.locator = Locator(file)
         self.issues: list[SpecIssue] = []
+        self.count = 0
+        self.active: set[int] = set()
 
     def build(self, node: yaml.Node, path: Path, constructor: yaml.SafeLoader) -> Any:
+        self.count += 1
+        if self.count > MAX_SPEC_VALUES:
+            line, col = _mark(node)
+            raise SpecError(
+                [
+                    SpecIssue(
+                        self.locator.file,
+                        line,
+                        col,
+                        format_path(path),
+                        f"the spec expands to more than {MAX_SPEC_VALUES} values (through YAML aliases?)",
+                    )
+                ]
+            )
+        if id(node) in self.active:
+            line, col = _mark(node)
+            raise SpecError(
+                [
+                    SpecIssue(
+                        self.locator.file,
+                        line,
+                        col,
+                        format_path(path),
+                        "a YAML alias refers to itself",
+                    )
+                ]
+            )
+        if not isinstance(node, yaml.ScalarNode):
+            self.active.add(id(node))
+            try:
+                return self.build_collection(node, path, constructor)
+            finally:
+                self.active.discard(id(node))
+        return constructor.construct_object(node, deep=True)
+
+    def build_collection(self, node: yaml.Node, path: Path, constructor: yaml.SafeLoader) -> Any:
         if isinstance(node, yaml.MappingNode):
             constructor.flatten_mapping(node)  # resolve `<<` merge keys
             result: dict[Any, Any] = {}
@@ -177,7 +217,7 @@ class _Builder:
                 self.locator.marks[(*path, index)] = Located(line, col)
                 items.append(self.build(item, (*path, index), constructor))
             return items
-        return constructor.construct_object(node, deep=True)
+        return constructor.construct_object(node, deep=True)  # pragma: no cover - only two kinds
 
 
 def parse_yaml(text: str, file: str) -> tuple[Any, Locator]:

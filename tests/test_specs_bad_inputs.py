@@ -351,3 +351,21 @@ def test_prompt_file_found_relative_to_spec_or_workspace(tmp_path: Path) -> None
     )
     spec = sluiceway.load(_write(tmp_path, text))
     assert [p.path for p in spec.steps[0].prompt] == ["here.md", "there.md"]
+
+
+def test_recursive_alias_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    path = _write(tmp_path, "name: x\nsteps: &s\n  - *s\n")
+    with pytest.raises(SpecError) as info:
+        sluiceway.load(path)
+    (issue,) = info.value.issues
+    assert (issue.line, issue.path) == (2, "steps[0]")  # the anchored node's line
+    assert "refers to itself" in issue.message
+
+
+def test_alias_bomb_is_refused(tmp_path: Path) -> None:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 7)]
+    path = _write(tmp_path, "\n".join(lines) + "\nname: x\nsteps: []\n")
+    with pytest.raises(SpecError) as info:
+        sluiceway.load(path)
+    assert "expands to more than 200000 values" in info.value.issues[0].message
