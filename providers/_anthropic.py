@@ -7,13 +7,15 @@ stalled stream would look alive) and is about half as fast. Every SDK and
 transport error becomes a ``ProviderError`` in one place, ``map_error``.
 
 Deadlines run on trio's clock: ``request.first_token_timeout`` from the
-request until the first content event (anything after ``message_start`` that
-is not a ``ping``), then ``request.idle_timeout`` between content events.
+request until the first delta (text, thinking or tool input), then
+``request.idle_timeout`` between events that are not ``ping`` (without a
+first-token timeout, the idle one applies from the request on).
 """
 
 from __future__ import annotations
 
 import collections
+import inspect
 import json
 import math
 import os
@@ -61,6 +63,10 @@ DRAIN_TIMEOUT: Final = 1.0
 # request.extra keys passed to messages.create as they are
 _PASSTHROUGH: Final = frozenset(
     {"thinking", "metadata", "top_p", "top_k", "stop_sequences", "tool_choice", "service_tier"}
+)
+# the keyword arguments messages.create() accepts in the installed SDK
+_CREATE_PARAMS: Final = frozenset(
+    inspect.signature(anthropic.resources.messages.AsyncMessages.create).parameters
 )
 
 
@@ -154,6 +160,10 @@ class AnthropicProvider:
         extra = request.extra or {}
         for key in _PASSTHROUGH.intersection(extra):
             params[key] = extra[key]
+        # fields this SDK's create() has no argument for (temperature in 2.x) go in the body
+        body = {k: params.pop(k) for k in list(params) if k not in _CREATE_PARAMS}
+        if body:
+            params["extra_body"] = body
         if extra.get("headers"):
             params["extra_headers"] = dict(extra["headers"])
         return params
@@ -174,6 +184,7 @@ class _AnthropicCall:
         self._started = False
         self._done = False
         self._request_id: str | None = None
+        self._error: ProviderError | None = None
 
     async def __aenter__(self) -> _AnthropicCall:
         request = self._request
@@ -225,6 +236,8 @@ class _AnthropicCall:
     async def __anext__(self) -> ProviderEvent:
         ready = self._ready
         while not ready:
+            if self._error is not None:
+                raise self._error
             if self._done:
                 await self._drain()
                 raise StopAsyncIteration
@@ -257,14 +270,12 @@ class _AnthropicCall:
         except Exception as exc:
             raise map_error(exc, self._step) from exc
         if scope.cancelled_caught:
-            which = "idle" if self._started else "first-token"
-            timeout = (
-                self._request.idle_timeout if self._started else self._request.first_token_timeout
-            )
-            raise ProviderTimeoutError(
-                f"no progress from the API within the {which} deadline ({timeout} s)",
-                step=self._step,
-            )
+            first = self._request.first_token_timeout
+            if self._started or first is None:
+                what = f"no progress from the API within the idle deadline ({self._request.idle_timeout} s)"
+            else:
+                what = f"no first token from the API within the first-token deadline ({first} s)"
+            raise ProviderTimeoutError(what, step=self._step)
         events = [
             (name, data) for name, data in self._parser.feed(chunk) if name in _HANDLERS and data
         ]
@@ -275,12 +286,15 @@ class _AnthropicCall:
         for (name, _), payload in zip(events, payloads, strict=True):
             event = _HANDLERS[name](self, payload)
             if event is None:
+                if self._error is not None:
+                    break
                 continue
-            if not self._started and not isinstance(event, MessageStart):
+            if not self._started and isinstance(event, _DELTAS):
                 self._started = True
             ready.append(event)
-        if self._started:
-            idle = self._request.idle_timeout
+        request = self._request
+        if self._started or request.first_token_timeout is None:
+            idle = request.idle_timeout
             self._deadline = trio.current_time() + idle if idle is not None else math.inf
 
     def _loads(self, datas: list[str]) -> list[Any]:
@@ -357,12 +371,19 @@ class _AnthropicCall:
         self._done = True
         return MessageStop()
 
-    def _on_error(self, payload: dict[str, Any]) -> ProviderEvent:
+    def _on_error(self, payload: dict[str, Any]) -> None:
         # what the SDK raises for a mid-stream error event (status 200), then mapped
         assert self._response is not None
         exc = anthropic.APIStatusError(f"{payload}", response=self._response, body=payload)
-        raise map_error(exc, self._step) from exc
+        error = map_error(exc, self._step)
+        error.__cause__ = exc
+        # raised once the events before it are delivered
+        self._error = error
+        return None
 
+
+# the events that end the first-token wait
+_DELTAS: Final = (TextChunk, ThinkingChunk, InputJsonChunk)
 
 _HANDLERS: dict[str, Callable[[_AnthropicCall, dict[str, Any]], ProviderEvent | None]] = {
     "message_start": _AnthropicCall._on_message_start,

@@ -1,1 +1,29 @@
 """pytest plugin (entry point ``pytest11``): fixtures for testing pipelines."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from .fake_api import FakeAPI
+
+
+@pytest.fixture(scope="session")
+def fake_api() -> Iterator[FakeAPI]:
+    """A fake Messages API server on 127.0.0.1 for the whole session (sync fixture).
+
+    Point a provider at ``fake_api.url`` with any key; choose the scenario per
+    request (``model="fake:text?deltas=100"`` or the ``x-fake-scenario`` header).
+    Counters accumulate across tests: call ``fake_api.reset()`` or compare deltas.
+    """
+    from .fake_api import FakeAPI
+
+    api = FakeAPI()
+    api.start()
+    try:
+        yield api
+    finally:
+        api.stop()

@@ -1,0 +1,383 @@
+"""The live provider: the real anthropic SDK against the fake Messages API on loopback."""
+
+from __future__ import annotations
+
+import gc
+import json
+import time
+
+import anthropic
+import httpx2
+import pytest
+import trio
+from fake_api_helpers import collect, provider, request, text_of
+from sluiceway.engine._events import Usage
+from sluiceway.engine._pricing import cost_usd
+from sluiceway.engine._provider_events import (
+    BlockStart,
+    BlockStop,
+    InputJsonChunk,
+    MessageDeltaInfo,
+    MessageStart,
+    MessageStop,
+    TextChunk,
+    ThinkingChunk,
+)
+from sluiceway.providers._anthropic import AnthropicProvider, map_error
+
+from sluiceway._errors import (
+    AuthenticationError,
+    OverloadedError,
+    ProviderError,
+    ProviderTimeoutError,
+    RateLimitedError,
+    StreamInterruptedError,
+)
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage():
+    # leaked async generators or sockets warn at collection: make that happen inside the test
+    yield
+    gc.collect()
+
+
+def _key_sent(headers):
+    # this SDK sends the key as a bearer token; older ones as x-api-key
+    return headers.get("x-api-key") or headers["authorization"].removeprefix("Bearer ")
+
+
+async def test_text_events_usage_and_cost(fake_api):
+    events = await collect(
+        fake_api, "fake:text?input_tokens=100&cache_read=50&cache_write=20&text=Hello there world"
+    )
+    assert [type(e) for e in events] == [
+        MessageStart,
+        BlockStart,
+        TextChunk,
+        TextChunk,
+        TextChunk,
+        BlockStop,
+        MessageDeltaInfo,
+        MessageStop,
+    ]
+    start = events[0]
+    assert start.model == "claude-sonnet-4-5-20250929"
+    assert start.message_id == "msg_fake_01"
+    assert start.request_id is not None and start.request_id.startswith("req_fake_")
+    assert start.usage == Usage(100, 1, 20, 50)
+    assert events[1] == BlockStart(0, "text")
+    assert text_of(events) == "Hello there world"
+    assert events[-2].stop_reason == "end_turn"
+    assert events[-2].usage == Usage(output_tokens=3)
+    usage = Usage(100, events[-2].usage.output_tokens, 20, 50)
+    assert cost_usd(start.model, usage) == pytest.approx(
+        (100 * 3 + 3 * 15 + 20 * 3.75 + 50 * 0.30) / 1e6
+    )
+
+
+async def test_request_reaches_the_server_as_sent(fake_api):
+    p = provider(fake_api)
+    req = request(
+        "fake:text",
+        step="s",
+        max_tokens=77,
+        temperature=0.5,
+        system="be brief",
+        tools=({"name": "t", "description": "d", "input_schema": {"type": "object"}},),
+        extra={"headers": {"x-fake-scenario": "text?text=ok"}, "top_k": 3},
+    )
+    async with p.stream(req) as events:
+        got = [e async for e in events]
+    await p.aclose()
+    assert text_of(got) == "ok"
+    seen = fake_api.requests_seen[-1]
+    assert _key_sent(seen["headers"]) == "sk-fake"
+    assert seen["headers"]["x-stainless-retry-count"] == "0"
+    body = seen["body"]
+    assert body["model"] == "fake:text" and body["max_tokens"] == 77 and body["stream"] is True
+    assert body["system"] == "be brief" and body["temperature"] == 0.5 and body["top_k"] == 3
+    assert body["messages"] == [{"role": "user", "content": "hi"}]
+    assert body["tools"][0]["name"] == "t"
+
+
+async def test_thinking_with_signature(fake_api):
+    events = await collect(fake_api, "fake:thinking?thinking=hmm ok&text=Answer")
+    kinds = [(type(e).__name__, getattr(e, "index", None)) for e in events]
+    assert kinds == [
+        ("MessageStart", None),
+        ("BlockStart", 0),
+        ("ThinkingChunk", 0),
+        ("ThinkingChunk", 0),
+        ("ThinkingChunk", 0),
+        ("BlockStop", 0),
+        ("BlockStart", 1),
+        ("TextChunk", 1),
+        ("BlockStop", 1),
+        ("MessageDeltaInfo", None),
+        ("MessageStop", None),
+    ]
+    assert events[1] == BlockStart(0, "thinking")
+    assert [e.text for e in events if isinstance(e, ThinkingChunk)] == ["hmm ", "ok ", ""]
+    assert events[4] == ThinkingChunk(0, "", signature="sig_fake_01")
+    assert text_of(events) == "Answer"
+    assert events[-2].usage.output_tokens == 3
+
+
+async def test_tool_use_pieces_pass_through(fake_api):
+    events = await collect(fake_api, "fake:tool_use?pieces=7&tool=get_weather")
+    start = next(e for e in events if isinstance(e, BlockStart) and e.kind == "tool_use")
+    assert start == BlockStart(1, "tool_use", tool_use_id="toolu_fake_1", name="get_weather")
+    pieces = [e for e in events if isinstance(e, InputJsonChunk)]
+    assert len(pieces) == 7 and all(p.index == 1 for p in pieces)
+    assert json.loads("".join(p.partial_json for p in pieces)) == {
+        "city": "Paris",
+        "data": "abcdefgh" * 7,
+    }
+    assert events[-2].stop_reason == "tool_use"
+    assert text_of(events) == "Let me check."
+
+
+async def test_pings_are_ignored(fake_api):
+    with_pings = await collect(fake_api, "fake:pings?text=a b c")
+    without = await collect(fake_api, "fake:text?text=a b c")
+    assert [e for e in with_pings if not isinstance(e, MessageStart)] == [
+        e for e in without if not isinstance(e, MessageStart)
+    ]
+
+
+async def test_large_stream_all_deltas_in_order(fake_api):
+    events = await collect(fake_api, "fake:text?deltas=20000")
+    chunks = [e.text for e in events if isinstance(e, TextChunk)]
+    assert chunks == [f"tok{i} " for i in range(20000)]
+    assert events[-2].usage.output_tokens == 20000 and isinstance(events[-1], MessageStop)
+
+
+async def test_keep_alive_reuses_the_connection(fake_api):
+    p = provider(fake_api)
+    before = fake_api.stats()["connections"]
+    for _ in range(3):
+        async with p.stream(request("fake:text")) as events:
+            assert text_of([e async for e in events]).startswith("Hello!")
+    await p.aclose()
+    assert fake_api.stats()["connections"] - before == 1
+
+
+async def _events_until_error(api, model, **kw):
+    seen = []
+    p = provider(api)
+    try:
+        async with p.stream(request(model, **kw)) as events:
+            async for event in events:
+                seen.append(event)
+    except ProviderError as exc:
+        return seen, exc
+    finally:
+        await p.aclose()
+    raise AssertionError(f"no error; got {len(seen)} events")
+
+
+@pytest.mark.parametrize(
+    ("kind", "cls"),
+    [
+        ("overloaded_error", OverloadedError),
+        ("rate_limit_error", RateLimitedError),
+        ("api_error", StreamInterruptedError),
+        ("invalid_request_error", ProviderError),
+    ],
+)
+async def test_error_event_mid_stream(fake_api, kind, cls):
+    seen, exc = await _events_until_error(
+        fake_api, f"fake:error?type={kind}&after=2&text=one two three"
+    )
+    assert type(exc) is cls
+    assert exc.step == "draft" and "draft" in str(exc) and kind in str(exc)
+    assert isinstance(exc.__cause__, anthropic.APIStatusError) and exc.__cause__.status_code == 200
+    assert text_of(seen) == "one two "
+
+
+async def test_dropped_connection(fake_api):
+    seen, exc = await _events_until_error(fake_api, "fake:drop?after=3&text=a b c d e")
+    assert type(exc) is StreamInterruptedError and exc.step == "draft"
+    assert exc.__cause__ is not None
+    assert text_of(seen) == "a b c "
+
+
+@pytest.mark.parametrize(
+    ("code", "cls", "retry_after"),
+    [
+        (401, AuthenticationError, None),
+        (403, AuthenticationError, None),
+        (429, RateLimitedError, 7.0),
+        (500, ProviderError, None),
+        (529, OverloadedError, 3.0),
+        (400, ProviderError, None),
+    ],
+)
+async def test_http_status_errors(fake_api, code, cls, retry_after):
+    extra = f"&retry_after={retry_after:g}" if retry_after else ""
+    seen, exc = await _events_until_error(
+        fake_api, f"fake:status?code={code}{extra}", step="a.b[2]"
+    )
+    assert seen == []
+    assert type(exc) is cls and exc.step == "a.b[2]"
+    assert exc.retry_after == retry_after
+    assert isinstance(exc.__cause__, anthropic.APIStatusError) and exc.__cause__.status_code == code
+    if cls is AuthenticationError:
+        assert "key was rejected" in str(exc)
+
+
+async def test_missing_key_fails_before_any_request(fake_api, monkeypatch):
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    before = fake_api.stats()["requests"]
+    p = AnthropicProvider(base_url=fake_api.url)
+    with pytest.raises(AuthenticationError, match="ANTHROPIC_API_KEY") as info:
+        async with p.stream(request("fake:text", step="first")):
+            pass
+    await p.aclose()
+    assert info.value.step == "first"
+    assert fake_api.stats()["requests"] == before
+
+
+async def test_key_and_base_url_from_environment(fake_api, monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-env")
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", fake_api.url)
+    p = AnthropicProvider()
+    async with p.stream(request("fake:text?text=env")) as events:
+        assert text_of([e async for e in events]) == "env"
+    await p.aclose()
+    assert _key_sent(fake_api.requests_seen[-1]["headers"]) == "sk-env"
+
+
+async def test_default_model_and_max_tokens(fake_api):
+    p = provider(fake_api, default_model="claude-haiku-4-5")
+    async with p.stream(
+        request("", extra={"headers": {"x-fake-scenario": "text"}}, max_tokens=0)
+    ) as events:
+        got = [e async for e in events]
+    await p.aclose()
+    assert fake_api.requests_seen[-1]["body"]["model"] == "claude-haiku-4-5"
+    assert fake_api.requests_seen[-1]["body"]["max_tokens"] == 4096
+    assert got[0].model == "claude-haiku-4-5"
+
+
+async def test_stall_with_pings_fails_at_the_idle_deadline(fake_api):
+    before = fake_api.stats()["disconnects"]
+    t0 = trio.current_time()
+    seen, exc = await _events_until_error(
+        fake_api,
+        "fake:stall?after=2&ping_ms=20&text=x y z",
+        idle_timeout=0.3,
+        first_token_timeout=5,
+    )
+    elapsed = trio.current_time() - t0
+    assert type(exc) is ProviderTimeoutError and exc.step == "draft" and "idle" in str(exc)
+    assert text_of(seen) == "x y "
+    assert 0.3 <= elapsed < 1.5
+    await trio.to_thread.run_sync(fake_api.wait_for, "disconnects", before + 1, 2.0)
+    assert fake_api.stats()["disconnects"] == before + 1
+
+
+async def test_first_token_deadline(fake_api):
+    t0 = trio.current_time()
+    seen, exc = await _events_until_error(
+        fake_api, "fake:stall?after=0&ping_ms=20", first_token_timeout=0.25, idle_timeout=10
+    )
+    elapsed = trio.current_time() - t0
+    assert type(exc) is ProviderTimeoutError and "first-token" in str(exc)
+    assert [type(e) for e in seen] == [MessageStart, BlockStart]
+    assert 0.25 <= elapsed < 1.5
+
+
+async def test_slow_stream_arrives_at_the_servers_pace(fake_api):
+    p = provider(fake_api)
+    stamps = []
+    async with p.stream(request("fake:slow?delay_ms=80&text=a b c d")) as events:
+        t0 = trio.current_time()
+        async for event in events:
+            if isinstance(event, TextChunk):
+                stamps.append(trio.current_time() - t0)
+    await p.aclose()
+    assert len(stamps) == 4
+    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    assert all(0.06 <= g < 0.5 for g in gaps), gaps
+
+
+async def test_cancel_closes_the_connection_within_100ms(fake_api):
+    before = fake_api.stats()["disconnects"]
+    p = provider(fake_api)
+    seen = 0
+    with trio.CancelScope() as scope:
+        async with p.stream(
+            request("fake:slow?delay_ms=2000&first_delay_ms=0&deltas=10")
+        ) as events:
+            async for event in events:
+                if isinstance(event, TextChunk):
+                    seen += 1
+                    cancelled_at = time.monotonic()
+                    scope.cancel()
+    assert scope.cancelled_caught and seen == 1
+    closed_at = time.monotonic()
+    await p.aclose()
+    assert closed_at - cancelled_at < 0.1
+    assert await trio.to_thread.run_sync(fake_api.wait_for, "disconnects", before + 1, 2.0)
+    assert fake_api.disconnect_times[-1] - cancelled_at < 0.1
+
+
+async def test_tool_input_accumulates_in_linear_time(fake_api):
+    async def run(pieces):
+        t0 = time.perf_counter()
+        events = await collect(fake_api, f"fake:tool_use?pieces={pieces}")
+        parts = [e.partial_json for e in events if isinstance(e, InputJsonChunk)]
+        value = json.loads("".join(parts))
+        elapsed = time.perf_counter() - t0
+        assert len(parts) == pieces and value["data"] == "abcdefgh" * pieces
+        return elapsed
+
+    await run(2000)  # warm up
+    small = min([await run(2000) for _ in range(2)])
+    large = await run(20000)
+    assert large / small < 20, (small, large)
+
+
+async def test_closed_provider_refuses_calls(fake_api):
+    p = provider(fake_api)
+    await p.aclose()
+    await p.aclose()
+    before = fake_api.stats()["requests"]
+    with pytest.raises(trio.ClosedResourceError):
+        async with p.stream(request("fake:text")):
+            pass
+    assert fake_api.stats()["requests"] == before
+
+
+def test_map_error_transport_errors():
+    req = httpx2.Request("POST", "http://x/v1/messages")
+    cases = [
+        (httpx2.ReadTimeout("slow", request=req), ProviderTimeoutError),
+        (anthropic.APITimeoutError(request=req), ProviderTimeoutError),
+        (httpx2.RemoteProtocolError("peer closed", request=req), StreamInterruptedError),
+        (httpx2.ReadError("reset", request=req), StreamInterruptedError),
+        (anthropic.APIConnectionError(request=req), StreamInterruptedError),
+        (RuntimeError("boom"), ProviderError),
+    ]
+    for exc, cls in cases:
+        mapped = map_error(exc, "stepname")
+        assert type(mapped) is cls and mapped.step == "stepname" and "stepname" in str(mapped)
+    already = RateLimitedError("x", retry_after=4.0)
+    renamed = map_error(already, "s2")
+    assert type(renamed) is RateLimitedError and renamed.step == "s2" and renamed.retry_after == 4.0
+
+
+def test_map_error_retry_after_header():
+    req = httpx2.Request("POST", "http://x/v1/messages")
+    for headers, expected in [
+        ({"retry-after": "12"}, 12.0),
+        ({"retry-after-ms": "1500"}, 1.5),
+        ({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, None),
+        ({}, None),
+    ]:
+        response = httpx2.Response(429, headers=headers, request=req)
+        exc = anthropic.RateLimitError("limited", response=response, body=None)
+        mapped = map_error(exc, "s")
+        assert type(mapped) is RateLimitedError and mapped.retry_after == expected
