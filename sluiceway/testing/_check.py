@@ -22,7 +22,9 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ..engine import Delta, Event
+from ..engine import TERMINAL_EVENTS, Cancelled, Delta, Event, Response
+from ..engine._actors import TERMINAL_DELIVERY_TIMEOUT, handler_actor
+from ..engine._tee import Outlet, Tee
 from ._invariants import InvariantError, check_delivery, describe_event
 from ._strategies import event_streams
 
@@ -322,36 +324,79 @@ async def feed_handler(
     *,
     policy: str,
     buffer_size: int,
-    cancel_at: int | None,
+    cancel_at: int | None = None,
 ) -> list[Event]:
-    """Feed *events* to *handler* through a bounded channel, paced by their ``at``.
+    """Feed *events* to *handler* through the engine's tee and handler actor.
 
-    TEMPORARY stand-in until the engine's tee and handler actor land.
+    This is what ``stream_step`` does with a handler consumer, minus the
+    provider: events are sent at their ``at`` times (on the trio clock) through
+    a ``Tee`` outlet of *buffer_size* with *policy*, drained by the engine's
+    ``handler_actor`` (handler errors fail the step: policy ``fail``). With
+    *cancel_at*, the run is cancelled before event ``cancel_at`` is sent; then,
+    as the step actor does, every unfinished step's ``Cancelled`` terminal is
+    delivered (shielded, bounded) and the handler is closed.
+
+    Returns:
+        The events sent, in order, including those cut short by the
+        cancellation and the ``Cancelled`` terminals.
     """
     sent: list[Event] = []
     send_events, receive_events = trio.open_memory_channel[Event](buffer_size)
+    outlet = Outlet(
+        send_events, coalesce=policy == "coalesce", name="handler under test", buffer_size=buffer_size
+    )
+    outlet.actor = True
+    tee = Tee([outlet])
+    produce_scope = trio.CancelScope()
 
-    async def handler_actor() -> None:
-        with receive_events:
-            try:
-                async for event in receive_events:
-                    await handler.handle(event)
-            finally:
-                with trio.move_on_after(5, shield=True):
-                    await handler.aclose()
+    def fail(error: Exception) -> None:
+        produce_scope.cancel()
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(handler_actor)
-        with send_events:
-            start = trio.current_time()
-            for i, event in enumerate(events):
-                if cancel_at == i:
-                    nursery.cancel_scope.cancel()
-                    break
-                await trio.sleep_until(start + event.at)
-                await send_events.send(event)
-                sent.append(event)
+        nursery.start_soon(
+            functools.partial(
+                handler_actor, receive_events, handler, outlet, name="handler under test", on_error="fail", fail=fail
+            )
+        )
+        try:
+            with produce_scope:
+                start = trio.current_time()
+                for i, event in enumerate(events):
+                    if i == cancel_at:
+                        nursery.cancel_scope.cancel()
+                        await trio.lowlevel.checkpoint()
+                    await trio.sleep_until(start + event.at)
+                    sent.append(event)
+                    await tee.send(event)
+        except trio.Cancelled:
+            with trio.move_on_after(TERMINAL_DELIVERY_TIMEOUT, shield=True):
+                for terminal in _cancelled_terminals(sent, trio.current_time() - start):
+                    sent.append(terminal)
+                    await tee.send_each(terminal, set())
+            raise
+        finally:
+            send_events.close()
     return sent
+
+
+def _cancelled_terminals(sent: Sequence[Event], now: float) -> list[Event]:
+    """A ``Cancelled`` for each step that has begun and not ended, as the step actor sends."""
+    last: dict[str, Event] = {}
+    for event in sent:
+        if event.step:
+            last[event.step] = event
+    return [
+        Cancelled(
+            run_id=event.run_id,
+            step=step,
+            attempt=event.attempt,
+            seq=event.seq + 1,
+            at=max(now, event.at),
+            partial=Response(),
+        )
+        for step, event in last.items()
+        if not isinstance(event, TERMINAL_EVENTS)
+    ]
 
 
 def check_handler(
