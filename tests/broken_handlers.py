@@ -97,3 +97,12 @@ class GoodHandler:
 
     def observed_text(self) -> str:
         return "".join(self.shown)
+
+
+#: What ``collect`` received; ``tests/test_testing_builtin_handlers.py`` resets it per handler.
+COLLECTED: list[Event] = []
+
+
+def collect(event: Event) -> None:
+    """A callback-handler target (``broken_handlers:collect``)."""
+    COLLECTED.append(event)
