@@ -20,5 +20,14 @@ from ._errors import StepError as StepError
 from ._errors import StreamInterruptedError as StreamInterruptedError
 
 __version__ = "0.1.0"
+from ._api import RunHandle as RunHandle
+from ._api import invoke as invoke
+from ._api import open_run as open_run
+from ._api import run as run
+from ._api import run_sync as run_sync
+from ._executor import ModeUnavailableError as ModeUnavailableError
+from ._executor import StepContext as StepContext
 from ._load import load as load
 from ._load import loads as loads
+from ._result import RunResult as RunResult
+from ._result import StepResult as StepResult

@@ -171,11 +171,10 @@ async def open_run(
     )
     loaded = _load_spec(spec)
     send_events, receive_events = trio.open_memory_channel[Event](buffer_size)
-    results: list[RunResult] = []
     body_error: BaseException | None = None
 
     async def runner(*, task_status: trio.TaskStatus[RunResult] = trio.TASK_STATUS_IGNORED) -> None:
-        results.append(await execute(loaded, options, send_events=send_events, task_status=task_status))
+        await execute(loaded, options, send_events=send_events, task_status=task_status)
 
     with receive_events:
         async with trio.open_nursery() as nursery:
@@ -191,7 +190,7 @@ async def open_run(
                 # the body is done: let the run finish, discarding what it did not read
                 async for _ in receive_events:
                     pass
-        handle.result = results[0] if results else None
+        handle.result = live  # filled in by the run, also when it was cancelled
     if body_error is not None:
         raise body_error
 

@@ -706,8 +706,11 @@ class _Executor:
                         raise ProviderTimeoutError(
                             f"the step took longer than timeout_ms={timeout_ms}", step=step.name
                         ) from exc
+            output_file = write_output_file(state, step, response) if step.output_to_file else None
         except Exception as exc:
             partial = getattr(exc, "partial", None)
+            if isinstance(exc, _OutputFileError):
+                partial = exc.response
             state.result.steps[step.name] = StepResult(
                 status="failed",
                 error=exc,
@@ -715,11 +718,13 @@ class _Executor:
                 response=partial if isinstance(partial, Response) else None,
             )
             raise _StepFailed(step.name, exc) from exc
-        step_result = StepResult(status="ok", response=response, type=step.type)
-        state.result.steps[step.name] = step_result
+        state.result.steps[step.name] = StepResult(
+            status="ok",
+            response=response,
+            type=step.type,
+            output_file=None if output_file is None else str(output_file),
+        )
         state.responses[step.name] = response
-        if step.output_to_file:
-            step_result.output_file = str(write_output_file(state, step, response))
 
     async def run_python(
         self, step: PythonStep, handlers: Sequence[Any], events: trio.MemoryReceiveChannel[Event] | None
@@ -766,6 +771,14 @@ class _Executor:
                         warnings.warn(f"handler {type(handler).__name__} failed to close: {exc}", RuntimeWarning, stacklevel=1)
 
 
+class _OutputFileError(StepError):
+    """``output_to_file`` could not be written; the step's response is kept."""
+
+    def __init__(self, message: str, *, step: str, response: Response) -> None:
+        super().__init__(message, step=step)
+        self.response = response
+
+
 def write_output_file(state: RunState, step: Any, response: Response) -> Path:
     """Write ``output_to_file`` (relative to the output folder, which it may not escape)."""
     target = Path(step.output_to_file)
@@ -773,12 +786,19 @@ def write_output_file(state: RunState, step: Any, response: Response) -> Path:
         root = state.out_root.resolve()
         target = (root / target).resolve()
         if not target.is_relative_to(root):
-            raise StepError(f"output_to_file {step.output_to_file!r} escapes the output folder {str(root)!r}", step=step.name)
+            raise _OutputFileError(
+                f"output_to_file {step.output_to_file!r} escapes the output folder {str(root)!r}",
+                step=step.name,
+                response=response,
+            )
     text = response.text
     if not text and response.output is not None:
         text = json.dumps(response.output, indent=2, default=str)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(text, encoding="utf-8")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise _OutputFileError(f"output_to_file {str(target)!r}: {exc}", step=step.name, response=response) from exc
     return target
 
 
@@ -843,8 +863,13 @@ async def execute(
         workspace, out_root = _resolve_dirs(spec, options)
         run_id = options.run_id or new_run_id()
         run_dir = out_root / run_id
-        run_dir.mkdir(parents=True, exist_ok=True)
         provider = open_mode_provider(spec, options)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
+                await provider.aclose()
+            raise
     except BaseException:
         if close_events is not None:
             close_events.close()
