@@ -111,6 +111,12 @@ def _migrate(file: str, write: bool) -> int:
     return 0
 
 
+def _show_one_line(
+    message: Warning | str, category: type[Warning], *_: object, **__: object
+) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def _run(args: argparse.Namespace) -> int:
     try:
         from ._cli_run import run_command
@@ -119,7 +125,14 @@ def _run(args: argparse.Namespace) -> int:
             raise
         print("sluiceway run: the engine is not built yet", file=sys.stderr)
         return EXIT_INVALID
-    return run_command(args)
+    from .specs import SluicewayDeprecationWarning
+
+    # Python hides DeprecationWarning outside __main__; a user running a legacy
+    # spec should see each one, as one line, like `validate` prints them.
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", SluicewayDeprecationWarning)
+        warnings.showwarning = _show_one_line
+        return run_command(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -162,3 +162,21 @@ def test_run_without_engine_or_with_it_never_tracebacks(
     assert code == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
+
+
+def test_run_prints_deprecations_one_line_each(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = _file(
+        tmp_path,
+        "old.yaml",
+        "name: old\nsteps:\n  - name: a\n    type: claude\n    prompt: hi\n    async_stream: true\n"
+        "    mock: {response: done, pattern: fast}\n",
+    )
+    code = main(["run", str(old), "--output-dir", str(tmp_path / "out"), "--no-stream"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert err.splitlines()[0] == (
+        f"warning: {old}:6:5: steps[0].async_stream is deprecated; use steps[0].stream "
+        "(`sluiceway migrate` rewrites it)"
+    )
