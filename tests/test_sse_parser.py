@@ -1,0 +1,115 @@
+"""Our SSE parser against the SDK's decoder, for streams cut at random byte boundaries."""
+
+from __future__ import annotations
+
+import json
+
+import trio
+import trio.testing
+from anthropic._streaming import SSEDecoder
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sluiceway.providers._sse import SSEParser
+
+_names = st.sampled_from(
+    ["message_start", "content_block_delta", "ping", "error", "message_stop", "", "ev ent"]
+)
+_text = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), max_size=12
+)
+_json_data = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=6,
+).map(lambda v: json.dumps(v, ensure_ascii=False))
+
+
+@st.composite
+def _event(draw) -> str:
+    """One SSE event as the wire shows it (lines end in \\n, a blank line ends it)."""
+    lines = []
+    name = draw(_names)
+    if draw(st.booleans()) or name:
+        lines.append(f"event: {name}" if draw(st.booleans()) else f"event:{name}")
+    for _ in range(draw(st.integers(0, 2))):
+        lines.append("data: " + draw(_json_data))
+    if draw(st.integers(0, 9)) == 0:
+        lines.insert(draw(st.integers(0, len(lines))), ":" + draw(_text))  # a comment
+    if draw(st.integers(0, 9)) == 0:
+        lines.append("id: " + draw(_text))
+    if draw(st.integers(0, 9)) == 0:
+        lines.append("retry: " + draw(st.sampled_from(["10", "x"])))
+    if draw(st.integers(0, 14)) == 0:
+        lines.append(draw(_text))  # an unknown field or stray text
+    blank = "\n" * draw(st.sampled_from([1, 1, 1, 2]))
+    return "\n".join(lines) + "\n" + blank
+
+
+@st.composite
+def _cut_stream(draw) -> list[bytes]:
+    events = draw(st.lists(_event(), max_size=8))
+    tail = draw(st.sampled_from(["", "", "event: partial\ndata: {}\n", "data: 1"]))
+    raw = ("".join(events) + tail).encode("utf-8")
+    cuts = sorted(draw(st.lists(st.integers(0, len(raw)), max_size=12)))
+    pieces, last = [], 0
+    for cut in [*cuts, len(raw)]:
+        pieces.append(raw[last:cut])
+        last = cut
+    return pieces
+
+
+async def _sdk_events(pieces: list[bytes]) -> list[tuple[str | None, str]]:
+    async def chunks():
+        for piece in pieces:
+            await trio.lowlevel.checkpoint()
+            yield piece
+
+    out = []
+    gen = SSEDecoder().aiter_bytes(chunks())
+    try:
+        async for sse in gen:
+            out.append((sse.event, sse.data))
+    finally:
+        await gen.aclose()
+    return out
+
+
+def _named(events):
+    # the SDK's stream drops nameless events before anything sees them; so do we
+    return [(name, data) for name, data in events if name is not None]
+
+
+@settings(max_examples=200, deadline=None)
+@given(_cut_stream())
+def test_parser_matches_the_sdk_decoder(pieces):
+    expected = trio.run(_sdk_events, pieces, clock=trio.testing.MockClock(autojump_threshold=0))
+    parser = SSEParser()
+    got = [event for piece in pieces for event in parser.feed(piece)]
+    assert _named(got) == _named(expected)
+
+
+def test_event_split_in_every_place():
+    raw = b'event: content_block_delta\ndata: {"text":"h\xc3\xa9"}\n\nevent: ping\ndata: {}\n\n'
+    for cut in range(len(raw) + 1):
+        parser = SSEParser()
+        got = parser.feed(raw[:cut]) + parser.feed(raw[cut:])
+        assert got == [("content_block_delta", '{"text":"hé"}'), ("ping", "{}")], cut
+
+
+def test_many_small_pieces_are_linear():
+    # one event of 200 kB fed a byte at a time must not rescan what it already holds
+    data = "x" * 200_000
+    raw = f"event: big\ndata: {data}\n\n".encode()
+    parser = SSEParser()
+    got = []
+    for i in range(0, len(raw), 7):
+        got += parser.feed(raw[i : i + 7])
+    assert got == [("big", data)]
+
+
+def test_multiline_data_and_comments():
+    parser = SSEParser()
+    got = parser.feed(b": hello\nevent: e\ndata: a\ndata: b\nid: 3\n\n\n\nevent: ping\n\n")
+    assert _named(got) == [("e", "a\nb"), ("ping", "")]
