@@ -18,3 +18,5 @@ from ._recorder import AttemptRecord as AttemptRecord
 from ._recorder import StreamingRecorder as StreamingRecorder
 from ._strategies import chunkings as chunkings
 from ._strategies import event_streams as event_streams
+from ._virtual import arun_virtual as arun_virtual
+from ._virtual import run_virtual as run_virtual
