@@ -85,16 +85,31 @@ PRICES: Mapping[str, Pricing] = {
 _warned: set[str] = set()
 
 
-def find_pricing(
-    model: str, overrides: Mapping[str, Pricing | Mapping[str, Any]] | None = None
-) -> Pricing | None:
-    """Return the price of *model* (overrides first, exact id or id + date), or ``None``."""
+def find_pricing(model: str, overrides: Mapping[str, Any] | None = None) -> Pricing | None:
+    """Return the price of *model* (overrides first, exact id or id + date), or ``None``.
+
+    An override is a ``Pricing``, a mapping with its fields, or any object with
+    ``input``, ``output``, ``cache_write`` and ``cache_read`` attributes.
+    """
     for table in (overrides or {}), PRICES:
         for key in (model, _strip_suffix(model)):
             if key is not None and key in table:
-                value = table[key]
-                return value if isinstance(value, Pricing) else Pricing.from_mapping(value)
+                return _coerce(table[key])
     return None
+
+
+def _coerce(value: Any) -> Pricing:
+    # our Pricing, a mapping, or any object with the four fields (the spec's Pricing)
+    if isinstance(value, Pricing):
+        return value
+    if isinstance(value, Mapping):
+        return Pricing.from_mapping(value)
+    return Pricing(
+        input=float(value.input),
+        output=float(value.output),
+        cache_write=float(value.cache_write),
+        cache_read=float(value.cache_read),
+    )
 
 
 def _strip_suffix(model: str) -> str | None:
@@ -105,7 +120,7 @@ def _strip_suffix(model: str) -> str | None:
 def cost_usd(
     model: str | None,
     usage: Usage,
-    overrides: Mapping[str, Pricing | Mapping[str, Any]] | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> float | None:
     """Return what *usage* of *model* cost in USD, or ``None`` for an unknown model.
 

@@ -59,6 +59,14 @@ def test_overrides_win_and_extend():
     assert cost_usd("claude-haiku-4-5", usage, overrides) == pytest.approx(6.0)
 
 
+def test_spec_pricing_objects_are_accepted():
+    from sluiceway.specs._model import Pricing as SpecPricing
+
+    overrides = {"claude-haiku-4-5": SpecPricing(input=2, output=4, cache_read=1, cache_write=3)}
+    usage = Usage(1_000_000, 1_000_000, 1_000_000, 1_000_000)
+    assert cost_usd("claude-haiku-4-5-20251001", usage, overrides) == pytest.approx(10.0)
+
+
 def test_unknown_model_is_null_with_one_warning(caplog):
     caplog.set_level(logging.WARNING, logger="sluiceway.pricing")
     assert cost_usd("no-such-model-xyz", Usage(10, 10)) is None
