@@ -172,19 +172,16 @@ async def open_run(
     loaded = _load_spec(spec)
     send_events, receive_events = trio.open_memory_channel[Event](buffer_size)
     body_error: BaseException | None = None
-
-    async def runner(*, task_status: trio.TaskStatus[RunResult] = trio.TASK_STATUS_IGNORED) -> None:
-        await execute(loaded, options, send_events=send_events, task_status=task_status)
-
     with receive_events:
         async with trio.open_nursery() as nursery:
-            live: RunResult = await nursery.start(runner)
+            live: RunResult = await nursery.start(partial(execute, loaded, options, send_events=send_events))
             handle = RunHandle(live.run_id, receive_events)
             try:
                 yield handle
-            except BaseException as exc:
-                # re-raised below, outside the nursery, so the caller never sees a group
+            except BaseException as exc:  # noqa: ASYNC103 - re-raised below, outside the nursery
+                # (so the caller never sees an ExceptionGroup wrapping its own error)
                 body_error = exc
+                receive_events.close()  # nobody reads any more: the run must not wait on a full channel
                 nursery.cancel_scope.cancel()
             else:
                 # the body is done: let the run finish, discarding what it did not read

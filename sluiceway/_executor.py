@@ -91,7 +91,8 @@ STREAM_DEBUG_ENV: Final = "SLUICEWAY_STREAM_DEBUG"
 
 
 class ModeUnavailableError(SluicewayError):
-    """The requested mode's provider is not installed or not built yet."""
+    """The requested mode's provider is not available or cannot be set up
+    (not built yet, no cassette, a cassette file that cannot be opened)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -287,7 +288,12 @@ def open_mode_provider(spec: Pipeline, options: RunOptions) -> Provider:
             kwargs["instant"] = True
         else:
             kwargs["speed"] = options.speed
-        provider = cls(options.cassette, **kwargs)
+        try:
+            provider = cls(options.cassette, **kwargs)
+        except (OSError, ValueError) as exc:
+            if isinstance(exc, SpecError):
+                raise  # a corrupted cassette, or one from another pipeline: file:line issues
+            raise ModeUnavailableError(f"cannot replay {options.cassette!r}: {exc}") from exc
     else:
         raise ModeUnavailableError(f"unknown mode {options.mode!r}; expected mock, live or replay")
     if options.record is not None:
@@ -295,7 +301,10 @@ def open_mode_provider(spec: Pipeline, options: RunOptions) -> Provider:
             recorder = import_object("sluiceway.providers._replay:RecordingProvider")
         except RegistryError as exc:
             raise ModeUnavailableError("--record is not available yet") from exc
-        provider = recorder(provider, options.record, pipeline=spec.name)
+        try:
+            provider = recorder(provider, options.record, pipeline=spec.name)
+        except OSError as exc:
+            raise ModeUnavailableError(f"cannot record into {options.record!r}: {exc}") from exc
     return provider
 
 
@@ -818,6 +827,17 @@ def _write_run_files(state: RunState) -> None:
     os.replace(tmp, result.result_file)
 
 
+def _run_finished(state: RunState) -> RunFinished:
+    result = state.result
+    return RunFinished(
+        run_id=result.run_id,
+        step="",
+        at=state.now(),
+        status=result.status,
+        summary=result_to_json(result)["steps"],
+    )
+
+
 def _resolve_dirs(spec: Pipeline, options: RunOptions) -> tuple[Path, Path]:
     spec_dir = Path(spec.source).parent if spec.source and spec.source != "<string>" else Path.cwd()
     if options.workspace is not None:
@@ -907,33 +927,30 @@ async def execute(
             result.failed_step = failure.name
             result.error = failure.error
         finished = True
+    except Exception as exc:  # a bug, not a step failure: record it, then let it propagate
+        result.status = "failed"
+        result.error = exc
+        raise
     finally:
-        if not finished:
+        if not finished and result.error is None:
             result.status = "cancelled"
             for name, step in result.steps.items():
                 if step.status == "cancelled" and result.failed_step is None:
                     result.failed_step = name
         result.duration = trio.current_time() - origin
-        with trio.CancelScope(shield=True):
-            try:
-                _write_run_files(state)
-            finally:
-                with trio.move_on_after(CLOSE_TIMEOUT):
-                    for owned in (*state.extra_providers.values(), provider):
-                        try:
-                            await owned.aclose()
-                        except Exception as exc:  # a failure to close is not a failure of the run
-                            warnings.warn(f"provider {owned.name!r} failed to close: {exc}", RuntimeWarning, stacklevel=1)
-                if send_events is not None:
-                    with send_events:
-                        with trio.move_on_after(CLOSE_TIMEOUT):
-                            await state.emit(
-                                RunFinished(
-                                    run_id=run_id,
-                                    step="",
-                                    at=state.now(),
-                                    status=result.status,
-                                    summary=result_to_json(result)["steps"],
-                                )
-                            )
+        try:
+            _write_run_files(state)
+        finally:
+            with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
+                for owned in (*state.extra_providers.values(), provider):
+                    try:
+                        await owned.aclose()
+                    except Exception as exc:  # a failure to close is not a failure of the run
+                        warnings.warn(f"provider {owned.name!r} failed to close: {exc}", RuntimeWarning, stacklevel=1)
+            if send_events is not None and not finished:
+                with send_events, trio.move_on_after(CLOSE_TIMEOUT, shield=True):
+                    await state.emit(_run_finished(state))
+    if send_events is not None:
+        with send_events:  # the normal end: RunFinished under backpressure like any event
+            await state.emit(_run_finished(state))
     return result

@@ -172,3 +172,13 @@ async def test_invoke_cancelled_delivers_cancelled(autojump_clock: Any) -> None:
         await sluiceway.invoke("x", on_event=seen.append, mock=MockSpec(response="a b c d e", pattern="slow"))
     assert type(seen[-1]) is Cancelled
     assert "".join(e.content for e in seen if isinstance(e, Delta)) == "a b "
+
+
+async def test_open_run_body_error_with_full_channel_does_not_wait(tmp_path: Path, autojump_clock: Any) -> None:
+    start = trio.current_time()
+    with pytest.raises(RuntimeError, match="not reading"):
+        async with sluiceway.open_run(SPEC, output_dir=tmp_path, buffer_size=1) as run:
+            await trio.sleep(0.5)  # the run fills the one-slot channel and blocks
+            raise RuntimeError("not reading")
+    assert run.result is not None and run.result.status == "cancelled"
+    assert trio.current_time() - start < 0.6  # no close timeout was waited out

@@ -243,3 +243,22 @@ def test_bad_spec_or_flags_exit_2(tmp_path: Path, spec_text: str, extra: tuple[s
     assert expected in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_record_then_replay_cassette(tmp_path: Path) -> None:
+    spec = tmp_path / "quick.yaml"
+    spec.write_text(FAST_SPEC, encoding="utf-8")
+    cassette = tmp_path / "quick.cassette.jsonl"
+    record = run_cli(str(spec), "--set", "extra=1", "--record", str(cassette), "--output-dir", str(tmp_path / "o"), cwd=tmp_path)
+    assert record.returncode == 0, record.stderr
+    spec.write_text(FAST_SPEC.replace("fast answer", "changed"), encoding="utf-8")
+    replay = run_cli(
+        str(spec), "--set", "extra=1", "--cassette", str(cassette), "--instant", "--json",
+        "--output-dir", str(tmp_path / "o"), cwd=tmp_path,
+    )
+    assert replay.returncode == 0, replay.stderr
+    data = json.loads(replay.stdout)
+    assert [s["text"] for s in data["steps"].values()] == ["fast answer", "second answer"]
+    missing = run_cli(str(spec), "--cassette", str(tmp_path / "nope.jsonl"), "--output-dir", str(tmp_path / "o"), cwd=tmp_path)
+    assert missing.returncode == 2
+    assert "nope.jsonl" in missing.stderr and "Traceback" not in missing.stderr

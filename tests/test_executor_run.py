@@ -552,3 +552,45 @@ async def test_run_event_stream_through_execute(tmp_path: Path) -> None:
     assert _events_of(StepStarted, events)[0].step == "draft"
     assert "".join(e.content for e in _events_of(Delta, events)) == result.steps["draft"].text
     assert len(_events_of(Done, events)) == 1
+
+
+RECORD_SPEC = """
+name: recorded
+steps:
+  - name: a
+    type: claude
+    prompt: "first"
+    mock: {response: "recorded answer one", pattern: slow}
+  - name: b
+    type: claude
+    prompt: "{{steps.a.text}}"
+    mock: {response: "second recorded answer"}
+"""
+
+
+async def test_record_then_replay(tmp_path: Path, autojump_clock: Any) -> None:
+    cassette = tmp_path / "run.cassette.jsonl"
+    recorded = await run_yaml(RECORD_SPEC, tmp_path, record=str(cassette))
+    assert recorded.status == "ok", recorded.error
+    assert cassette.exists()
+    # the replay does not consult the mock script: change it to prove the text comes from the cassette
+    replay_spec = RECORD_SPEC.replace("recorded answer one", "SOMETHING ELSE")
+    start = trio.current_time()
+    replayed = await run_yaml(replay_spec, tmp_path, mode="replay", cassette=str(cassette))
+    assert replayed.status == "ok", replayed.error
+    assert [s.text for s in replayed.steps.values()] == ["recorded answer one", "second recorded answer"]
+    # replayed at recorded pace: first token after 300 ms, 3 words at 150 ms
+    assert replayed.steps["a"].response.metrics.time_to_first_token == pytest.approx(0.3, abs=0.01)
+    assert trio.current_time() - start == pytest.approx(0.6, abs=0.05)
+    instant = await run_yaml(replay_spec, tmp_path, mode="replay", cassette=str(cassette), instant=True)
+    assert instant.steps["a"].text == "recorded answer one"
+    assert instant.steps["a"].response.metrics.duration < 0.01
+
+
+async def test_replay_of_another_pipeline_is_a_spec_error(tmp_path: Path, autojump_clock: Any) -> None:
+    from sluiceway import SpecError
+
+    cassette = tmp_path / "c.jsonl"
+    await run_yaml(RECORD_SPEC, tmp_path, record=str(cassette))
+    with pytest.raises(SpecError, match="recorded for pipeline 'recorded'"):
+        await run_yaml(RECORD_SPEC.replace("name: recorded", "name: other"), tmp_path, mode="replay", cassette=str(cassette))
