@@ -18,5 +18,6 @@ from ._recorder import AttemptRecord as AttemptRecord
 from ._recorder import StreamingRecorder as StreamingRecorder
 from ._strategies import chunkings as chunkings
 from ._strategies import event_streams as event_streams
+from ._virtual import VirtualRunner as VirtualRunner
 from ._virtual import arun_virtual as arun_virtual
 from ._virtual import run_virtual as run_virtual

@@ -8,6 +8,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from . import StreamingRecorder, VirtualRunner
     from .fake_api import FakeAPI
 
 
@@ -27,3 +30,27 @@ def fake_api() -> Iterator[FakeAPI]:
         yield api
     finally:
         api.stop()
+
+
+@pytest.fixture
+def recorder() -> StreamingRecorder:
+    """A fresh ``StreamingRecorder`` (policy ``block``) for this test.
+
+    ``virtual_run`` feeds it every event of its runs; it can also be attached to
+    engine calls directly as a handler.
+    """
+    from . import StreamingRecorder
+
+    return StreamingRecorder()
+
+
+@pytest.fixture
+def virtual_run(recorder: StreamingRecorder, tmp_path: Path) -> VirtualRunner:
+    """Run pipelines on a virtual clock: ``virtual_run(spec)`` (sync tests) or
+    ``await virtual_run.arun(spec)`` (async tests, pytest-trio ``trio_mode``).
+
+    Defaults: ``output_dir=tmp_path``, ``recorder=`` the ``recorder`` fixture.
+    """
+    from . import VirtualRunner
+
+    return VirtualRunner(output_dir=tmp_path, recorder=recorder)

@@ -24,7 +24,7 @@ from .._result import RunResult
 from ..engine import Event
 from ._recorder import StreamingRecorder
 
-__all__ = ("arun_virtual", "run_virtual")
+__all__ = ("VirtualRunner", "arun_virtual", "run_virtual")
 
 #: Events the recorder's feed channel holds before the run waits for it (it never blocks long).
 _RECORDER_BUFFER = 256
@@ -130,3 +130,32 @@ async def _run(spec: Any, options: RunOptions, recorder: StreamingRecorder | Non
         # execute closes send_events at the end: the recorder then sees end-of-stream
         result = await execute(spec, options, send_events=send_events)
     return result
+
+
+class VirtualRunner:
+    """What the ``virtual_run`` pytest fixture gives: ``run_virtual`` with test defaults.
+
+    Calls default ``output_dir`` to the test's ``tmp_path`` and ``recorder`` to
+    the test's ``recorder`` fixture; pass either explicitly to override.
+    ``runner(spec, ...)`` works in sync tests, ``await runner.arun(spec, ...)``
+    in async (pytest-trio) tests.
+    """
+
+    def __init__(self, *, output_dir: str | os.PathLike[str], recorder: StreamingRecorder | None) -> None:
+        self.output_dir = output_dir
+        """The default output folder."""
+        self.recorder = recorder
+        """The default recorder (the ``recorder`` fixture)."""
+
+    def _defaults(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        kwargs.setdefault("output_dir", self.output_dir)
+        kwargs.setdefault("recorder", self.recorder)
+        return kwargs
+
+    def __call__(self, spec: Any, **kwargs: Any) -> RunResult:
+        """``run_virtual(spec, **kwargs)`` with this runner's defaults."""
+        return run_virtual(spec, **self._defaults(kwargs))
+
+    async def arun(self, spec: Any, **kwargs: Any) -> RunResult:
+        """``arun_virtual(spec, **kwargs)`` with this runner's defaults."""
+        return await arun_virtual(spec, **self._defaults(kwargs))
