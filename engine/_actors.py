@@ -16,7 +16,7 @@ import trio
 
 from sluiceway._errors import HandlerError
 
-from ._events import TERMINAL_EVENTS, Event
+from ._events import TERMINAL_EVENTS, Cancelled, Done, Event
 from ._tee import Outlet
 
 __all__ = ("HANDLER_CLOSE_TIMEOUT", "TERMINAL_DELIVERY_TIMEOUT", "HandlerWarning", "handler_actor")
@@ -73,16 +73,17 @@ async def handler_actor(
             fail(error)
             del warn_exc
 
+    held = _Held()  # the batch the handler is working on: a cancellation there may lose part of it
     try:
         with receive_events:
             try:
-                await _feed(receive_events, handler, outlet, failed)
+                await _feed(receive_events, handler, outlet, failed, held)
             except trio.Cancelled:
                 with trio.move_on_after(TERMINAL_DELIVERY_TIMEOUT, shield=True):
-                    terminal = await _await_terminal(receive_events)
-                    if terminal is not None and healthy:
+                    rest = await _after_cancel(receive_events, held)
+                    if rest and healthy:
                         try:
-                            await handler.handle(terminal)
+                            await _deliver(handler, rest)
                         except Exception as exc:
                             failed(exc, "handle")
                 raise
@@ -99,6 +100,7 @@ async def _feed(
     handler: Any,
     outlet: Outlet,
     failed: Callable[[Exception, str], None],
+    held: _Held,
 ) -> None:
     handle_batch = getattr(handler, "handle_batch", None)
     handle = handler.handle
@@ -128,21 +130,72 @@ async def _feed(
                 break
         if len(batch) > outlet.high_water:  # the batch is what was waiting (+ a blocked sender's)
             outlet.high_water = min(len(batch), max(outlet.buffer_size, 1))
+        held.batch = batch
+        held.busy = True
         try:
             if handle_batch is not None:
+                held.next = len(batch)  # all handed over at once
                 await handle_batch(batch)
             else:
-                for event in batch:
+                for i, event in enumerate(batch):
+                    held.next = i + 1
                     await handle(event)
+            held.busy = False
         except Exception as exc:
             failed(exc, "handle_batch" if handle_batch is not None else "handle")
             return  # leaving closes the channel: the producer skips this handler from now on
 
 
-async def _await_terminal(receive_events: trio.MemoryReceiveChannel[Event]) -> Event | None:
-    """After a cancellation: drop events in flight until the terminal event (or the end)."""
-    terminal = None
-    async for event in receive_events:
-        if isinstance(event, TERMINAL_EVENTS):
-            terminal = event
-    return terminal
+class _Held:
+    """The batch a handler is working on, and how much of it was handed over."""
+
+    __slots__ = ("batch", "busy", "next")
+
+    def __init__(self) -> None:
+        self.batch: list[Event] = []
+        self.next = 0
+        """Index of the first event of ``batch`` not yet handed to the handler."""
+        self.busy = False
+        """True while the handler works on ``batch``."""
+
+
+async def _after_cancel(receive_events: trio.MemoryReceiveChannel[Event], held: _Held) -> list[Event]:
+    """After a cancellation: what the handler still gets, ending with the step's terminal event.
+
+    Reads to the end of the stream (the events in flight: at most the buffer, and
+    the terminal). When the terminal is ``Cancelled``, the events in flight are
+    dropped (cancellation is not a drain). When the step finished (``Done`` or
+    ``Failed``) and nothing was lost, they are all delivered. When part of a
+    batch was lost, a ``Done`` becomes a ``Cancelled`` carrying its response as
+    ``partial``: the handler's view is incomplete, so it must not read as a
+    complete success.
+    """
+    lost = held.busy  # interrupted inside the handler: the event it was on may be half handled
+    unseen = held.batch[held.next :] if lost else []
+    if lost and held.next and isinstance(held.batch[held.next - 1], TERMINAL_EVENTS):
+        return []  # it already has its terminal event
+    rest: list[Event] = [*unseen, *[event async for event in receive_events]]
+    if not rest or not isinstance(rest[-1], TERMINAL_EVENTS):
+        return []
+    terminal = rest[-1]
+    if isinstance(terminal, Cancelled):
+        return [terminal]
+    if not lost:
+        return rest
+    if isinstance(terminal, Done):
+        return [
+            Cancelled(
+                run_id=terminal.run_id, step=terminal.step, attempt=terminal.attempt, seq=terminal.seq,
+                at=terminal.at, partial=terminal.response,
+            )
+        ]
+    return [terminal]
+
+
+async def _deliver(handler: Any, events: list[Event]) -> None:
+    handle_batch = getattr(handler, "handle_batch", None)
+    if handle_batch is not None:
+        await handle_batch(events)
+    else:
+        for event in events:
+            await handler.handle(event)

@@ -153,7 +153,11 @@ class Tee:
                     return
                 # order: the pending delta goes in before anything else
                 pending = outlet.take_pending()
-                await self._put(outlet, pending)  # type: ignore[arg-type]
+                try:
+                    await self._put(outlet, pending)  # type: ignore[arg-type]
+                except trio.Cancelled:
+                    outlet._park(pending)  # not sent (channel ops are atomic): keep it for the terminal
+                    raise
                 if outlet.gone:
                     return
                 try:

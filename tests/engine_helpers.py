@@ -88,8 +88,8 @@ class _Stream:
         self.items = iter(script)
 
     async def __aenter__(self) -> _Stream:
-        self.provider.open_streams += 1
         await trio.lowlevel.checkpoint()
+        self.provider.open_streams += 1  # after the checkpoint: a cancelled __aenter__ opens nothing
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -1,0 +1,220 @@
+"""Hypothesis: DESIGN.md invariants 1, 2, 4, 5, 6 over generated streams, buffers, handlers, cancels."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from unittest import mock
+
+import trio
+import trio.testing
+from engine_helpers import Recorder, ScriptedProvider, call_script, request, split_json
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sluiceway.engine import (
+    Cancelled,
+    Delta,
+    Done,
+    HandlerConsumer,
+    HandlerWarning,
+    RunContext,
+    ToolUse,
+    _step,
+    stream_step,
+)
+from sluiceway.engine._provider_events import InputJsonChunk, TextChunk, ThinkingChunk
+from sluiceway.engine._tee import Tee
+
+from sluiceway._errors import OverloadedError
+from sluiceway.testing import check_delivery, check_invariants
+
+PIECE = st.text(alphabet="ab \n{}\"é", min_size=1, max_size=4)
+JSON_VALUE = st.dictionaries(
+    st.text(alphabet="kxy", min_size=1, max_size=3),
+    st.one_of(st.integers(-5, 5), st.text(alphabet="a\"\\ ", max_size=4), st.booleans()),
+    max_size=3,
+)
+
+
+@st.composite
+def blocks(draw, *, tools: bool, call_no: int):
+    out = []
+    if draw(st.booleans()):
+        out.append(("thinking", draw(st.lists(PIECE, min_size=1, max_size=4))))
+    out.append(("text", draw(st.lists(PIECE, min_size=1, max_size=8))))
+    if tools:
+        for i in range(draw(st.integers(1, 2))):
+            value = draw(JSON_VALUE)
+            cuts = draw(st.lists(st.integers(0, 200), max_size=6))
+            out.append(("tool", f"tu_{call_no}_{i}", "Read", split_json(value, cuts)))
+    return out
+
+
+@st.composite
+def scenarios(draw):
+    n_calls = draw(st.integers(1, 3))
+    calls = [draw(blocks(tools=i < n_calls - 1, call_no=i)) for i in range(n_calls)]
+    delays = [draw(st.sampled_from([0.0, 0.01, 0.1])) for _ in calls]
+    fail_first = draw(st.none() | st.integers(0, 6))  # an attempt that fails after N chunks, retried
+    handlers = draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["block", "coalesce"]),
+                st.integers(0, 8),
+                st.sampled_from([0.0, 0.005, 0.05]),
+                st.booleans(),
+            ),
+            min_size=1,
+            max_size=3,
+        )
+    )
+    failing = draw(st.none() | st.integers(0, 12))  # one extra handler failing at its Nth event (isolated)
+    cancel_at = draw(st.none() | st.floats(0.0, 1.5))
+    return calls, delays, fail_first, handlers, failing, cancel_at
+
+
+class Tools:
+    def definitions(self):
+        return ({"name": "Read", "input_schema": {"type": "object"}},)
+
+    async def run(self, name, input):
+        await trio.sleep(0.01)
+        return json.dumps(input), False
+
+
+class RecordingTee(Tee):
+    """Records what the step sends, and checks the in-flight bound before each send."""
+
+    instances: list[RecordingTee] = []
+    checks: list = []  # callables run before each send, with the number of events sent so far
+
+    def __init__(self, outlets):
+        super().__init__(outlets)
+        self.sent = []
+        RecordingTee.instances.append(self)
+
+    async def send(self, event):
+        for check in self.checks:
+            check(len(self.sent))
+        self.sent.append(event)
+        await super().send(event)
+
+    async def send_each(self, event, done):
+        if not self.sent or self.sent[-1] is not event:
+            self.sent.append(event)
+        await super().send_each(event, done)
+
+
+def count_tasks(task) -> int:
+    return 1 + sum(count_tasks(t) for n in task.child_nurseries for t in n.child_tasks)
+
+
+def scripts_for(calls, delays, fail_first):
+    scripts = []
+    if fail_first is not None:
+        first = call_script(calls[0], delay=delays[0])
+        chunks = [i for i, item in enumerate(first) if isinstance(item, TextChunk | ThinkingChunk | InputJsonChunk)]
+        cut = chunks[min(fail_first, len(chunks) - 1)] if fail_first < len(chunks) else len(first) - 1
+        scripts.append([*first[:cut], OverloadedError("busy")])
+    scripts += [call_script(c, delay=d) for c, d in zip(calls, delays, strict=True)]
+    return scripts
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios())
+def test_stream_invariants(scenario):
+    calls, delays, fail_first, handler_specs, failing, cancel_at = scenario
+    expected_text = "".join("".join(b[1]) for c in calls for b in c if b[0] == "text")
+    expected_tools = {b[1]: json.loads("".join(b[3])) for c in calls for b in c if b[0] == "tool"}
+    recorders = [
+        (Recorder(delay=delay, batch=batch, policy=policy), policy, size)
+        for policy, size, delay, batch in handler_specs
+    ]
+    consumers = [HandlerConsumer(r, f"h{i}", p, s) for i, (r, p, s) in enumerate(recorders)]
+    bad = None
+    if failing is not None:
+        bad = Recorder(fail_at=failing)
+        consumers.append(HandlerConsumer(bad, "bad", "block", 1))
+    provider = ScriptedProvider(scripts_for(calls, delays, fail_first))
+
+    class Retry:
+        def decide(self, error, attempt):
+            return 0.25 if attempt == 1 else None
+
+    outcome = {}
+
+    async def main():
+        root = trio.lowlevel.current_root_task()
+        before = count_tasks(root)
+        RecordingTee.instances.clear()
+
+        def in_flight_check(n_sent):
+            for rec, policy, size in recorders:
+                if policy == "block" and hasattr(rec, "handle_batch"):
+                    # invariant 5: what was sent and is not yet at the handler fits the buffer (+1 handoff)
+                    assert n_sent - len(rec.events) <= size + 1, (n_sent, len(rec.events), size)
+
+        with trio.move_on_after(cancel_at if cancel_at is not None else 1e9) as scope:
+            RecordingTee.checks = [in_flight_check]
+            with mock.patch.object(_step, "Tee", RecordingTee):
+                outcome["response"] = await stream_step(
+                    run=RunContext(run_id="r", origin=trio.current_time()),
+                    path="p",
+                    provider=provider,
+                    request=request(),
+                    consumers=consumers,
+                    tool_runner=Tools(),
+                    max_turns=10,
+                    retry=Retry(),
+                )
+        outcome["cancelled"] = scope.cancelled_caught
+        outcome["tasks_left"] = count_tasks(root) - before
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    (tee,) = RecordingTee.instances
+    sent = tee.sent
+    cancelled = outcome["cancelled"]
+
+    # invariant 6: nothing outlives the step; every handler closed once; the provider's streams closed
+    assert outcome["tasks_left"] == 0
+    assert provider.open_streams == 0
+    for rec, _, _ in recorders:
+        assert rec.close_count == 1 and not rec.after_close
+    # invariants 1 and 2 on what was sent, and on what each handler saw
+    check_invariants(sent)
+    terminal = sent[-1]
+    if cancelled:
+        assert isinstance(terminal, Cancelled | Done)
+    else:
+        assert isinstance(terminal, Done)
+        assert terminal.response == outcome["response"]
+        assert terminal.response.text == expected_text
+        assert {e.tool_use_id: e.input for e in sent if isinstance(e, ToolUse) and e.attempt == terminal.attempt} == (
+            expected_tools
+        )
+    for rec, policy, _ in recorders:
+        check_invariants(rec.events)
+        last = rec.events[-1]
+        if last != terminal:  # cancelled while it held events: a Done reads as Cancelled to it
+            assert cancelled and isinstance(terminal, Done) and isinstance(last, Cancelled)
+            assert (last.seq, last.partial) == (terminal.seq, terminal.response)
+        # invariant 4: in order, nothing lost (unless cancelled), only deltas merged (coalesce)
+        check_delivery(sent, rec.events, policy=policy, complete=not cancelled)
+        if policy == "block" and not cancelled:
+            assert rec.events == sent
+    if bad is not None:
+        assert bad.close_count == 1
+        check_delivery(sent, bad.events, complete=False)
+        if not cancelled:
+            assert bad.events == sent[: len(bad.events)]
+        warned = [w for w in caught if issubclass(w.category, HandlerWarning)]
+        if len(bad.events) < len(sent) and not cancelled:
+            assert len(warned) == 1
+        assert len(warned) <= 1
+    assert not [w for w in caught if not issubclass(w.category, HandlerWarning)]
+    if not cancelled:
+        assert "".join(e.content for e in sent if isinstance(e, Delta) and e.attempt == terminal.attempt) == (
+            outcome["response"].text
+        )
