@@ -594,3 +594,81 @@ async def test_replay_of_another_pipeline_is_a_spec_error(tmp_path: Path, autoju
     await run_yaml(RECORD_SPEC, tmp_path, record=str(cassette))
     with pytest.raises(SpecError, match="recorded for pipeline 'recorded'"):
         await run_yaml(RECORD_SPEC.replace("name: recorded", "name: other"), tmp_path, mode="replay", cassette=str(cassette))
+
+
+async def test_passthrough_upstream_failure_reaches_the_follower(tmp_path: Path, autojump_clock: Any) -> None:
+    result = await run_yaml(
+        """
+name: upstream_fails
+steps:
+  - name: draft
+    type: claude
+    prompt: "x"
+    mock: {response: "a b c d e", pattern: slow, error: connection_lost, error_after: 2}
+  - name: watcher
+    type: python
+    callable: "test_executor_run:watch_events"
+    input_stream: draft
+  - name: later
+    type: claude
+    prompt: "never"
+""",
+        tmp_path,
+    )
+    assert result.status == "failed" and result.failed_step == "draft"
+    assert type(result.error).__name__ == "StreamInterruptedError"
+    seen = result.steps["watcher"].output
+    assert result.steps["watcher"].status == "ok"
+    assert [k for k, *_ in seen] == ["StepStarted", "Delta", "Delta", "Failed"]
+    assert "later" not in result.steps
+
+
+async def test_step_timeout_ms_fails_the_step(tmp_path: Path, autojump_clock: Any) -> None:
+    start = trio.current_time()
+    result = await run_yaml(
+        """
+name: timeout
+steps:
+  - name: slow
+    type: claude
+    prompt: "x"
+    stream_handler: buffer
+    claude_options: {timeout_ms: 500}
+    mock: {response: "a b c d e f g", pattern: slow}
+""",
+        tmp_path,
+    )
+    assert result.status == "failed"
+    assert type(result.error).__name__ == "ProviderTimeoutError"
+    assert "timeout_ms=500" in str(result.error)
+    assert trio.current_time() - start == pytest.approx(0.5, abs=0.01)
+    (buffer,) = result.handlers["slow"]
+    assert buffer.closed and buffer.text() == "a b "
+
+
+async def test_llm_step_providers(tmp_path: Path) -> None:
+    result = await run_yaml(
+        """
+name: llm
+steps:
+  - name: via_mock
+    type: llm
+    provider: mock
+    prompt: "x"
+    mock: {response: "from mock"}
+  - name: via_class
+    type: llm
+    provider: "test_executor_run:RecordingProvider"
+    prompt: "y"
+    mock: {response: "from class"}
+  - name: again
+    type: llm
+    provider: "test_executor_run:RecordingProvider"
+    prompt: "z"
+""",
+        tmp_path,
+    )
+    assert result.status == "ok", result.error
+    assert result.steps["via_mock"].text == "from mock"
+    assert result.steps["via_class"].text == "from class"
+    assert result.steps["again"].text
