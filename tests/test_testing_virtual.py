@@ -13,7 +13,10 @@ from sluiceway.specs import loads
 from sluiceway.testing import StreamingRecorder, arun_virtual, run_virtual
 
 WORDS = 1200
-TEN_MINUTES = f"""
+
+
+def long_spec(words: int = WORDS) -> str:
+    return f"""
 name: long_stream
 steps:
   - name: essay
@@ -26,8 +29,11 @@ steps:
       pattern: slow
       first_token_delay_ms: 1500
       delay_ms: 500
-      response: "{'word ' * WORDS}"
+      response: "{'word ' * words}"
 """
+
+
+TEN_MINUTES = long_spec()
 
 
 def test_a_ten_minute_stream_takes_under_a_second_with_exact_ttft(tmp_path):
@@ -114,7 +120,7 @@ async def test_inside_trio_use_arun_virtual(tmp_path):
 
 def test_recorder_api(tmp_path):
     recorder = StreamingRecorder()
-    run_virtual(loads(TEN_MINUTES.replace("1200", "3")), output_dir=tmp_path, recorder=recorder)
+    run_virtual(loads(long_spec(3)), output_dir=tmp_path, recorder=recorder)
     assert recorder.steps() == ["essay"]
     assert recorder.text() == recorder.text("essay")
     assert [type(e).__name__ for e in recorder.events("essay")][:2] == ["StepStarted", "Delta"]
@@ -122,3 +128,22 @@ def test_recorder_api(tmp_path):
     assert recorder.events(kind=Delta) == recorder.events("essay", "Delta")
     with pytest.raises(ValueError, match="name the step"):
         StreamingRecorder().text()
+
+
+def test_record_then_replay_keeps_the_virtual_timing(tmp_path):
+    cassette = tmp_path / "long.cassette.jsonl"
+    spec = loads(long_spec(40))
+    recorded = run_virtual(spec, output_dir=tmp_path, record=cassette)
+    assert cassette.exists()
+    replayer = StreamingRecorder()
+    began = time.perf_counter()
+    replayed = run_virtual(spec, mode="replay", cassette=cassette, output_dir=tmp_path, recorder=replayer)
+    assert time.perf_counter() - began < 1.0
+    assert replayed.status == "ok"
+    before = recorded.steps["essay"].response
+    after = replayed.steps["essay"].response
+    assert after.text == before.text == "word " * 40
+    assert after.metrics.time_to_first_token == before.metrics.time_to_first_token == 1.5
+    assert after.metrics.duration == pytest.approx(before.metrics.duration)
+    assert len(replayer.events("essay", Delta)) == 40
+    replayer.check_invariants()

@@ -35,6 +35,7 @@ def run_virtual(
     *,
     mode: Mode = "mock",
     cassette: str | os.PathLike[str] | None = None,
+    record: str | os.PathLike[str] | None = None,
     handlers: str | Sequence[str] | None = None,
     recorder: StreamingRecorder | None = None,
     variables: Mapping[str, Any] | None = None,
@@ -54,7 +55,9 @@ def run_virtual(
         spec: A ``Pipeline`` or the path of a YAML spec.
         mode: ``mock`` (default) or ``replay`` (with *cassette*); ``live`` works but
             real network waits are not virtual.
-        cassette: The cassette file for ``replay`` mode.
+        cassette: The cassette file for ``replay`` mode (replayed at its recorded
+            pace, which costs no real time here).
+        record: Record the run's provider events into this cassette file.
         handlers: Handler names or dotted paths replacing every streaming step's
             handlers (as ``sluiceway run --handler``).
         recorder: A ``StreamingRecorder`` that receives every event of the run
@@ -92,6 +95,7 @@ def run_virtual(
         stdout=stdout,
         stderr=stderr,
         cassette=None if cassette is None else os.fspath(cassette),
+        record=None if record is None else os.fspath(record),
     )
     loaded = _load_spec(spec)
     return trio.run(
