@@ -24,7 +24,7 @@ from typing import Any, TextIO
 import trio
 import yaml
 
-from ._errors import SluicewayError, SpecError
+from ._errors import AuthenticationError, SluicewayError, SpecError
 from ._executor import ModeUnavailableError, RunOptions, execute, prepare
 from ._result import RunResult, result_to_json
 
@@ -159,7 +159,7 @@ def run_command(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("sluiceway run: interrupted", file=err)
         return EXIT_INTERRUPTED
-    except (SpecError, _UsageError, ModeUnavailableError) as exc:
+    except (SpecError, _UsageError, ModeUnavailableError, AuthenticationError) as exc:
         if debug:
             traceback.print_exception(exc, file=err)
         prefix = "" if isinstance(exc, SpecError) else "sluiceway run: "

@@ -29,7 +29,7 @@ import attrs
 import trio
 
 from ._conditions import Condition, parse_condition
-from ._errors import ProviderTimeoutError, SluicewayError, SpecError, StepError
+from ._errors import AuthenticationError, ProviderTimeoutError, SluicewayError, SpecError, StepError
 from ._registry import (
     RegistryError,
     build_handlers,
@@ -276,6 +276,9 @@ def open_mode_provider(spec: Pipeline, options: RunOptions) -> Provider:
             provider = _instantiate("claude")
         except RegistryError as exc:
             raise ModeUnavailableError("live mode is not available yet") from exc
+        if getattr(provider, "api_key", "unknown") is None:
+            # fail before the run starts, not at its first step
+            raise AuthenticationError("no Anthropic API key: set ANTHROPIC_API_KEY (live mode needs one)")
     elif options.mode == "replay":
         if options.cassette is None:
             raise ModeUnavailableError("replay mode needs a cassette (--cassette FILE)")
