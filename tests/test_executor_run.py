@@ -672,3 +672,54 @@ steps:
     assert result.steps["via_mock"].text == "from mock"
     assert result.steps["via_class"].text == "from class"
     assert result.steps["again"].text
+
+
+async def test_follower_of_a_skipped_upstream_gets_an_empty_stream(tmp_path: Path) -> None:
+    result = await run_yaml(
+        """
+name: skipped_upstream
+variables: {go: false}
+steps:
+  - name: draft
+    type: claude
+    prompt: "x"
+    condition: "vars.go"
+  - name: watcher
+    type: python
+    callable: "test_executor_run:watch_events"
+    input_stream: draft
+  - name: quiet
+    type: python
+    callable: "test_executor_run:watch_events"
+    input_stream: draft
+    condition: "vars.go"
+""",
+        tmp_path,
+    )
+    assert result.status == "ok", result.error
+    assert [(n, s.status) for n, s in result.steps.items()] == [
+        ("draft", "skipped"),
+        ("watcher", "ok"),
+        ("quiet", "skipped"),
+    ]
+    assert result.steps["watcher"].output == []
+
+
+async def test_input_stream_must_name_an_earlier_model_step(tmp_path: Path) -> None:
+    from sluiceway import SpecError
+
+    spec = loads(
+        """
+name: bad_stream
+steps:
+  - name: p1
+    type: python
+    callable: "test_executor_run:watch_events"
+    input_stream: later
+  - name: later
+    type: claude
+    prompt: "x"
+"""
+    )
+    with pytest.raises(SpecError, match="'later' is not an earlier step"):
+        await execute(spec, RunOptions(output_dir=tmp_path / "out"))
