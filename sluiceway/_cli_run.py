@@ -202,14 +202,15 @@ def _run_command(args: argparse.Namespace, err: TextIO) -> int:
     spec = _load(args.file)
     prepare(spec, options)  # bad conditions, handlers, callables: exit 2 before anything runs
     result, interrupted = trio.run(_run_with_sigint, spec, options)
+    if result is not None and as_json:
+        sys.stdout.write(json.dumps(result_to_json(result), indent=2, default=str) + "\n")
+        sys.stdout.flush()
+    if result is not None:
+        print(format_summary(result), file=err)
     if interrupted or result is None:
         where = f"; partial output kept in {result.run_dir}" if result is not None else ""
         print(f"sluiceway run: interrupted{where}", file=err)
         return EXIT_INTERRUPTED
-    if as_json:
-        sys.stdout.write(json.dumps(result_to_json(result), indent=2, default=str) + "\n")
-        sys.stdout.flush()
-    print(format_summary(result), file=err)
     if result.status == "failed":
         if debug and result.error is not None:
             traceback.print_exception(result.error, file=err)

@@ -147,6 +147,7 @@ def test_sigint_mid_stream_exits_130_with_files_kept(tmp_path: Path) -> None:
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr and "Traceback" not in stdout
     assert "interrupted" in stderr
+    assert "interrupt: cancelled" in stderr  # the summary still says how far it got
 
     records = [json.loads(line) for line in (out_dir / "stream.jsonl").read_text().splitlines()]
     assert records[0]["type"] == "StepStarted"
