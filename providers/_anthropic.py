@@ -202,7 +202,7 @@ class _AnthropicCall:
             raise map_error(exc, self._step) from exc
         if scope.cancelled_caught:
             raise ProviderTimeoutError(
-                f"no response within the first-token deadline ({request.first_token_timeout or request.idle_timeout} s)",
+                f"no response from the API within {request.first_token_timeout or request.idle_timeout} s",
                 step=self._step,
             )
         self._response = sdk_stream.response
@@ -216,13 +216,11 @@ class _AnthropicCall:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self._close()
-
-    async def _close(self) -> None:
         response, self._response = self._response, None
         chunks, self._chunks = self._chunks, None
         if response is None:
             return
+        # an unfinished response closes its connection: the server sees us leave at once
         with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
             try:
                 if chunks is not None:

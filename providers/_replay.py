@@ -273,7 +273,8 @@ class _RecordedCall:
         tb: TracebackType | None,
     ) -> bool | None:
         try:
-            return await self._cm.__aexit__(exc_type, exc, tb)
+            # the inner call shields and bounds its own close
+            return await self._cm.__aexit__(exc_type, exc, tb)  # noqa: ASYNC102
         finally:
             if self._recorder._file is not None:
                 self._recorder._file.flush()

@@ -12,15 +12,28 @@ import trio
 from sluiceway.testing.fake_api import FakeAPI, parse_scenario
 
 
+def _complete(resp: bytes) -> bool:
+    head, sep, body = resp.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        key, _, value = line.partition(b":")
+        if key.lower() == b"content-length":
+            return len(body) >= int(value)
+    return body.endswith(b"0\r\n\r\n")
+
+
 async def _http(port, requests):
-    """Send raw HTTP/1.1 requests on ONE connection; return the raw bytes read until EOF or idle."""
+    """Send raw HTTP/1.1 requests on ONE connection, each after the previous response
+    ended; return every byte read (a response cut by the server ends the exchange)."""
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     out = bytearray()
     async with stream:
-        for raw in requests:
-            await stream.send_all(raw)
-            with trio.move_on_after(0.5):
-                while True:
+        with trio.fail_after(5):
+            for raw in requests:
+                await stream.send_all(raw)
+                start = len(out)
+                while not _complete(bytes(out[start:])):
                     data = await stream.receive_some(65536)
                     if not data:
                         return bytes(out)

@@ -206,7 +206,7 @@ def test_not_a_cassette(tmp_path):
         load_cassette(path)
 
 
-async def test_missing_call_is_a_step_error(tmp_path):
+def test_missing_call_is_a_step_error(tmp_path):
     path = tmp_path / "c.jsonl"
     _write_cassette(path)
     replay = ReplayProvider(path, instant=True)

@@ -221,7 +221,8 @@ class FakeAPI:
     def _thread_main(self) -> None:
         try:
             trio.run(self._main)
-        except BaseException as exc:  # reported to start(); the thread must not die silently
+        # outside trio.run (no Cancelled here): report to start(), never die silently
+        except BaseException as exc:  # noqa: ASYNC103
             self._error = exc
             self._started.set()
 
