@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import attrs
 import trio
@@ -55,6 +55,7 @@ from ._provider_events import (
 )
 from ._run import RunContext
 from ._tee import DEFAULT_BUFFER_SIZE, Outlet, Tee
+from ._tools import ToolRunner  # the protocol the tool-use loop calls (Toolbox implements it)
 
 __all__ = (
     "DEFAULT_BUFFER_SIZE",
@@ -98,14 +99,6 @@ class ChannelConsumer:
 
 
 Consumer = HandlerConsumer | ChannelConsumer
-
-
-class ToolRunner(Protocol):
-    """What the tool-use loop needs (``engine._tools.Toolbox`` implements it)."""
-
-    def definitions(self) -> tuple[dict[str, Any], ...]: ...
-
-    async def run(self, name: str, input: Any) -> tuple[str, bool]: ...
 
 
 class _Forward:

@@ -149,7 +149,7 @@ async def test_tee_block_blocks_and_measures_wait(autojump_clock):
     assert tee.queue_high_water == 1
 
 
-async def test_tee_coalesce_merges_only_consecutive_matching_deltas():
+async def test_tee_coalesce_merges_only_consecutive_matching_deltas(autojump_clock):
     send, recv = trio.open_memory_channel(1)
     outlet = Outlet(send, coalesce=True, buffer_size=1)
     tee = Tee([outlet])
@@ -185,7 +185,7 @@ async def test_tee_coalesce_merges_only_consecutive_matching_deltas():
     assert [e.content for e in out[:4]] == ["e", "f", "g", "t"]
 
 
-async def test_tee_coalesce_keeps_tool_ids_apart_and_never_merges_others():
+async def test_tee_coalesce_keeps_tool_ids_apart_and_never_merges_others(autojump_clock):
     send, recv = trio.open_memory_channel(0)
     outlet = Outlet(send, coalesce=True, buffer_size=0)
     tee = Tee([outlet])

@@ -120,7 +120,7 @@ def scripts_for(calls, delays, fail_first):
     return scripts
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_stream_invariants(scenario):
     calls, delays, fail_first, handler_specs, failing, cancel_at = scenario
