@@ -485,3 +485,54 @@ async def test_input_json_chunk_before_any_consumer(autojump_clock):
     response = await run_step(ScriptedProvider([script]), [])
     assert response.messages[0].content == (ToolUseBlock("t", "X", {}),)
     assert InputJsonChunk  # imported for the scripts above
+
+
+class HangingClose(Recorder):
+    async def aclose(self):
+        self.close_count += 1
+        await trio.sleep_forever()
+
+
+async def test_hanging_aclose_is_abandoned_after_the_close_timeout(autojump_clock):
+    from sluiceway.engine._actors import HANDLER_CLOSE_TIMEOUT
+
+    rec = HangingClose()
+    start = trio.current_time()
+    response = await run_step(ScriptedProvider([call_script([("text", ["a"])])]), [HandlerConsumer(rec, "h")])
+    assert response.text == "a" and rec.close_count == 1
+    assert trio.current_time() - start == pytest.approx(HANDLER_CLOSE_TIMEOUT)
+
+
+async def test_isolate_under_warnings_as_errors_fails_the_step(autojump_clock):
+    # pytest runs with filterwarnings=error: the HandlerWarning cannot be shown, so the step fails instead
+    rec = Recorder(fail_at=1)
+    with pytest.raises(HandlerError, match="handler 'h'"):
+        await run_step(ScriptedProvider([call_script([("text", ["a", "b"])], delay=1.0)]), [HandlerConsumer(rec, "h")])
+    assert rec.close_count == 1
+
+
+async def test_unexpected_provider_exception_fails_and_propagates(autojump_clock):
+    rec = Recorder()
+    with pytest.raises(KeyError):
+        await run_step(ScriptedProvider([[MessageStart(), KeyError("bug")]]), [HandlerConsumer(rec, "h")])
+    assert names(rec.events) == ["StepStarted", "Failed"] and isinstance(rec.events[-1].error, KeyError)
+
+
+async def test_run_started_and_finished_helpers(autojump_clock):
+    from sluiceway.engine import RunFinished, RunStarted, emit_run_finished, emit_run_started
+
+    send, recv = trio.open_memory_channel(10)
+    run = RunContext.start("run-9", send)
+    await trio.sleep(2)
+    started = await emit_run_started(run, "demo", ["a", "b"])
+    await run_step(ScriptedProvider([call_script([("text", ["x"])])]), [], run=run, path="a")
+    finished = await emit_run_finished(run, "ok", {"a": {"status": "ok"}})
+    send.close()
+    events = [e async for e in recv]
+    assert events[0] == started and isinstance(started, RunStarted)
+    assert (started.run_id, started.step, started.at, started.steps) == ("run-9", "", 2.0, ("a", "b"))
+    assert events[-1] == finished and isinstance(finished, RunFinished) and finished.status == "ok"
+    assert names(events) == ["RunStarted", "StepStarted", "Delta", "Message", "Done", "RunFinished"]
+    check_invariants(events)
+    recv.close()
+    assert await emit_run_finished(run, "failed")  # a closed stream is not an error
