@@ -35,7 +35,7 @@ SPEC = Pipeline(
 )
 
 
-async def test_run_returns_result_with_readable_buffer(tmp_path: Path) -> None:
+async def test_run_returns_result_with_readable_buffer(tmp_path: Path, autojump_clock: Any) -> None:
     result = await sluiceway.run(SPEC, output_dir=tmp_path, workspace=tmp_path)
     assert result.status == "ok" and result.ok
     assert [(n, s.status, s.text) for n, s in result.steps.items()] == [
@@ -93,7 +93,7 @@ async def test_open_run_streams_every_event_in_order(tmp_path: Path, autojump_cl
     assert events[-1][1].status == "ok"
 
 
-async def test_open_run_exit_without_reading_waits_for_the_run(tmp_path: Path) -> None:
+async def test_open_run_exit_without_reading_waits_for_the_run(tmp_path: Path, autojump_clock: Any) -> None:
     async with sluiceway.open_run(SPEC, output_dir=tmp_path, buffer_size=1) as run:
         pass
     assert run.result is not None and run.result.status == "ok"
