@@ -18,7 +18,7 @@ from typing import Any, Literal
 import attrs
 import trio
 
-from sluiceway._errors import HandlerError, ProviderError
+from sluiceway._errors import HandlerError, ProviderError, StreamInterruptedError
 
 from ._actors import HANDLER_CLOSE_TIMEOUT, TERMINAL_DELIVERY_TIMEOUT, HandlerWarning, handler_actor
 from ._events import (
@@ -250,7 +250,7 @@ class _StepRun:
                         self.first_token = now
                     self.seq += 1
                     piece = item.text
-                    blocks[item.index].parts.append(piece)
+                    (blocks.get(item.index) or _open_block(blocks, item.index, "text")).parts.append(piece)
                     text.append(piece)
                     attempt.delta_count += 1
                     await send(
@@ -264,7 +264,7 @@ class _StepRun:
                     if self.first_token is None:
                         self.first_token = now
                     self.seq += 1
-                    block = blocks[item.index]
+                    block = blocks.get(item.index) or _open_block(blocks, item.index, "tool_use")
                     block.parts.append(item.partial_json)
                     attempt.delta_count += 1
                     await send(
@@ -275,7 +275,7 @@ class _StepRun:
                         )
                     )
                 elif kind is ThinkingChunk:
-                    block = blocks[item.index]
+                    block = blocks.get(item.index) or _open_block(blocks, item.index, "thinking")
                     if item.signature is not None:
                         block.signature = item.signature
                     if item.text:
@@ -294,8 +294,8 @@ class _StepRun:
                 elif kind is BlockStart:
                     blocks[item.index] = _Block(item.kind, item.tool_use_id, item.name)
                 elif kind is BlockStop:
-                    block = blocks[item.index]
-                    if block.kind == "tool_use":
+                    block = blocks.get(item.index)
+                    if block is not None and block.kind == "tool_use":
                         raw = "".join(block.parts)  # joined once: linear time
                         try:
                             parsed = json.loads(raw) if raw.strip() else {}
@@ -362,9 +362,13 @@ def _merge_usage(start: Usage, delta: Usage) -> Usage:
     )
 
 
-def _interrupted(path: str) -> ProviderError:
-    from sluiceway._errors import StreamInterruptedError
+def _open_block(blocks: dict[int, _Block], index: int, kind: str) -> _Block:
+    """A chunk came without its ``content_block_start``: open the block it implies."""
+    block = blocks[index] = _Block(kind, None, None)
+    return block
 
+
+def _interrupted(path: str) -> ProviderError:
     return StreamInterruptedError("the stream ended before message_stop", step=path)
 
 

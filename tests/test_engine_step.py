@@ -536,3 +536,11 @@ async def test_run_started_and_finished_helpers(autojump_clock):
     check_invariants(events)
     recv.close()
     assert await emit_run_finished(run, "failed")  # a closed stream is not an error
+
+
+async def test_chunks_without_block_start_still_count(autojump_clock):
+    script = [MessageStart(), TextChunk(0, "a"), TextChunk(0, "b"), BlockStop(0), MessageStop()]
+    rec = Recorder()
+    response = await run_step(ScriptedProvider([script]), [HandlerConsumer(rec, "h")])
+    assert response.text == "ab" and response.messages[0].content == (TextBlock("ab"),)
+    check_invariants(rec.events)
