@@ -71,6 +71,8 @@ async def test_chunked_sse_and_keep_alive(fake_api):
         assert rest.endswith(b"0\r\n\r\n")
     assert b'"text":"hi "' in responses[1] and b'"text":"there"' in responses[1]
     assert b'"text":"again"' in responses[2]
+    # the server counts a stream completed just after its last byte: wait for it
+    assert await trio.to_thread.run_sync(fake_api.wait_for, "completed", before["completed"] + 2, 2.0)
     after = fake_api.stats()
     assert after["connections"] - before["connections"] == 1
     assert after["completed"] - before["completed"] == 2
