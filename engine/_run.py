@@ -48,7 +48,11 @@ async def _emit(run: RunContext, event: Event) -> None:
 
 
 async def emit_run_started(run: RunContext, pipeline: str, steps: Sequence[str] = ()) -> RunStarted:
-    """Send ``RunStarted`` to the run's event stream (blocks while it is full); return it."""
+    """Send ``RunStarted`` to the run's event stream (blocks while it is full); return it.
+
+    Closes nothing; a stream whose reader is gone is skipped. Cancelled: the
+    event may not have been sent, and the cancellation propagates.
+    """
     event = RunStarted(run_id=run.run_id, step="", at=run.now(), pipeline=pipeline, steps=tuple(steps))
     await _emit(run, event)
     return event
@@ -61,7 +65,9 @@ async def emit_run_finished(
 ) -> RunFinished:
     """Send ``RunFinished`` to the run's event stream (blocks while full); return it.
 
-    Does not close the stream. Call it shielded and bounded when the run was cancelled.
+    Closes nothing (the run's owner closes the stream after this); a stream whose
+    reader is gone is skipped. Cancelled: the event may not have been sent; so
+    call it shielded and bounded when the run was cancelled.
     """
     event = RunFinished(run_id=run.run_id, step="", at=run.now(), status=status, summary=summary or {})
     await _emit(run, event)

@@ -522,7 +522,8 @@ async def stream_step(
     Raises:
         ProviderError: the provider failed (after retries); ``Failed`` was sent.
         HandlerError: a handler failed under ``fail``; ``Failed`` was sent
-            (when only its ``aclose`` failed, after ``Done``).
+            (when it failed only on the terminal event or in ``aclose``, the
+            others got ``Done`` before this is raised).
         Exception: any other error of a call or a tool, after ``Failed``.
 
     Backpressure: a full ``block`` consumer blocks the step, and so the
@@ -568,11 +569,16 @@ async def stream_step(
         # terminal event before any wait on a caller's channel (whose reader may be gone)
         outlets.sort(key=lambda o: not o.actor)
         if run.events is not None:
-            events = run.events.clone()
-            given.append(events)
-            outlets.append(Outlet(events, name="run events", buffer_size=_size(events)))
+            try:
+                events = run.events.clone()
+            except trio.ClosedResourceError:
+                pass  # the run's stream was already closed: nobody to tell
+            else:
+                given.append(events)
+                outlets.append(Outlet(events, name="run events", buffer_size=_size(events)))
     except BaseException:
-        await _abandon(consumers, outlets, given)
+        with trio.move_on_after(HANDLER_CLOSE_TIMEOUT, shield=True):
+            await _abandon(consumers, outlets, given)
         raise
 
     tee = Tee(outlets)
@@ -654,7 +660,7 @@ async def _abandon(
     outlets: Sequence[Outlet],
     given: Sequence[trio.MemorySendChannel[Event]],
 ) -> None:
-    """Setup failed: close what we were given, handlers included (shielded, bounded)."""
+    """Setup failed: close what we were given, handlers included (call it shielded, bounded)."""
     for outlet in outlets:
         outlet.send.close()
     for consumer in consumers:
@@ -662,10 +668,9 @@ async def _abandon(
             consumer.send_channel.close()
     for channel in given:
         channel.close()
-    with trio.move_on_after(HANDLER_CLOSE_TIMEOUT, shield=True):
-        for consumer in consumers:
-            if isinstance(consumer, HandlerConsumer):
-                try:
-                    await consumer.handler.aclose()
-                except Exception:
-                    pass
+    for consumer in consumers:
+        if isinstance(consumer, HandlerConsumer):
+            try:
+                await consumer.handler.aclose()
+            except Exception:
+                pass

@@ -544,3 +544,24 @@ async def test_chunks_without_block_start_still_count(autojump_clock):
     response = await run_step(ScriptedProvider([script]), [HandlerConsumer(rec, "h")])
     assert response.text == "ab" and response.messages[0].content == (TextBlock("ab"),)
     check_invariants(rec.events)
+
+
+async def test_bad_setup_still_closes_what_it_was_given(autojump_clock):
+    rec = Recorder()
+    send, recv = trio.open_memory_channel(1)
+    with pytest.raises(ValueError):
+        await run_step(
+            ScriptedProvider([call_script([("text", ["a"])])]),
+            [HandlerConsumer(rec, "ok"), ChannelConsumer(send), HandlerConsumer(Recorder(), "bad", "block", -1)],
+        )
+    assert rec.close_count == 1
+    with pytest.raises(trio.EndOfChannel):
+        await recv.receive()
+
+
+async def test_closed_run_stream_is_skipped(autojump_clock):
+    send, _ = trio.open_memory_channel(1)
+    send.close()
+    run = RunContext(run_id="r", origin=trio.current_time(), events=send)
+    response = await run_step(ScriptedProvider([call_script([("text", ["a"])])]), [], run=run)
+    assert response.text == "a"
