@@ -23,6 +23,7 @@ from ._events import ThinkingBlock as ThinkingBlock
 from ._events import ThinkingDelta as ThinkingDelta
 from ._events import ToolInputDelta as ToolInputDelta
 from ._events import ToolResult as ToolResult
+from ._events import ToolResultBlock as ToolResultBlock
 from ._events import ToolUse as ToolUse
 from ._events import ToolUseBlock as ToolUseBlock
 from ._events import Usage as Usage

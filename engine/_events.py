@@ -31,6 +31,7 @@ __all__ = (
     "ThinkingDelta",
     "ToolInputDelta",
     "ToolResult",
+    "ToolResultBlock",
     "ToolUse",
     "ToolUseBlock",
     "Usage",
@@ -104,7 +105,20 @@ class ToolUseBlock:
     type: Literal["tool_use"] = "tool_use"
 
 
-ContentBlock = TextBlock | ThinkingBlock | ToolUseBlock
+@attrs.frozen
+class ToolResultBlock:
+    """A tool_result content block: a tool's answer, sent back in a user turn."""
+
+    tool_use_id: str
+    """The tool_use id this answers."""
+    content: str
+    """The result text the model sees."""
+    is_error: bool = False
+    """True when the tool failed or refused."""
+    type: Literal["tool_result"] = "tool_result"
+
+
+ContentBlock = TextBlock | ThinkingBlock | ToolUseBlock | ToolResultBlock
 
 
 @attrs.frozen

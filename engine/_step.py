@@ -38,6 +38,7 @@ from ._events import (
     ThinkingDelta,
     ToolInputDelta,
     ToolResult,
+    ToolResultBlock,
     ToolUse,
     ToolUseBlock,
     Usage,
@@ -170,7 +171,6 @@ class _StepRun:
         self.attempt = _Attempt()
         self.started = trio.current_time()
         self.first_token: float | None = None
-        self.tool_results = 0
         self.status = "ok"
         self.handler_failure: HandlerError | None = None
 
@@ -205,7 +205,7 @@ class _StepRun:
             time_to_first_token=None if self.first_token is None else self.first_token - self.started,
             duration=end - self.started,
             output_tokens_per_second=tps,
-            message_count=len(attempt.messages) + self.tool_results,
+            message_count=len(attempt.messages),
             delta_count=attempt.delta_count,
             backpressure_wait=self.tee.backpressure_wait,
             queue_high_water=self.tee.queue_high_water,
@@ -380,6 +380,9 @@ def _api_block(block: ContentBlock) -> dict[str, Any]:
         if block.signature is not None:
             out["signature"] = block.signature
         return out
+    if isinstance(block, ToolResultBlock):
+        return {"type": "tool_result", "tool_use_id": block.tool_use_id, "content": block.content,
+                "is_error": block.is_error}
     return {"type": "tool_use", "id": block.id, "name": block.name, "input": block.input}
 
 
@@ -405,15 +408,26 @@ async def _turns(
             state.status = "max_turns"
             break
         results: list[dict[str, Any]] = []
+        result_blocks: list[ToolResultBlock] = []
+        last: Event | None = None
         for block in tool_uses:
             content, is_error = await tool_runner.run(block.name, block.input)
-            await state.emit(
+            last = await state.emit(
                 ToolResult, tool_use_id=block.id, name=block.name, content=content, is_error=is_error
             )
-            state.tool_results += 1
+            result_blocks.append(ToolResultBlock(block.id, content, is_error))
             results.append(
                 {"type": "tool_result", "tool_use_id": block.id, "content": content, "is_error": is_error}
             )
+        assert last is not None
+        # the results as the user turn the model gets: kept in the Response, not sent as an event
+        # (it carries the envelope of its last ToolResult)
+        state.attempt.messages.append(
+            Message(
+                run_id=last.run_id, step=last.step, attempt=last.attempt, seq=last.seq, at=last.at,
+                role="user", content=tuple(result_blocks),
+            )
+        )
         messages.append({"role": "assistant", "content": [_api_block(b) for b in message.content]})
         messages.append({"role": "user", "content": results})
         request = attrs.evolve(request, messages=tuple(messages), turn=request.turn + 1)
@@ -464,7 +478,6 @@ async def _attempts(
             state.attempt_no = next_attempt
             state.attempt = _Attempt()
             state.status = "ok"
-            state.tool_results = 0
 
 
 async def stream_step(

@@ -29,6 +29,7 @@ from sluiceway.engine import (
     ThinkingDelta,
     ToolInputDelta,
     ToolResult,
+    ToolResultBlock,
     ToolUse,
     ToolUseBlock,
     Usage,
@@ -219,7 +220,13 @@ async def test_tool_loop_runs_tools_and_calls_again(autojump_clock):
     }
     assert response.text == "Reading.Done reading."
     assert response.status == "ok" and response.stop_reason == "end_turn"
-    assert len(response.messages) == 2 and response.metrics.message_count == 4
+    assert [m.role for m in response.messages] == ["assistant", "user", "assistant"]
+    assert response.messages[1].content == (
+        ToolResultBlock("t1", "contents of a", False),
+        ToolResultBlock("t2", "no such file", True),
+    )
+    assert response.messages[1].seq == results[-1].seq
+    assert response.metrics.message_count == 3
     assert response.usage.input_tokens == 20  # summed over both calls
     check_invariants(rec.events)
 
