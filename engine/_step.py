@@ -171,6 +171,8 @@ class _StepRun:
         self.attempt = _Attempt()
         self.started = trio.current_time()
         self.first_token: float | None = None
+        self.open_usage: Usage | None = None
+        """The usage of the call in progress (counted in a partial response)."""
         self.status = "ok"
         self.handler_failure: HandlerError | None = None
 
@@ -197,7 +199,7 @@ class _StepRun:
         """The response of the current attempt (also the partial one)."""
         attempt = self.attempt
         end = trio.current_time()
-        usage = attempt.usage
+        usage = attempt.usage if self.open_usage is None else attempt.usage + self.open_usage
         tps = None
         if self.first_token is not None and end > self.first_token and usage.output_tokens:
             tps = usage.output_tokens / (end - self.first_token)
@@ -312,18 +314,19 @@ class _StepRun:
                 elif kind is MessageStart:
                     if item.model is not None:
                         attempt.model = item.model
-                    call_usage = item.usage
+                    call_usage = self.open_usage = item.usage
                 elif kind is MessageDeltaInfo:
                     if item.stop_reason is not None:
                         stop_reason = item.stop_reason
                     if item.usage is not None:
-                        call_usage = _merge_usage(call_usage, item.usage)
+                        call_usage = self.open_usage = _merge_usage(call_usage, item.usage)
                 elif kind is MessageStop:
                     break
             else:
                 raise _interrupted(path)
         content = tuple(_finish_block(blocks[i]) for i in sorted(blocks))
         attempt.usage = attempt.usage + call_usage
+        self.open_usage = None
         attempt.stop_reason = stop_reason
         if attempt.model is None:
             attempt.model = request.model
@@ -477,6 +480,7 @@ async def _attempts(
             await trio.sleep(delay)
             state.attempt_no = next_attempt
             state.attempt = _Attempt()
+            state.open_usage = None
             state.status = "ok"
 
 

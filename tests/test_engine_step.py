@@ -331,6 +331,7 @@ async def test_provider_error_fails_step_and_names_it(autojump_clock):
     assert info.value.step == "draft" and info.value.message == "busy"
     assert names(rec.events) == ["StepStarted", "Delta", "Delta", "Failed"]
     assert rec.events[-1].partial.text == "partial" and rec.events[-1].message == str(info.value)
+    assert rec.events[-1].partial.usage == Usage(input_tokens=10, output_tokens=1)  # the call's usage so far
     got = [e async for e in chan_recv]  # closed after the terminal
     assert got == rec.events
     assert rec.close_count == 1 and provider.open_streams == 0
