@@ -41,6 +41,7 @@ from ._registry import (
 from ._result import RunResult, StepResult, result_to_json
 from .engine import (
     Cancelled,
+    Delta,
     Done,
     Event,
     Failed,
@@ -772,6 +773,10 @@ class _Executor:
                 with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
                     await emit(Cancelled)
                 raise
+            if response.text:
+                # the text as one delta, so deltas concatenate to Done.response.text (invariant 2)
+                await emit(Delta, content=response.text, index=0)
+                response = attrs.evolve(response, metrics=attrs.evolve(response.metrics, delta_count=1))
             await emit(Done, response=response)
             return response
         finally:
