@@ -185,6 +185,8 @@ class _AnthropicCall:
         self._done = False
         self._request_id: str | None = None
         self._error: ProviderError | None = None
+        # indices of the open blocks we passed on (others' deltas and stops are dropped)
+        self._blocks: set[int] = set()
 
     async def __aenter__(self) -> _AnthropicCall:
         request = self._request
@@ -236,7 +238,7 @@ class _AnthropicCall:
         while not ready:
             if self._error is not None:
                 raise self._error
-            if self._done:
+            if self._done or self._chunks is None:
                 await self._drain()
                 raise StopAsyncIteration
             await self._read()
@@ -329,19 +331,25 @@ class _AnthropicCall:
         kind = block.get("type")
         index = payload.get("index", 0)
         if kind == "text":
-            return BlockStart(index, "text")
-        if kind in ("thinking", "redacted_thinking"):
-            return BlockStart(index, "thinking")
-        if kind in ("tool_use", "server_tool_use"):
-            return BlockStart(
+            event = BlockStart(index, "text")
+        elif kind in ("thinking", "redacted_thinking"):
+            event = BlockStart(index, "thinking")
+        elif kind == "tool_use":
+            event = BlockStart(
                 index, "tool_use", tool_use_id=block.get("id"), name=block.get("name")
             )
-        return None
+        else:
+            # server tools and their results run at the API: not ours to run or show
+            return None
+        self._blocks.add(index)
+        return event
 
     def _on_block_delta(self, payload: dict[str, Any]) -> ProviderEvent | None:
         delta = payload.get("delta") or {}
         kind = delta.get("type")
         index = payload.get("index", 0)
+        if index not in self._blocks:
+            return None
         if kind == "text_delta":
             return TextChunk(index, delta.get("text", ""))
         if kind == "input_json_delta":
@@ -352,8 +360,12 @@ class _AnthropicCall:
             return ThinkingChunk(index, "", signature=delta.get("signature", ""))
         return None
 
-    def _on_block_stop(self, payload: dict[str, Any]) -> ProviderEvent:
-        return BlockStop(payload.get("index", 0))
+    def _on_block_stop(self, payload: dict[str, Any]) -> ProviderEvent | None:
+        index = payload.get("index", 0)
+        if index not in self._blocks:
+            return None
+        self._blocks.discard(index)
+        return BlockStop(index)
 
     def _on_message_delta(self, payload: dict[str, Any]) -> ProviderEvent:
         delta = payload.get("delta") or {}

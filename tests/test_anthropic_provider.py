@@ -381,3 +381,135 @@ def test_map_error_retry_after_header():
         exc = anthropic.RateLimitError("limited", response=response, body=None)
         mapped = map_error(exc, "s")
         assert type(mapped) is RateLimitedError and mapped.retry_after == expected
+
+
+class _Chunks:
+    """A response body made of fixed byte chunks (no network)."""
+
+    def __init__(self, chunks):
+        self._it = iter(chunks)
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        await trio.lowlevel.checkpoint()
+        try:
+            return next(self._it)
+        except StopIteration:
+            raise StopAsyncIteration from None
+
+    async def aclose(self):
+        await trio.lowlevel.checkpoint()
+
+
+def _sse(*events):
+    return "".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in events).encode()
+
+
+async def _normalize(*chunks):
+    from sluiceway.providers._anthropic import _AnthropicCall
+
+    call = _AnthropicCall(AnthropicProvider(api_key="x"), request("m"))
+    call._chunks = _Chunks(chunks)
+    return [e async for e in call]
+
+
+_START = {
+    "type": "message_start",
+    "message": {
+        "id": "m1",
+        "model": "claude-haiku-4-5",
+        "usage": {"input_tokens": 5, "output_tokens": 1, "cache_creation_input_tokens": None},
+    },
+}
+_STOP = [
+    {
+        "type": "message_delta",
+        "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+        "usage": {"output_tokens": 9},
+    },
+    {"type": "message_stop"},
+]
+
+
+async def test_server_tool_blocks_and_unknown_events_are_dropped():
+    raw = _sse(
+        _START,
+        {
+            "type": "content_block_start",
+            "index": 0,
+            "content_block": {
+                "type": "server_tool_use",
+                "id": "srv",
+                "name": "web_search",
+                "input": {},
+            },
+        },
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "input_json_delta", "partial_json": '{"q":1}'},
+        },
+        {"type": "content_block_stop", "index": 0},
+        {
+            "type": "content_block_start",
+            "index": 1,
+            "content_block": {"type": "web_search_tool_result", "content": []},
+        },
+        {"type": "content_block_stop", "index": 1},
+        {"type": "content_block_start", "index": 2, "content_block": {"type": "text", "text": ""}},
+        {
+            "type": "content_block_delta",
+            "index": 2,
+            "delta": {"type": "citations_delta", "citation": {}},
+        },
+        {"type": "content_block_delta", "index": 2, "delta": {"type": "text_delta", "text": "ok"}},
+        {"type": "future_event"},
+        {"type": "content_block_stop", "index": 2},
+        *_STOP,
+    )
+    # cut in awkward places, including inside a multi-byte character's event
+    events = await _normalize(raw[:7], raw[7:300], raw[300:])
+    assert events == [
+        MessageStart("claude-haiku-4-5", Usage(5, 1, 0, 0), "m1", None),
+        BlockStart(2, "text"),
+        TextChunk(2, "ok"),
+        BlockStop(2),
+        MessageDeltaInfo("end_turn", Usage(output_tokens=9)),
+        MessageStop(),
+    ]
+
+
+async def test_body_ending_before_message_stop_is_interrupted():
+    raw = _sse(
+        _START,
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+    )
+    seen = []
+    with pytest.raises(StreamInterruptedError, match="before message_stop") as info:
+        async for e in await _async_iter(raw):
+            seen.append(e)
+    assert [type(e) for e in seen] == [MessageStart, BlockStart] and info.value.step == "draft"
+
+
+async def _async_iter(*chunks):
+    from sluiceway.providers._anthropic import _AnthropicCall
+
+    call = _AnthropicCall(AnthropicProvider(api_key="x"), request("m"))
+    call._chunks = _Chunks(chunks)
+    return call
+
+
+async def test_malformed_event_data_is_a_provider_error():
+    raw = _sse(_START) + b"event: content_block_delta\ndata: {not json\n\n"
+    with pytest.raises(ProviderError, match="malformed event") as info:
+        await _normalize(raw)
+    assert type(info.value) is ProviderError and info.value.step == "draft"
+
+
+def test_provider_satisfies_the_protocol():
+    from sluiceway.engine._protocols import Provider
+
+    p = AnthropicProvider(api_key="x")
+    assert isinstance(p, Provider) and p.name == "anthropic"
