@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, Literal
 
 import attrs
@@ -552,10 +553,18 @@ async def stream_step(
     shielded, bounded by ``HANDLER_CLOSE_TIMEOUT``), on success, error and
     cancellation alike; returns only once every handler actor has finished.
 
-    Cancelled: the events in flight may be dropped, but ``Cancelled(partial)``
-    is still delivered to every consumer (shielded, bounded by
-    ``TERMINAL_DELIVERY_TIMEOUT``), every handler is closed, and the
-    cancellation propagates.
+    Cancelled: the events in flight may be dropped, but every consumer still
+    gets exactly one terminal event (shielded, bounded by
+    ``TERMINAL_DELIVERY_TIMEOUT``): ``Cancelled(partial)``; or, when the
+    cancellation came while ``Done`` was being delivered, ``Done`` (a handler
+    that lost events in flight then gets ``Cancelled`` with the ``Done``'s
+    response as ``partial`` and the same ``seq``, so that its view never reads
+    as a complete success it did not see). Then every handler is closed and
+    the cancellation propagates. A terminal event waits for room in a
+    caller's full channel at most that bound, after the handlers got theirs.
+
+    Handler errors under ``isolate`` are reported with ``warnings.warn``; when
+    warnings are errors (``-W error``) the step fails as under ``fail``.
     """
     outlets: list[Outlet] = []
     actors: list[tuple[trio.MemoryReceiveChannel[Event], Any, Outlet, str]] = []
@@ -611,7 +620,9 @@ async def stream_step(
     response: Response | None = None
     async with trio.open_nursery() as nursery:
         for receive, handler, outlet, name in actors:
-            nursery.start_soon(_run_actor, receive, handler, outlet, name, on_handler_error, fail)
+            nursery.start_soon(
+                partial(handler_actor, receive, handler, outlet, name=name, on_error=on_handler_error, fail=fail)
+            )
         terminal: Event | None = None
         delivered: set[int] = set()
         try:
@@ -654,17 +665,6 @@ async def stream_step(
         raise state.handler_failure
     assert response is not None
     return response
-
-
-async def _run_actor(
-    receive: trio.MemoryReceiveChannel[Event],
-    handler: Any,
-    outlet: Outlet,
-    name: str,
-    on_error: Literal["isolate", "fail"],
-    fail: Callable[[HandlerError], None],
-) -> None:
-    await handler_actor(receive, handler, outlet, name=name, on_error=on_error, fail=fail)
 
 
 def _size(channel: trio.MemorySendChannel[Event]) -> int:
