@@ -488,12 +488,12 @@ async def test_body_ending_before_message_stop_is_interrupted():
     )
     seen = []
     with pytest.raises(StreamInterruptedError, match="before message_stop") as info:
-        async for e in await _async_iter(raw):
+        async for e in _call_on(raw):
             seen.append(e)
     assert [type(e) for e in seen] == [MessageStart, BlockStart] and info.value.step == "draft"
 
 
-async def _async_iter(*chunks):
+def _call_on(*chunks):
     from sluiceway.providers._anthropic import _AnthropicCall
 
     call = _AnthropicCall(AnthropicProvider(api_key="x"), request("m"))
