@@ -61,8 +61,10 @@ def parse_assignments(items: list[str] | None) -> dict[str, Any]:
 def _first_line(error: BaseException | None) -> str:
     if error is None:
         return "unknown error"
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]
+    # StepError / ProviderError keep the message without their "step 'x': " prefix
+    message = getattr(error, "message", None)
+    text = (message if isinstance(message, str) and message else str(error)).strip()
+    return (text or type(error).__name__).splitlines()[0]
 
 
 def _fmt_seconds(value: float | None) -> str:

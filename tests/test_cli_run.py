@@ -218,6 +218,7 @@ steps:
     failure_lines = [line for line in proc.stderr.splitlines() if line.startswith("sluiceway run:")]
     assert len(failure_lines) == 1
     assert "step 'broken' failed" in failure_lines[0]
+    assert failure_lines[0].count("'broken'") == 1  # the cause is not prefixed with the step again
     debug = run_cli(str(spec), "--output-dir", str(tmp_path / "o"), "--debug", cwd=tmp_path)
     assert debug.returncode == 1
     assert "Traceback" in debug.stderr and "RateLimitedError" in debug.stderr
