@@ -172,22 +172,33 @@ async def open_run(
     loaded = _load_spec(spec)
     send_events, receive_events = trio.open_memory_channel[Event](buffer_size)
     body_error: BaseException | None = None
+    setup_error: BaseException | None = None
     with receive_events:
         async with trio.open_nursery() as nursery:
-            live: RunResult = await nursery.start(partial(execute, loaded, options, send_events=send_events))
-            handle = RunHandle(live.run_id, receive_events)
             try:
-                yield handle
+                live: RunResult = await nursery.start(
+                    partial(execute, loaded, options, send_events=send_events)
+                )
             except BaseException as exc:  # noqa: ASYNC103 - re-raised below, outside the nursery
-                # (so the caller never sees an ExceptionGroup wrapping its own error)
-                body_error = exc
-                receive_events.close()  # nobody reads any more: the run must not wait on a full channel
-                nursery.cancel_scope.cancel()
+                setup_error = exc  # SpecError, ModeUnavailableError...: not wrapped in a group
             else:
-                # the body is done: let the run finish, discarding what it did not read
-                async for _ in receive_events:
-                    pass
-        handle.result = live  # filled in by the run, also when it was cancelled
+                handle = RunHandle(live.run_id, receive_events)
+                try:
+                    yield handle
+                except BaseException as exc:  # noqa: ASYNC103 - re-raised below, outside the nursery
+                    # (so the caller never sees an ExceptionGroup wrapping its own error)
+                    body_error = exc
+                    receive_events.close()  # nobody reads any more: the run must not wait on a full channel
+                    nursery.cancel_scope.cancel()
+                else:
+                    # the body is done: let the run finish, discarding what it did not read
+                    async for _ in receive_events:
+                        pass
+                handle.result = live  # filled in by the run, also when it was cancelled
+    if setup_error is not None:
+        while isinstance(setup_error, BaseExceptionGroup) and len(setup_error.exceptions) == 1:
+            setup_error = setup_error.exceptions[0]
+        raise setup_error
     if body_error is not None:
         raise body_error
 

@@ -29,7 +29,14 @@ import attrs
 import trio
 
 from ._conditions import Condition, parse_condition
-from ._errors import AuthenticationError, ProviderTimeoutError, SluicewayError, SpecError, StepError
+from ._errors import (
+    AuthenticationError,
+    ProviderTimeoutError,
+    SluicewayError,
+    SpecError,
+    SpecIssue,
+    StepError,
+)
 from ._registry import (
     RegistryError,
     build_handlers,
@@ -206,56 +213,47 @@ def prepare(spec: Pipeline, options: RunOptions = RunOptions()) -> _Prepared:
     Raises:
         SpecError: every problem found, one issue each.
     """
-    problems: list[str] = []
+    issues: list[SpecIssue] = []
+    source = spec.source or "<spec>"
+
+    def problem(index: int, field: str, message: str) -> None:
+        issues.append(SpecIssue(source, None, None, f"steps[{index}].{field}", message))
+
     conditions: dict[str, Condition] = {}
     followers: dict[str, list[str]] = {}
     names = [s.name for s in spec.steps]
     for index, step in enumerate(spec.steps):
-        where = f"steps[{index}] ({step.name})"
         if step.condition is not None:
             try:
                 conditions[step.name] = parse_condition(step.condition)
             except SpecError as exc:
-                problems.append(f"{where}.condition: {exc}")
+                problem(index, "condition", "; ".join(i.message for i in exc.issues))
         for ref in _effective_refs(step, spec, options):
             try:
                 resolve_handler(ref)
             except RegistryError as exc:
-                problems.append(f"{where}.stream_handler: {exc}")
+                problem(index, "stream_handler", str(exc))
         if isinstance(step, PythonStep):
             try:
-                fn = import_object(step.callable)
-                if not callable(fn):
-                    problems.append(f"{where}.callable: {step.callable!r} is not callable")
+                if not callable(import_object(step.callable)):
+                    problem(index, "callable", f"{step.callable!r} is not callable")
             except RegistryError as exc:
-                problems.append(f"{where}.callable: {exc}")
+                problem(index, "callable", str(exc))
             if step.input_stream is not None:
                 if step.input_stream not in names[:index]:
-                    problems.append(
-                        f"{where}.input_stream: {step.input_stream!r} is not an earlier step"
-                    )
+                    problem(index, "input_stream", f"{step.input_stream!r} is not an earlier step")
                 elif isinstance(spec.steps[names.index(step.input_stream)], PythonStep):
-                    problems.append(
-                        f"{where}.input_stream: {step.input_stream!r} is a python step; "
-                        "it has no event stream"
-                    )
+                    problem(index, "input_stream", f"{step.input_stream!r} is a python step; it has no event stream")
                 else:
                     followers.setdefault(step.input_stream, []).append(step.name)
         if isinstance(step, LlmStep) and step.provider not in ("claude", "mock", "anthropic"):
             try:
                 resolve_provider(step.provider)
             except RegistryError as exc:
-                problems.append(f"{where}.provider: {exc}")
-    if problems:
-        raise SpecError(problems_to_issues(spec, problems))
+                problem(index, "provider", str(exc))
+    if issues:
+        raise SpecError(issues)
     return _Prepared(conditions, {k: tuple(v) for k, v in followers.items()})
-
-
-def problems_to_issues(spec: Pipeline, problems: Sequence[str]) -> list[Any]:
-    from ._errors import SpecIssue
-
-    source = spec.source or "<spec>"
-    return [SpecIssue(source, None, None, "", p) for p in problems]
 
 
 # --------------------------------------------------------------------------- providers

@@ -182,3 +182,13 @@ async def test_open_run_body_error_with_full_channel_does_not_wait(tmp_path: Pat
             raise RuntimeError("not reading")
     assert run.result is not None and run.result.status == "cancelled"
     assert trio.current_time() - start < 0.6  # no close timeout was waited out
+
+
+async def test_open_run_setup_errors_are_not_wrapped(tmp_path: Path) -> None:
+    bad = Pipeline(name="bad", steps=(ClaudeStep(name="a", prompt="x", condition="vars.x =="),))
+    with pytest.raises(sluiceway.SpecError, match=r"steps\[0\]\.condition: condition 'vars.x ==': unexpected end"):
+        async with sluiceway.open_run(bad, output_dir=tmp_path):
+            raise AssertionError("the body must not run")
+    with pytest.raises(sluiceway.ModeUnavailableError, match="cassette"):
+        async with sluiceway.open_run(SPEC, mode="replay", output_dir=tmp_path):
+            raise AssertionError("the body must not run")

@@ -522,8 +522,8 @@ steps:
     with pytest.raises(SpecError) as info:
         await execute(spec, RunOptions(output_dir=tmp_path / "out"))
     text = str(info.value)
-    assert "steps[0] (a).condition" in text and "unexpected end" in text
-    assert "steps[1] (p).callable" in text and "no_such_module_xyz" in text
+    assert "<string>: steps[0].condition: condition 'vars.flag ==': unexpected end" in text
+    assert "<string>: steps[1].callable: " in text and "no_such_module_xyz" in text
     assert not (tmp_path / "out").exists()
 
 
