@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sluiceway.engine import (
     Cancelled,
+    ChannelConsumer,
     Delta,
     Done,
     HandlerConsumer,
@@ -70,7 +71,12 @@ def scenarios(draw):
     )
     failing = draw(st.none() | st.integers(0, 12))  # one extra handler failing at its Nth event (isolated)
     cancel_at = draw(st.none() | st.floats(0.0, 1.5))
-    return calls, delays, fail_first, handlers, failing, cancel_at
+    # a passthrough channel the caller reads (policy, buffer, reader's seconds per event)
+    channel = draw(
+        st.none()
+        | st.tuples(st.sampled_from(["block", "coalesce"]), st.integers(0, 8), st.sampled_from([0.0, 0.005, 0.05]))
+    )
+    return calls, delays, fail_first, handlers, failing, cancel_at, channel
 
 
 class Tools:
@@ -123,7 +129,7 @@ def scripts_for(calls, delays, fail_first):
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_stream_invariants(scenario):
-    calls, delays, fail_first, handler_specs, failing, cancel_at = scenario
+    calls, delays, fail_first, handler_specs, failing, cancel_at, channel = scenario
     expected_text = "".join("".join(b[1]) for c in calls for b in c if b[0] == "text")
     expected_tools = {b[1]: json.loads("".join(b[3])) for c in calls for b in c if b[0] == "tool"}
     recorders = [
@@ -136,6 +142,11 @@ def test_stream_invariants(scenario):
         bad = Recorder(fail_at=failing)
         consumers.append(HandlerConsumer(bad, "bad", "block", 1))
     provider = ScriptedProvider(scripts_for(calls, delays, fail_first))
+    chan_events: list = []
+    chan_send = chan_recv = None
+    if channel is not None:
+        chan_send, chan_recv = trio.open_memory_channel(channel[1])
+        consumers.append(ChannelConsumer(chan_send, channel[0], channel[1]))
 
     class Retry:
         def decide(self, error, attempt):
@@ -153,20 +164,31 @@ def test_stream_invariants(scenario):
                 if policy == "block" and hasattr(rec, "handle_batch"):
                     # invariant 5: what was sent and is not yet at the handler fits the buffer (+1 handoff)
                     assert n_sent - len(rec.events) <= size + 1, (n_sent, len(rec.events), size)
+            if channel is not None and channel[0] == "block":
+                assert n_sent - len(chan_events) <= channel[1] + 1, (n_sent, len(chan_events), channel)
 
-        with trio.move_on_after(cancel_at if cancel_at is not None else 1e9) as scope:
-            RecordingTee.checks = [in_flight_check]
-            with mock.patch.object(_step, "Tee", RecordingTee):
-                outcome["response"] = await stream_step(
-                    run=RunContext(run_id="r", origin=trio.current_time()),
-                    path="p",
-                    provider=provider,
-                    request=request(),
-                    consumers=consumers,
-                    tool_runner=Tools(),
-                    max_turns=10,
-                    retry=Retry(),
-                )
+        async def reader():
+            async for event in chan_recv:
+                chan_events.append(event)
+                if channel[2]:
+                    await trio.sleep(channel[2])
+
+        async with trio.open_nursery() as nursery:
+            if channel is not None:
+                nursery.start_soon(reader)  # outside the cancelled scope: it reads to the end
+            with trio.move_on_after(cancel_at if cancel_at is not None else 1e9) as scope:
+                RecordingTee.checks = [in_flight_check]
+                with mock.patch.object(_step, "Tee", RecordingTee):
+                    outcome["response"] = await stream_step(
+                        run=RunContext(run_id="r", origin=trio.current_time()),
+                        path="p",
+                        provider=provider,
+                        request=request(),
+                        consumers=consumers,
+                        tool_runner=Tools(),
+                        max_turns=10,
+                        retry=Retry(),
+                    )
         outcome["cancelled"] = scope.cancelled_caught
         outcome["tasks_left"] = count_tasks(root) - before
 
@@ -194,6 +216,8 @@ def test_stream_invariants(scenario):
         assert {e.tool_use_id: e.input for e in sent if isinstance(e, ToolUse) and e.attempt == terminal.attempt} == (
             expected_tools
         )
+    if channel is not None:  # the passthrough reader: same rules, and EndOfChannel after the terminal
+        recorders.append((type("ChannelView", (), {"events": chan_events})(), channel[0], channel[1]))
     for rec, policy, _ in recorders:
         check_invariants(rec.events)
         last = rec.events[-1]
