@@ -1,14 +1,18 @@
 """A sans-IO Server-Sent Events parser for the Messages API stream.
 
-It yields what the SDK's ``SSEDecoder`` yields, ``(event, data)`` pairs, for
-streams whose lines end in ``\\n`` (what the Messages API sends), in linear
+It yields what the SDK's ``SSEDecoder`` yields, ``(event, data)`` pairs. Lines
+ending in ``\\n`` (what the Messages API sends) take a fast path in linear
 time: each byte is scanned once for the blank line that ends an event, and
-bytes of an unfinished event are kept until the rest arrives. A
-differential property test (``tests/test_sse_parser.py``) checks it against
-the SDK's decoder for streams cut at random byte boundaries.
+bytes of an unfinished event are kept until the rest arrives. From the first
+``\\r`` on (a proxy that rewrote line ends), the stream goes through the SDK's
+own line algorithm instead. A differential property test
+(``tests/test_sse_parser.py``) checks both against the SDK's decoder for
+streams cut at random byte boundaries.
 """
 
 from __future__ import annotations
+
+from anthropic._streaming import SSEDecoder
 
 __all__ = ("SSEParser",)
 
@@ -23,17 +27,21 @@ class SSEParser:
     the event had no (or an empty) name.
     """
 
-    __slots__ = ("_last_id", "_pending", "_tail_newline")
+    __slots__ = ("_last_id", "_pending", "_slow", "_slow_data", "_tail_newline")
 
     def __init__(self) -> None:
         self._pending: list[bytes] = []
         self._tail_newline = False
         self._last_id: str | None = None
+        self._slow: SSEDecoder | None = None
+        self._slow_data = b""
 
     def feed(self, chunk: bytes) -> list[tuple[str | None, str]]:
         """Add *chunk*; return every event it completes, in order."""
         if not chunk:
             return []
+        if self._slow is not None or b"\r" in chunk:
+            return self._feed_slow(chunk)
         if b"\n\n" not in chunk and not (self._tail_newline and chunk[0] == 10):
             # no event ends here: keep the piece (joined once, when one does: linear)
             self._pending.append(chunk)
@@ -64,6 +72,25 @@ class SSEParser:
             event = self._decode_block(block)
             if event is not None:
                 out.append(event)
+        return out
+
+    def _feed_slow(self, chunk: bytes) -> list[tuple[str | None, str]]:
+        # the SDK's algorithm (SSEDecoder._aiter_chunks + decode), line by line
+        if self._slow is None:
+            self._slow = SSEDecoder()
+            self._slow._last_event_id = self._last_id
+            self._slow_data = b"".join(self._pending)
+            self._pending.clear()
+        out: list[tuple[str | None, str]] = []
+        decoder = self._slow
+        for line in chunk.splitlines(keepends=True):
+            self._slow_data += line
+            if self._slow_data.endswith((b"\r\r", b"\n\n", b"\r\n\r\n")):
+                for raw_line in self._slow_data.splitlines():
+                    sse = decoder.decode(raw_line.decode("utf-8"))
+                    if sse is not None:
+                        out.append((sse.event, sse.data))
+                self._slow_data = b""
         return out
 
     def _decode_block(self, block: str) -> tuple[str | None, str] | None:

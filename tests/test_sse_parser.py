@@ -27,8 +27,8 @@ _json_data = st.recursive(
 
 
 @st.composite
-def _event(draw) -> str:
-    """One SSE event as the wire shows it (lines end in \\n, a blank line ends it)."""
+def _event(draw, eol: str = "\n") -> str:
+    """One SSE event as the wire shows it (lines end in *eol*, a blank line ends it)."""
     lines = []
     name = draw(_names)
     if draw(st.booleans()) or name:
@@ -43,13 +43,17 @@ def _event(draw) -> str:
         lines.append("retry: " + draw(st.sampled_from(["10", "x"])))
     if draw(st.integers(0, 14)) == 0:
         lines.append(draw(_text))  # an unknown field or stray text
-    blank = "\n" * draw(st.sampled_from([1, 1, 1, 2]))
-    return "\n".join(lines) + "\n" + blank
+    blank = eol * draw(st.sampled_from([1, 1, 1, 2]))
+    return eol.join(lines) + eol + blank
 
 
 @st.composite
 def _cut_stream(draw) -> list[bytes]:
-    events = draw(st.lists(_event(), max_size=8))
+    # the API ends lines with \n; a proxy may use \r\n or \r, even from mid-stream on
+    eols = draw(st.sampled_from([["\n"], ["\n"], ["\r\n"], ["\r"], ["\n", "\r\n"]]))
+    events = [
+        draw(_event(eols[min(i // 3, len(eols) - 1)])) for i in range(draw(st.integers(0, 8)))
+    ]
     tail = draw(st.sampled_from(["", "", "event: partial\ndata: {}\n", "data: 1"]))
     raw = ("".join(events) + tail).encode("utf-8")
     cuts = sorted(draw(st.lists(st.integers(0, len(raw)), max_size=12)))
