@@ -61,6 +61,8 @@ async def handler_actor(
 
     def failed(exc: Exception, what: str) -> None:
         nonlocal healthy
+        if not healthy:
+            return  # reported once: its aclose failing after its handle did adds nothing
         healthy = False
         error = HandlerError(f"{what} raised {type(exc).__name__}: {exc}", handler=name)
         error.__cause__ = exc

@@ -573,3 +573,11 @@ async def test_closed_run_stream_is_skipped(autojump_clock):
     run = RunContext(run_id="r", origin=trio.current_time(), events=send)
     response = await run_step(ScriptedProvider([call_script([("text", ["a"])])]), [], run=run)
     assert response.text == "a"
+
+
+async def test_a_broken_handler_warns_once_even_if_aclose_fails_too(autojump_clock):
+    rec = Recorder(fail_at=2, fail_close=True)
+    with pytest.warns(HandlerWarning) as warned:
+        await run_step(ScriptedProvider([call_script([("text", ["a", "b", "c"])])]), [HandlerConsumer(rec, "h")])
+    assert len(warned) == 1 and "handle_batch raised RuntimeError: boom at 2" in str(warned[0].message)
+    assert rec.close_count == 1
