@@ -41,6 +41,8 @@ from sluiceway.specs import (
 )
 from sluiceway.specs._load import to_data
 
+from sluiceway import SpecError
+
 SETTINGS = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 HANDLERS = ("simple", "console", "debug", "file", "buffer", "callback")
 
@@ -325,3 +327,56 @@ def test_migrate_preserves_meaning(text: str) -> None:
         assert loads(migrated) == before
     assert migrated.startswith("# a user's comment\n")
     assert migrate(migrated) == migrated
+
+
+@st.composite
+def mangled_files(draw: st.DrawFn) -> str:
+    lines = draw(pipelines()).to_yaml().splitlines()
+    for _ in range(draw(st.integers(1, 3))):
+        index = draw(st.integers(0, len(lines) - 1))
+        action = draw(st.sampled_from(["drop", "dup", "indent", "dedent", "junk", "retype"]))
+        line = lines[index]
+        if action == "drop":
+            del lines[index]
+        elif action == "dup":
+            lines.insert(index, line)
+        elif action == "indent":
+            lines[index] = "  " + line
+        elif action == "dedent":
+            lines[index] = line[2:]
+        elif action == "junk":
+            lines[index] = line + draw(
+                st.sampled_from([": x", " [", " {a: 1}", " -5", "\t", " *a", " &a"])
+            )
+        else:
+            lines[index] = (
+                line.split(":")[0]
+                + ": "
+                + draw(st.sampled_from(["-1", "[]", "{}", "null", "true", "'x'", "[1, 2]"]))
+            )
+        if not lines:
+            break
+    return "\n".join(lines) + "\n"
+
+
+@SETTINGS
+@given(mangled_files())
+def test_mangled_files_load_or_give_located_issues(text: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.simplefilter(
+            "ignore", SluicewayDeprecationWarning
+        )  # mangling can make legacy forms
+        try:
+            loads(text, source="m.yaml")
+        except SpecError as exc:
+            assert exc.issues
+            for issue in exc.issues:
+                assert issue.file == "m.yaml"
+                assert issue.line is not None and 1 <= issue.line <= text.count("\n") + 1, str(
+                    issue
+                )
+                assert issue.message and "\n" not in issue.message
+                assert "invalid spec:" not in issue.message, str(
+                    issue
+                )  # _check missed what cattrs caught
