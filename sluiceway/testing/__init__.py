@@ -4,8 +4,13 @@ Strategies for valid event streams (``event_streams``, ``chunkings``), the
 invariant checks of DESIGN.md (``check_invariants``, ``check_delivery``), a
 recording handler (``StreamingRecorder``), a property-based handler checker
 (``check_handler``), and whole runs on virtual time (``run_virtual``).
+Offline live mode: a fake Messages API server (``FakeAPI``; the ``fake_api``
+pytest fixture), and recorded cassettes (``load_cassette``).
 Needs hypothesis: install the ``sluiceway[testing]`` extra.
 """
+
+from sluiceway.providers._replay import Cassette as Cassette
+from sluiceway.providers._replay import load_cassette as load_cassette
 
 from ._check import HandlerCheckError as HandlerCheckError
 from ._check import assert_handler_conforms as assert_handler_conforms
@@ -21,3 +26,4 @@ from ._strategies import event_streams as event_streams
 from ._virtual import VirtualRunner as VirtualRunner
 from ._virtual import arun_virtual as arun_virtual
 from ._virtual import run_virtual as run_virtual
+from .fake_api import FakeAPI as FakeAPI
