@@ -123,7 +123,11 @@ class Tee:
 
     @property
     def queue_high_water(self) -> int:
-        """The most events ever seen waiting in any one consumer channel."""
+        """The most events ever seen waiting in any one consumer channel.
+
+        Handler channels: the largest batch their actor drained (at most the buffer).
+        Callers' channels: their buffer size once they filled, else 0 (not sampled per
+        event, to keep the hot path lean)."""
         return max((o.high_water for o in self.outlets), default=0)
 
     async def send(self, event: Event) -> None:
