@@ -184,6 +184,13 @@ def normalize(pipeline: Any, *, warn: Warn, error: Error, move: Move) -> None:
     normalizer = _Normalizer(warn, error, move)
     defaults = pipeline.get("defaults")
     if isinstance(defaults, MutableMapping):
+        options = defaults.get("claude_options")
+        if isinstance(options, MutableMapping) and "async_streaming" in options:
+            error(
+                ("defaults", "claude_options", "async_streaming"),
+                "streaming is switched per step; remove this and set `stream` on the steps",
+            )
+            del options["async_streaming"]
         lifted = {k: v for k, v in _LIFTED.items() if k != "async_streaming"}
         normalizer.lift(defaults, ("defaults",), lifted)
         normalizer.handlers(defaults, ("defaults",))

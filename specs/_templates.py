@@ -6,6 +6,7 @@ An unknown root or key is an error (``TemplateError``), never an empty string.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from typing import Any, Final
@@ -49,6 +50,8 @@ def _format(value: Any) -> str:
         return "true" if value else "false"
     if value is None:
         return ""
+    if isinstance(value, Mapping | list | tuple):
+        return json.dumps(value, ensure_ascii=False, default=str)  # JSON, not a Python repr
     return str(value)
 
 

@@ -247,6 +247,11 @@ CASES: list[tuple[str, str | bytes, list[tuple[int | None, int | None, str, str]
         [(3, 5, "steps[0]", "missing required key `callable`")],
     ),
     (
+        "defaults_async_streaming",
+        "name: x\ndefaults:\n  claude_options:\n    async_streaming: true\nsteps:\n" + OK_STEP,
+        [(4, 5, "defaults.claude_options.async_streaming", "streaming is switched per step")],
+    ),
+    (
         "llm_unknown_provider",
         "name: x\nsteps:\n  - name: a\n    type: llm\n    provider: openai\n",
         [(5, 15, "steps[0].provider", "unknown provider 'openai'")],

@@ -282,6 +282,11 @@ def test_render_dotted_lookup() -> None:
     )
 
 
+def test_render_structured_values_as_json() -> None:
+    values = {"steps": {"x": {"output": {"a": [1, "é"]}}}, "vars": {"l": [True, None]}}
+    assert render("{{steps.x.output}} {{vars.l}}", values) == '{"a": [1, "é"]} [true, null]'
+
+
 @pytest.mark.parametrize(
     ("template", "fragment"),
     [
