@@ -335,8 +335,9 @@ async def test_tool_input_accumulates_in_linear_time(fake_api):
         return elapsed
 
     await run(2000)  # warm up
-    small = min([await run(2000) for _ in range(2)])
-    large = await run(20000)
+    # best of three each: a busy machine slows single runs, not the best one
+    small = min([await run(2000) for _ in range(3)])
+    large = min([await run(20000) for _ in range(3)])
     assert large / small < 20, (small, large)
 
 
