@@ -76,9 +76,15 @@ class AnthropicProvider:
     One ``AsyncAnthropic`` client per provider (one per run), made at the first
     call, with the SDK's retries off (the engine retries); ``aclose`` closes it.
 
+    A request's ``extra`` may hold ``headers`` (sent with the request) and the
+    Messages API fields ``thinking``, ``metadata``, ``top_p``, ``top_k``,
+    ``stop_sequences``, ``tool_choice`` and ``service_tier``; fields the
+    installed SDK has no argument for go in the JSON body as they are.
+
     Args:
-        api_key: The API key; default ``ANTHROPIC_API_KEY``. A missing key is an
-            ``AuthenticationError`` at the first call, before any request.
+        api_key: The API key; default ``ANTHROPIC_API_KEY`` (or a bearer token in
+            ``ANTHROPIC_AUTH_TOKEN``). Neither is an ``AuthenticationError`` at
+            the first call, before any request.
         base_url: The API's base URL; default ``ANTHROPIC_BASE_URL``, else the SDK's.
         client: An ``anthropic.AsyncAnthropic`` to use instead (not closed by us).
         default_model: The model when the request names none.
@@ -97,6 +103,7 @@ class AnthropicProvider:
         max_tokens: int = 4096,
     ) -> None:
         self.api_key = api_key or os.environ.get("ANTHROPIC_API_KEY") or None
+        self._auth_token = None if self.api_key else os.environ.get("ANTHROPIC_AUTH_TOKEN") or None
         self.base_url = base_url or os.environ.get("ANTHROPIC_BASE_URL") or None
         self.default_model = default_model
         self.max_tokens = max_tokens
@@ -114,12 +121,15 @@ class AnthropicProvider:
         if self._closed:
             raise trio.ClosedResourceError("the anthropic provider is closed")
         if self._client is None:
-            if not self.api_key:
+            if not self.api_key and not self._auth_token:
                 raise AuthenticationError(
                     "no Anthropic API key: set ANTHROPIC_API_KEY (live mode needs one)", step=step
                 )
             self._client = anthropic.AsyncAnthropic(
-                api_key=self.api_key, base_url=self.base_url, max_retries=0
+                api_key=self.api_key,
+                auth_token=self._auth_token,
+                base_url=self.base_url,
+                max_retries=0,
             )
         return self._client
 

@@ -229,6 +229,7 @@ async def test_http_status_errors(fake_api, code, cls, retry_after):
 
 async def test_missing_key_fails_before_any_request(fake_api, monkeypatch):
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    monkeypatch.delenv("ANTHROPIC_AUTH_TOKEN", raising=False)
     before = fake_api.stats()["requests"]
     p = AnthropicProvider(base_url=fake_api.url)
     with pytest.raises(AuthenticationError, match="ANTHROPIC_API_KEY") as info:
@@ -247,6 +248,16 @@ async def test_key_and_base_url_from_environment(fake_api, monkeypatch):
         assert text_of([e async for e in events]) == "env"
     await p.aclose()
     assert _key_sent(fake_api.requests_seen[-1]["headers"]) == "sk-env"
+
+
+async def test_bearer_token_from_environment(fake_api, monkeypatch):
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    monkeypatch.setenv("ANTHROPIC_AUTH_TOKEN", "tok-env")
+    p = AnthropicProvider(base_url=fake_api.url)
+    async with p.stream(request("fake:text?text=tok")) as events:
+        assert text_of([e async for e in events]) == "tok"
+    await p.aclose()
+    assert fake_api.requests_seen[-1]["headers"]["authorization"] == "Bearer tok-env"
 
 
 async def test_default_model_and_max_tokens(fake_api):
