@@ -192,3 +192,28 @@ async def test_open_run_setup_errors_are_not_wrapped(tmp_path: Path) -> None:
     with pytest.raises(sluiceway.ModeUnavailableError, match="cassette"):
         async with sluiceway.open_run(SPEC, mode="replay", output_dir=tmp_path):
             raise AssertionError("the body must not run")
+
+
+EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+async def test_every_example_runs_in_mock_mode(
+    path: Path, tmp_path: Path, autojump_clock: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the legacy_* examples warn on purpose
+        # a copy, so that examples whose tools or sessions write into the workspace leave examples/ alone
+        import shutil
+
+        copy = tmp_path / "examples"
+        shutil.copytree(path.parent, copy)
+        result = await sluiceway.run(copy / path.name, output_dir=tmp_path / "out")
+    assert result.status == "ok", (result.failed_step, result.error)
+    for name, step in result.steps.items():
+        assert step.status in ("ok", "skipped"), name
+        if step.status == "ok" and step.type != "python":
+            assert step.text, name
+    assert (tmp_path / "out" / result.run_id / "result.json").exists()
