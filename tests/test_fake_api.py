@@ -72,7 +72,9 @@ async def test_chunked_sse_and_keep_alive(fake_api):
     assert b'"text":"hi "' in responses[1] and b'"text":"there"' in responses[1]
     assert b'"text":"again"' in responses[2]
     # the server counts a stream completed just after its last byte: wait for it
-    assert await trio.to_thread.run_sync(fake_api.wait_for, "completed", before["completed"] + 2, 2.0)
+    assert await trio.to_thread.run_sync(
+        fake_api.wait_for, "completed", before["completed"] + 2, 2.0
+    )
     after = fake_api.stats()
     assert after["connections"] - before["connections"] == 1
     assert after["completed"] - before["completed"] == 2
@@ -82,6 +84,8 @@ async def test_chunked_sse_and_keep_alive(fake_api):
 async def test_status_404_and_unknown_scenario(fake_api):
     raw = await _http(fake_api.port, [b"GET /nope HTTP/1.1\r\nhost: x\r\n\r\n"])
     assert raw.startswith(b"HTTP/1.1 404 Not Found\r\n")
+    raw = await _http(fake_api.port, [_post({"model": "fake:text?deltas=many"})])
+    assert raw.startswith(b"HTTP/1.1 400 ") and b"deltas='many' is not a number" in raw
     raw = await _http(fake_api.port, [_post({"model": "fake:bogus"})])
     assert raw.startswith(b"HTTP/1.1 400 ") and b"unknown fake scenario 'bogus'" in raw
     raw = await _http(fake_api.port, [_post({"model": "fake:status?code=429&retry_after=9"})])

@@ -285,6 +285,10 @@ class FakeAPI:
         if request.headers.get("x-stainless-retry-count", "0") not in ("", "0"):
             self._count("retries")
         headers = {"request-id": f"req_fake_{seq}"}
+        bad = _check_params(params)
+        if bad:
+            await _send_json(stream, 400, _error_body(400, bad), headers)
+            return True
         if name == "status":
             code = int(params.get("code", "500"))
             if "retry_after" in params or code in (429, 529):
@@ -425,6 +429,26 @@ async def _write_events(
             await flush()
             raise _Drop
     await flush()
+
+
+_INT_PARAMS = (
+    "deltas", "delay_ms", "first_delay_ms", "input_tokens", "cache_read", "cache_write",
+    "pieces", "after", "ping_ms", "code",
+)  # fmt: skip
+
+
+def _check_params(params: dict[str, str]) -> str | None:
+    """Return what is wrong with the scenario's numeric parameters, if anything."""
+    try:
+        for key in _INT_PARAMS:
+            if key in params:
+                int(params[key])
+        for key in ("stall_s", "retry_after"):
+            if key in params:
+                float(params[key])
+    except ValueError:
+        return f"fake scenario parameter {key}={params[key]!r} is not a number"
+    return None
 
 
 def _int(params: dict[str, str], key: str, default: int) -> int:
