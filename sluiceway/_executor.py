@@ -676,6 +676,8 @@ class _Executor:
                 nursery.start_soon(guarded, lambda f=follower, r=receive: self.run_one(f, events=r))
             await guarded(lambda: self.run_one(step, extra_consumers=passthrough))
         if failures:
+            # the upstream's failure (if any) is the run's cause; a follower's comes second
+            failures.sort(key=lambda f: f.name != step.name)
             raise failures[0]
 
     async def run_one(
