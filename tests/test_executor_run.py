@@ -706,20 +706,22 @@ steps:
 
 
 async def test_input_stream_must_name_an_earlier_model_step(tmp_path: Path) -> None:
+    from sluiceway.specs import ClaudeStep, Pipeline, PythonStep
+
     from sluiceway import SpecError
 
-    spec = loads(
-        """
-name: bad_stream
-steps:
-  - name: p1
-    type: python
-    callable: "test_executor_run:watch_events"
-    input_stream: later
-  - name: later
-    type: claude
-    prompt: "x"
-"""
+    # built in Python: the YAML loader refuses this too, but the executor must not rely on it
+    spec = Pipeline(
+        name="bad_stream",
+        steps=(
+            PythonStep(name="p1", callable="test_executor_run:watch_events", input_stream="later"),
+            ClaudeStep(name="later", prompt="x"),
+            PythonStep(name="p2", callable="test_executor_run:watch_events", input_stream="p1"),
+        ),
     )
-    with pytest.raises(SpecError, match="'later' is not an earlier step"):
+    with pytest.raises(SpecError) as info:
         await execute(spec, RunOptions(output_dir=tmp_path / "out"))
+    assert [(i.path, i.message) for i in info.value.issues] == [
+        ("steps[0].input_stream", "'later' is not an earlier step"),
+        ("steps[2].input_stream", "'p1' is a python step; it has no event stream"),
+    ]
