@@ -111,6 +111,17 @@ class _RegistryChecker:
             except (TypeError, ValueError) as exc:
                 self.add(opt_paths[key], f"invalid value for handler {ref!r}: {_short(exc)}")
 
+    def condition(self, source: str, path: Path) -> None:
+        try:
+            from ._conditions import parse_condition
+        except ImportError:  # pragma: no cover - the condition language is part of the facade
+            return
+        try:
+            parse_condition(source)
+        except SpecError as exc:
+            for issue in exc.issues:
+                self.add(path, f"invalid condition: {issue.message}")
+
     def check(self, spec: _model.Pipeline) -> None:
         defaults = spec.defaults
         default_refs = _refs(defaults.stream_handler)
@@ -119,8 +130,12 @@ class _RegistryChecker:
             own = _refs(step.stream_handler)
             refs = own or default_refs
             ref_path = (*path, "stream_handler") if own else ("defaults", "stream_handler")
-            opts: dict[str, Any] = dict(defaults.stream_handler_opts)
-            opt_paths = {k: ("defaults", "stream_handler_opts", k) for k in opts}
+            # as the executor merges them: defaults' options only under the defaults' handlers
+            opts: dict[str, Any] = {}
+            opt_paths: dict[str, Path] = {}
+            if not own or step.stream_handler == defaults.stream_handler:
+                opts.update(defaults.stream_handler_opts)
+                opt_paths.update({k: ("defaults", "stream_handler_opts", k) for k in opts})
             opts.update(step.stream_handler_opts)
             opt_paths.update(
                 {k: (*path, "stream_handler_opts", k) for k in step.stream_handler_opts}
@@ -132,6 +147,8 @@ class _RegistryChecker:
                     (*path, "stream_handler_opts"),
                     "stream_handler_opts given but no stream_handler is set",
                 )
+            if step.condition is not None:
+                self.condition(step.condition, (*path, "condition"))
             if isinstance(step, _model.LlmStep) and step.provider not in BUILTIN_PROVIDERS:
                 try:
                     resolve_provider(step.provider)

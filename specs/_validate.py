@@ -207,12 +207,13 @@ class _Validator:
                     f"expected a dotted path like 'package.module:function', got {ref!r}",
                 )
             stream = step.get("input_stream")
-            if isinstance(stream, str):
-                if stream not in self.all_names:
-                    self.add(
-                        (*path, "input_stream"),
-                        f"input_stream refers to unknown step {stream!r}{did_you_mean(stream, self.all_names)}",
-                    )
+            if isinstance(stream, str) and stream not in earlier:
+                where = "a later step" if stream in self.all_names else "an unknown step"
+                self.add(
+                    (*path, "input_stream"),
+                    f"input_stream must name an earlier step, got {where} {stream!r}"
+                    f"{did_you_mean(stream, earlier)}",
+                )
         if step.get("type") == "llm":
             provider = step.get("provider")
             if (

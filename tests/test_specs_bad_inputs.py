@@ -252,6 +252,37 @@ CASES: list[tuple[str, str | bytes, list[tuple[int | None, int | None, str, str]
         [(4, 5, "defaults.claude_options.async_streaming", "streaming is switched per step")],
     ),
     (
+        "malformed_condition",
+        "name: x\nsteps:\n" + OK_STEP + "    condition: 'vars.x and ('\n",
+        [(6, 16, "steps[0].condition", "invalid condition: ")],
+    ),
+    (
+        "input_stream_later_step",
+        "name: x\nsteps:\n  - {name: p, type: python, callable: 'm:f', input_stream: a}\n"
+        + OK_STEP,
+        [
+            (
+                3,
+                60,
+                "steps[0].input_stream",
+                "input_stream must name an earlier step, got a later step 'a'",
+            )
+        ],
+    ),
+    (
+        "defaults_option_under_defaults_handler",
+        "name: x\ndefaults:\n  stream_handler: file\n  stream_handler_opts: {file_path: a.log, apend: true}\nsteps:\n"
+        + OK_STEP,
+        [
+            (
+                4,
+                43,
+                "defaults.stream_handler_opts.apend",
+                "unknown option for handler 'file'; did you mean `append`?",
+            )
+        ],
+    ),
+    (
         "llm_unknown_provider",
         "name: x\nsteps:\n  - name: a\n    type: llm\n    provider: openai\n",
         [(5, 15, "steps[0].provider", "unknown provider 'openai'")],
@@ -336,6 +367,15 @@ def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as info:
         sluiceway.load(tmp_path / "nope.yaml")
     assert "cannot read file" in info.value.issues[0].message
+
+
+def test_defaults_options_do_not_apply_under_another_handler(tmp_path: Path) -> None:
+    text = (
+        "name: x\ndefaults:\n  stream_handler: file\n  stream_handler_opts: {file_path: a.log}\n"
+        "steps:\n  - {name: a, type: claude, stream_handler: simple}\n"
+    )
+    spec = sluiceway.load(_write(tmp_path, text))
+    assert spec.steps[0].stream_handler == "simple"
 
 
 def test_prompt_file_found_relative_to_spec_or_workspace(tmp_path: Path) -> None:
