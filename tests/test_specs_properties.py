@@ -216,7 +216,7 @@ def steps_for(draw: st.DrawFn, name: str, earlier: list[str]) -> Any:
     return PythonStep(
         **common,
         callable="my_pkg.steps:run",
-        input_stream=draw(opt() | st.sampled_from(earlier or [name])),
+        input_stream=draw(opt() | st.sampled_from(earlier)) if earlier else None,
         args=draw(st.dictionaries(names, json_values, max_size=2)),
     )
 
