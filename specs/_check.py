@@ -107,7 +107,19 @@ def describe_type(tp: Any) -> str:
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
     if origin is tuple:
-        return f"a list of {describe_type(typing.get_args(tp)[0]).removeprefix('a ').removeprefix('an ')}s"
+        item = typing.get_args(tp)[0]
+        plural = {
+            _model.Step: "steps (mappings with a `type`)",
+            _model.PromptPart: "prompt parts (mappings with a `type`: static, file, previous_response)",
+            str: "strings",
+            int: "integers",
+            float: "numbers",
+        }
+        if item in plural:
+            return f"a list of {plural[item]}"
+        if attrs.has(item):
+            return f"a list of mappings ({item.__name__})"
+        return f"a list whose items are each {describe_type(item)}"
     if origin is dict or attrs.has(tp):
         return "a mapping"
     return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(
