@@ -217,15 +217,16 @@ def _diagnose_text(probe: _Probe, case: _Case, expected: str) -> str | None:
     )
     last = _last_delta(case.events)
     # Did the text ever shrink or change what it had shown? Find the first time.
-    history = [*probe.snapshots, (len(probe.received), observed)]
+    history = [*probe.snapshots, (-1, observed)]  # -1: after aclose
     for (_, before), (count, after) in zip(history, history[1:], strict=False):
         if after.startswith(before):
             continue
-        culprit = probe.received[count - 1] if count else None
-        at = f"handling {describe_event(culprit)}" if culprit is not None else "in aclose"
+        culprit = probe.received[count - 1] if count > 0 else None
+        at = f"handling {describe_event(culprit)}" if culprit is not None else "closing (aclose)"
         if (
             last is not None
-            and any(e is last for e in probe.received[:count])
+            and (culprit is None or isinstance(culprit, TERMINAL_EVENTS))
+            and any(e is last for e in (probe.received if count < 0 else probe.received[:count]))
             and before.endswith(last.content)
             and before[: -len(last.content)] == after
             and expected.startswith(before)
