@@ -152,3 +152,22 @@ def test_virtual_time_only():
     began = time.perf_counter()
     check_handler(Slow, max_examples=20, timeout=10**9)
     assert time.perf_counter() - began < 10
+
+
+def test_allowed_errors_are_not_failures():
+    class Refuses:
+        async def handle(self, event):
+            if isinstance(event, Delta):
+                raise ValueError("no deltas here")
+
+        async def aclose(self):
+            pass
+
+    with pytest.raises(HandlerCheckError, match="raised ValueError: no deltas here"):
+        check_handler(Refuses, max_examples=30)
+    check_handler(Refuses, max_examples=30, allowed_errors=(ValueError,))
+
+
+async def test_check_handler_refuses_to_run_inside_trio():
+    with pytest.raises(RuntimeError, match="call it from a sync test"):
+        check_handler(GoodHandler, max_examples=1)

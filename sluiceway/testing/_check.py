@@ -299,7 +299,8 @@ def _run_case(
             f"the handler was given {len(probe.after_close)} event(s) after aclose, "
             f"first {describe_event(probe.after_close[0])}"
         )
-    clean = not problems and not outcome["timed_out"]
+    # an allowed error stops the handler's feed (policy fail): order and text are moot then
+    clean = not problems and not outcome["timed_out"] and not probe.errors and escaped is None
     sent = outcome.get("sent", list(case.events))
     if clean:
         try:
@@ -443,6 +444,15 @@ def check_handler(
     Raises:
         HandlerCheckError: for the shrunk counterexample, explained in plain words.
     """
+    try:
+        trio.lowlevel.current_trio_token()
+    except RuntimeError:
+        pass
+    else:
+        raise RuntimeError(
+            "check_handler runs each example in its own trio.run on a virtual clock; "
+            "call it from a sync test (or a worker thread), not from async code"
+        )
     strategy = _cases(event_streams() if streams is None else streams, tuple(policies), buffer_sizes, cancellation)
     config = settings_ or settings(
         max_examples=max_examples,
