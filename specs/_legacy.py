@@ -143,12 +143,22 @@ class _Normalizer:
         if not isinstance(options, MutableMapping):
             return
         lifted = 0
-        for old, new in keys.items():
+        for old in [k for k in options if k in keys]:  # in the user's order
+            new = keys[old]
             if old in options:
                 at = _index(owner, "claude_options") + 1 + lifted
                 lifted += new not in owner
                 self.replace(options, (*path, "claude_options"), old, owner, path, new, at)
         if not options:
+            at = _index(owner, "claude_options") + 1
+            first = (
+                list(owner)[at] if at < len(owner) and list(owner)[at] in keys.values() else None
+            )
+            ca = getattr(owner, "ca", None)
+            if first is not None and ca is not None and first not in ca.items:
+                _take_comment(
+                    owner, "claude_options", owner, first
+                )  # keep a comment on the emptied key
             del owner["claude_options"]
 
     def step(self, step: MutableMapping[Any, Any], path: Path) -> None:

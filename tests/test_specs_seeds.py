@@ -132,3 +132,21 @@ def test_examples_cover_each_generation() -> None:
         "slow",
     )
     assert 30 <= len(step.mock.response.split()) <= 60
+
+
+def test_migrate_keeps_key_order_and_the_comment_of_an_emptied_claude_options() -> None:
+    text = (
+        "name: x\nsteps:\n  - id: b   # the b step\n    type: claude\n    claude_options:   # opts\n"
+        "      stream_handler_opts:\n        file_path: x.log\n"
+        "      stream_handler: Pipeline.Streaming.Handlers.FileHandler\n    # trailing comment\n"
+        "  - name: c\n    type: claude\n"
+    )
+    with pytest.warns(SluicewayDeprecationWarning):
+        before = sluiceway.specs.loads(text)
+    out = migrate(text)
+    assert out == (
+        "name: x\nsteps:\n  - name: b # the b step\n    type: claude\n    stream_handler_opts: # opts\n"
+        "      file_path: x.log\n    stream_handler: file\n    # trailing comment\n"
+        "  - name: c\n    type: claude\n"
+    )
+    assert sluiceway.specs.loads(out) == before
