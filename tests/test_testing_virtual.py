@@ -147,3 +147,31 @@ def test_record_then_replay_keeps_the_virtual_timing(tmp_path):
     assert after.metrics.duration == pytest.approx(before.metrics.duration)
     assert len(replayer.events("essay", Delta)) == 40
     replayer.check_invariants()
+
+
+DEADLINE = """
+name: stalled
+steps:
+  - name: draft
+    type: claude
+    prompt: "Hello"
+    claude_options:
+      first_token_timeout_ms: 45000
+    mock:
+      response: "never sent"
+      error: timeout
+"""
+
+
+def test_a_first_token_deadline_fires_at_its_exact_virtual_time(tmp_path):
+    recorder = StreamingRecorder()
+    began = time.perf_counter()
+    result = run_virtual(loads(DEADLINE), output_dir=tmp_path, recorder=recorder)
+    assert time.perf_counter() - began < 1.0
+    assert result.status == "failed"
+    assert type(result.error).__name__ == "ProviderTimeoutError"
+    started = recorder.events("draft", StepStarted)[0]
+    (failed,) = recorder.events("draft", Failed)
+    assert failed.at - started.at == 45.0
+    assert recorder.events("draft", Delta) == []
+    recorder.check_invariants()
