@@ -175,3 +175,23 @@ def test_a_first_token_deadline_fires_at_its_exact_virtual_time(tmp_path):
     assert failed.at - started.at == 45.0
     assert recorder.events("draft", Delta) == []
     recorder.check_invariants()
+
+
+def test_the_recorder_by_dotted_path_in_yaml(tmp_path):
+    spec = loads("""
+name: dotted
+steps:
+  - name: draft
+    type: claude
+    prompt: "Hi"
+    stream_handler: sluiceway.testing.StreamingRecorder
+    mock:
+      response: "recorded by name"
+""")
+    result = run_virtual(spec, output_dir=tmp_path)
+    (recorder,) = result.handlers["draft"]
+    assert isinstance(recorder, StreamingRecorder)
+    assert recorder.text("draft") == "recorded by name"
+    assert recorder.close_count == 1
+    assert type(recorder.events()[-1]).__name__ == "Done"
+    recorder.check_invariants()
