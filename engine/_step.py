@@ -539,6 +539,8 @@ async def stream_step(
 
     Raises:
         ProviderError: the provider failed (after retries); ``Failed`` was sent.
+            Every error raised (and a ``trio.Cancelled`` propagating) carries the
+            partial response as ``exc.partial`` (the ``Failed``/``Cancelled`` one).
         HandlerError: a handler failed under ``fail``; ``Failed`` was sent
             (when it failed only on the terminal event or in ``aclose``, the
             others got ``Done`` before this is raised).
@@ -618,53 +620,75 @@ async def stream_step(
 
     failure: BaseException | None = None
     response: Response | None = None
-    async with trio.open_nursery() as nursery:
-        for receive, handler, outlet, name in actors:
-            nursery.start_soon(
-                partial(handler_actor, receive, handler, outlet, name=name, on_error=on_handler_error, fail=fail)
-            )
-        terminal: Event | None = None
-        delivered: set[int] = set()
-        try:
+    terminal: Event | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            for receive, handler, outlet, name in actors:
+                nursery.start_soon(
+                    partial(handler_actor, receive, handler, outlet, name=name, on_error=on_handler_error, fail=fail)
+                )
+            delivered: set[int] = set()
             try:
-                with produce_scope:
-                    await state.emit(StepStarted, provider=provider.name, model=request.model, step_type=step_type)
-                    response = await _attempts(state, provider, request, tool_runner, max(max_turns, 1), retry)
-                if state.handler_failure is not None:
-                    raise state.handler_failure
-                assert response is not None
-                terminal = Done(
-                    run_id=state.run_id, step=path, attempt=state.attempt_no, seq=state.next_seq(),
-                    at=state.now(), response=response,
-                )
-            except Exception as exc:
-                failure = exc
-                response = None
-                terminal = Failed(
-                    run_id=state.run_id, step=path, attempt=state.attempt_no, seq=state.next_seq(),
-                    at=state.now(), error=exc, message=str(exc), partial=state.response(),
-                )
-            await tee.send_each(terminal, delivered)
-        except trio.Cancelled:
-            with trio.move_on_after(TERMINAL_DELIVERY_TIMEOUT, shield=True):
-                if terminal is None:
-                    terminal = Cancelled(
+                try:
+                    with produce_scope:
+                        await state.emit(StepStarted, provider=provider.name, model=request.model, step_type=step_type)
+                        response = await _attempts(state, provider, request, tool_runner, max(max_turns, 1), retry)
+                    if state.handler_failure is not None:
+                        raise state.handler_failure
+                    assert response is not None
+                    terminal = Done(
                         run_id=state.run_id, step=path, attempt=state.attempt_no, seq=state.next_seq(),
-                        at=state.now(), partial=state.response(),
+                        at=state.now(), response=response,
                     )
+                except Exception as exc:
+                    failure = exc
+                    response = None
+                    terminal = Failed(
+                        run_id=state.run_id, step=path, attempt=state.attempt_no, seq=state.next_seq(),
+                        at=state.now(), error=exc, message=str(exc), partial=state.response(),
+                    )
+                    _attach_partial(exc, terminal.partial)
                 await tee.send_each(terminal, delivered)
-            raise
-        finally:
-            for outlet in outlets:
-                outlet.send.close()
-            for channel in given:
-                channel.close()
+            except trio.Cancelled:
+                with trio.move_on_after(TERMINAL_DELIVERY_TIMEOUT, shield=True):
+                    if terminal is None:
+                        terminal = Cancelled(
+                            run_id=state.run_id, step=path, attempt=state.attempt_no, seq=state.next_seq(),
+                            at=state.now(), partial=state.response(),
+                        )
+                    await tee.send_each(terminal, delivered)
+                raise
+            finally:
+                for outlet in outlets:
+                    outlet.send.close()
+                for channel in given:
+                    channel.close()
+    except BaseException as exc:  # a cancellation arrives here as a group (the actors' and ours)
+        _attach_partial(exc, _terminal_partial(terminal) if terminal is not None else state.response())
+        raise
     if failure is not None:
         raise failure
     if state.handler_failure is not None:  # only aclose failed, after Done
         raise state.handler_failure
     assert response is not None
     return response
+
+
+def _terminal_partial(terminal: Event) -> Response | None:
+    """The response a terminal event carries (``Done.response``, else ``partial``)."""
+    return getattr(terminal, "partial", None) or getattr(terminal, "response", None)
+
+
+def _attach_partial(exc: BaseException, partial: Response | None) -> None:
+    """Give the raised error the step's partial response (``exc.partial``), for the caller's files.
+
+    An error that already carries one (an inner step's) keeps it.
+    """
+    if partial is not None and getattr(exc, "partial", None) is None:
+        try:
+            exc.partial = partial  # type: ignore[attr-defined]
+        except AttributeError:  # an exception class with __slots__: nothing to attach to
+            pass
 
 
 def _size(channel: trio.MemorySendChannel[Event]) -> int:

@@ -1,0 +1,56 @@
+"""stream_step attaches the partial response to what it raises; the executor keeps it."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+from engine_helpers import Recorder, ScriptedProvider, call_script, request
+from sluiceway.engine import Cancelled, Failed, HandlerConsumer, RunContext, stream_step
+from sluiceway.engine._provider_events import TextChunk
+
+from sluiceway._errors import OverloadedError
+
+
+def _failing(pieces, error):
+    script = call_script([("text", pieces)], delay=0.1)
+    cut = max(i for i, item in enumerate(script) if isinstance(item, TextChunk)) + 1
+    return [*script[:cut], error]
+
+
+async def _run(provider, consumers):
+    return await stream_step(
+        run=RunContext(run_id="r", origin=trio.current_time()), path="s", provider=provider,
+        request=request(), consumers=consumers,
+    )
+
+
+async def test_failed_step_error_carries_the_partial_response(autojump_clock):
+    rec = Recorder()
+    with pytest.raises(OverloadedError) as info:
+        await _run(ScriptedProvider([_failing(["par", "tial"], OverloadedError("busy"))]), [HandlerConsumer(rec, "r")])
+    assert info.value.partial.text == "partial"
+    assert isinstance(rec.events[-1], Failed) and rec.events[-1].partial is info.value.partial
+
+
+async def test_cancelled_step_carries_the_partial_response(autojump_clock):
+    rec = Recorder()
+    provider = ScriptedProvider([call_script([("text", [f"w{i} " for i in range(10)])], delay=1.0)])
+    caught = None
+    with trio.CancelScope() as scope:
+        scope.deadline = trio.current_time() + 3.5
+        try:
+            await _run(provider, [HandlerConsumer(rec, "r")])
+        except BaseException as exc:
+            caught = exc
+            raise
+    assert caught is not None and caught.partial.text == "w0 w1 w2 "
+    assert isinstance(rec.events[-1], Cancelled) and rec.events[-1].partial is caught.partial
+
+
+async def test_error_with_a_partial_keeps_it(autojump_clock):
+    error = RuntimeError("busy")
+    inner = object()
+    error.partial = inner
+    with pytest.raises(RuntimeError) as info:
+        await _run(ScriptedProvider([_failing(["x"], error)]), [])
+    assert info.value.partial is inner
