@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any, Literal
 
@@ -498,6 +498,7 @@ async def stream_step(
     retry: Any = None,
     cost: Callable[[str | None, Usage], float | None] | None = None,
     on_handler_error: Literal["isolate", "fail"] = "isolate",
+    finish: Callable[[Response], Awaitable[Response]] | None = None,
 ) -> Response:
     """Stream one step (its model calls, tool calls and retries) to *consumers*; return its Response.
 
@@ -530,6 +531,10 @@ async def stream_step(
             (``engine._retry.RetryPolicy``). ``None``: never retry. The delay
             is slept on trio's clock, at least the error's ``retry_after``.
         cost: ``cost(model, usage) -> USD | None`` for ``Response.cost_usd``.
+        finish: ``await finish(response) -> response`` runs on the final
+            response before ``Done`` (extraction, saving a session); what it
+            raises fails the step (``Failed``, with the unfinished response as
+            ``partial``).
         on_handler_error: ``isolate`` (a failing handler gets a
             ``HandlerWarning`` and no more events; the step goes on) or
             ``fail`` (the step fails with ``HandlerError`` naming it).
@@ -633,6 +638,8 @@ async def stream_step(
                     with produce_scope:
                         await state.emit(StepStarted, provider=provider.name, model=request.model, step_type=step_type)
                         response = await _attempts(state, provider, request, tool_runner, max(max_turns, 1), retry)
+                        if finish is not None:
+                            response = await finish(response)
                     if state.handler_failure is not None:
                         raise state.handler_failure
                     assert response is not None
