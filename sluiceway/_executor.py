@@ -6,15 +6,12 @@ step of a spec into a provider, a ``ModelRequest`` and fresh handler
 instances, honours ``condition``, renders prompts, wires passthrough inputs
 (``python`` steps with ``input_stream``), and writes the run's files.
 
-Step types dispatch through ``STEP_RUNNERS``: one coroutine per type,
-``runner(state, step, consumers) -> Response``. ``claude``, ``llm`` and
-``python`` are implemented; the others run like ``claude`` until their own
-runner lands.
+Step types dispatch through ``STEP_RUNNERS`` (``_steps``): one coroutine per
+type, ``runner(state, step, consumers) -> Response``.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import re
@@ -46,6 +43,19 @@ from ._registry import (
     resolve_provider,
 )
 from ._result import RunResult, StepResult, result_to_json
+from ._steps import (
+    DEFAULT_MAX_TOKENS,
+    DEFAULT_MODEL,
+    STEP_RUNNERS,
+    StepContext,
+    _instantiate,
+    build_request,
+    merge_options,
+    render_prompt,
+    run_claude_step,
+    run_python_step,
+    step_options,
+)
 from .engine import (
     Cancelled,
     Delta,
@@ -53,8 +63,6 @@ from .engine import (
     Event,
     Failed,
     HandlerContext,
-    Metrics,
-    ModelRequest,
     Provider,
     Response,
     RunFinished,
@@ -62,32 +70,24 @@ from .engine import (
     StepStarted,
 )
 from .engine import _step as _engine_step
-from .specs import (
-    ClaudeOptions,
-    FilePart,
-    LlmStep,
-    Pipeline,
-    PreviousResponsePart,
-    PythonStep,
-    StaticPart,
-)
+from .specs import LlmStep, Pipeline, PythonStep
 
 __all__ = (
+    "DEFAULT_MAX_TOKENS",
     "DEFAULT_MODEL",
     "ModeUnavailableError",
     "RunOptions",
     "STEP_RUNNERS",
     "StepContext",
+    "build_request",
     "execute",
+    "merge_options",
     "prepare",
+    "render_prompt",
 )
 
 Mode = Literal["mock", "live", "replay"]
 
-#: The model asked for when neither the step nor ``defaults`` names one.
-DEFAULT_MODEL: Final = "claude-sonnet-4-5"
-#: The output cap when ``max_tokens`` is not set.
-DEFAULT_MAX_TOKENS: Final = 4096
 #: Where runs write when neither the caller nor the spec says (relative to the cwd).
 DEFAULT_OUTPUT_DIR: Final = "outputs"
 #: Events a passthrough input (``python`` step ``input_stream``) holds; bounds memory only.
@@ -137,33 +137,6 @@ class RunOptions:
     The run closes it at its end."""
     run_id: str | None = None
     """Force the run id (default: ``run_<UTC time>_<random>``)."""
-
-
-@attrs.define(kw_only=True)
-class StepContext:
-    """What a ``python`` step's callable receives.
-
-    ``steps[name]`` is each finished step's ``Response`` (``.text``, ``.output``);
-    ``events`` is a receive channel of the ``input_stream`` step's live events
-    (``None`` without ``input_stream``); it ends after that step's terminal event.
-    """
-
-    run_id: str
-    """The run's id."""
-    step: str
-    """This step's name."""
-    steps: Mapping[str, Response]
-    """Finished steps' responses, by name."""
-    vars: Mapping[str, Any]
-    """The pipeline's variables (after ``--set``)."""
-    args: Mapping[str, Any]
-    """The step's ``args``."""
-    events: trio.MemoryReceiveChannel[Event] | None = None
-    """The ``input_stream`` step's events, live."""
-    workspace: Path = Path(".")
-    """The run's workspace."""
-    output_dir: Path = Path(".")
-    """The pipeline's output folder."""
 
 
 # --------------------------------------------------------------------------- preparation
@@ -259,11 +232,6 @@ def prepare(spec: Pipeline, options: RunOptions = RunOptions()) -> _Prepared:
 # --------------------------------------------------------------------------- providers
 
 
-def _instantiate(ref: str, **kwargs: Any) -> Provider:
-    cls = resolve_provider(ref)
-    return cls(**kwargs)
-
-
 def open_mode_provider(spec: Pipeline, options: RunOptions) -> Provider:
     """The run's provider for its mode (and ``--record``). The caller closes it."""
     if options.provider is not None:
@@ -322,16 +290,6 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^\w.\-\[\]]", "_", name) or "_"
 
 
-def merge_options(defaults: ClaudeOptions, step: ClaudeOptions) -> ClaudeOptions:
-    """``defaults`` under ``step``, field by field: a step's non-``None`` field wins."""
-    return ClaudeOptions(
-        **{
-            f.name: (getattr(step, f.name) if getattr(step, f.name) is not None else getattr(defaults, f.name))
-            for f in attrs.fields(ClaudeOptions)
-        }
-    )
-
-
 @attrs.define(kw_only=True)
 class RunState:
     """Everything one run shares across its steps. Step runners read it."""
@@ -353,6 +311,16 @@ class RunState:
     responses: dict[str, Response] = attrs.field(factory=dict)
     extra_providers: dict[str, Provider] = attrs.field(factory=dict)
     send_events: trio.MemorySendChannel[Event] | None = None
+    sessions: Any = None
+    """The run's ``SessionStore`` (made by the first ``claude_session`` step)."""
+
+    def session_store(self) -> Any:
+        """The run's ``SessionStore`` under the workspace (one per run)."""
+        if self.sessions is None:
+            from .engine._sessions import SessionStore
+
+            self.sessions = SessionStore(self.workspace)
+        return self.sessions
 
     def template_values(self, step_name: str) -> dict[str, Any]:
         return {
@@ -390,7 +358,10 @@ class RunState:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # nobody listens any more; the run goes on
 
-    def cost_function(self) -> Callable[[str | None, Any], float | None] | None:
+    def cost_function(self, provider: Provider | None = None) -> Callable[[str | None, Any], float | None] | None:
+        """``cost(model, usage)`` for the engine; a ``mock`` provider's calls cost nothing."""
+        if provider is not None and getattr(provider, "name", None) == "mock":
+            return _free
         try:
             cost_usd = import_object("sluiceway.engine._pricing:cost_usd")
         except RegistryError:
@@ -405,176 +376,8 @@ class RunState:
         return cost
 
 
-# --------------------------------------------------------------------------- prompts
-
-
-async def render_prompt(state: RunState, step: Any, prompt: Any = None) -> str:
-    """Render *prompt* (default: the step's) into text: templates, files, previous responses."""
-    from .specs._templates import TemplateError, render
-
-    prompt = step.prompt if prompt is None else prompt
-    if prompt is None:
-        raise StepError("the step has no prompt", step=step.name)
-    values = state.template_values(step.name)
-    try:
-        if isinstance(prompt, str):
-            return render(prompt, values)
-        pieces: list[str] = []
-        for part in prompt:
-            if isinstance(part, StaticPart):
-                pieces.append(render(part.content, values))
-            elif isinstance(part, FilePart):
-                path = state.workspace / part.path
-                try:
-                    pieces.append(await trio.Path(path).read_text(encoding="utf-8"))
-                except OSError as exc:
-                    raise StepError(f"prompt file {str(path)!r}: {exc.strerror or exc}", step=step.name) from exc
-            elif isinstance(part, PreviousResponsePart):
-                pieces.append(_previous_response(state, step.name, part))
-            else:  # pragma: no cover - the spec model has no other parts
-                raise StepError(f"unknown prompt part {part!r}", step=step.name)
-        return "\n\n".join(pieces)
-    except TemplateError as exc:
-        raise StepError(f"prompt template: {exc}", step=step.name) from exc
-
-
-def _previous_response(state: RunState, step_name: str, part: PreviousResponsePart) -> str:
-    response = state.responses.get(part.step)
-    if response is None:
-        earlier = state.result.steps.get(part.step)
-        why = f"it was {earlier.status}" if earlier is not None else "it has not run"
-        raise StepError(f"previous_response: step {part.step!r} has no response ({why})", step=step_name)
-    text = response.text
-    if not text and response.output is not None:
-        text = response.output if isinstance(response.output, str) else json.dumps(response.output)
-    if part.extract is None:
-        return text
-    extract_value = import_object("sluiceway.engine._extract:extract_value")
-    try:
-        return extract_value(text, part.extract)
-    except ValueError as exc:
-        raise StepError(f"previous_response {part.step!r} extract {part.extract!r}: {exc}", step=step_name) from exc
-
-
-def build_request(state: RunState, step: Any, prompt_text: str, *, path: str | None = None,
-                  options: ClaudeOptions | None = None, mock: Any = None) -> ModelRequest:
-    """The ``ModelRequest`` of one model call of *step*, with ``defaults`` merged in."""
-    opts = merge_options(state.spec.defaults.claude_options, options or step.claude_options)
-    system = opts.system_prompt
-    if opts.append_system_prompt:
-        system = f"{system}\n\n{opts.append_system_prompt}" if system else opts.append_system_prompt
-    return ModelRequest(
-        step=path or step.name,
-        model=opts.model or DEFAULT_MODEL,
-        messages=({"role": "user", "content": prompt_text},),
-        system=system,
-        max_tokens=opts.max_tokens or DEFAULT_MAX_TOKENS,
-        temperature=opts.temperature,
-        first_token_timeout=None if opts.first_token_timeout_ms is None else opts.first_token_timeout_ms / 1000,
-        idle_timeout=None if opts.idle_timeout_ms is None else opts.idle_timeout_ms / 1000,
-        mock=mock if mock is not None else step.mock,
-    )
-
-
-# --------------------------------------------------------------------------- step runners
-
-StepRunner = Callable[["RunState", Any, Sequence[Any]], Awaitable[Response]]
-
-
-def _stream_kwargs(state: RunState, step: Any) -> dict[str, Any]:
-    policy = step.on_handler_error or state.spec.defaults.on_handler_error or "isolate"
-    return {"cost": state.cost_function(), "on_handler_error": policy}
-
-
-async def _stream_model_step(state: RunState, step: Any, consumers: Sequence[Any], provider: Provider) -> Response:
-    prompt = await render_prompt(state, step)
-    request = build_request(state, step, prompt)
-    opts = merge_options(state.spec.defaults.claude_options, step.claude_options)
-    return await _engine_step.stream_step(
-        run=state.run,
-        path=step.name,
-        provider=provider,
-        request=request,
-        consumers=consumers,
-        step_type=step.type,
-        max_turns=opts.max_turns or 1,
-        **_stream_kwargs(state, step),
-    )
-
-
-async def run_claude_step(state: RunState, step: Any, consumers: Sequence[Any]) -> Response:
-    """``claude`` (and, for now, every claude_* type): one streamed call on the run's provider."""
-    return await _stream_model_step(state, step, consumers, state.provider)
-
-
-async def run_llm_step(state: RunState, step: LlmStep, consumers: Sequence[Any]) -> Response:
-    """``llm``: ``provider: claude`` uses the run's mode provider; ``mock`` the mock; else a dotted path."""
-    if step.provider in ("claude", "anthropic"):
-        provider = state.provider
-    else:
-        provider = state.extra_providers.get(step.provider)
-        if provider is None:
-            provider = _instantiate(step.provider)
-            state.extra_providers[step.provider] = provider
-    return await _stream_model_step(state, step, consumers, provider)
-
-
-async def run_python_step(
-    state: RunState,
-    step: PythonStep,
-    consumers: Sequence[Any],
-    events: trio.MemoryReceiveChannel[Event] | None = None,
-) -> Response:
-    """``python``: call ``callable(ctx)`` (sync or async); its return value is the output.
-
-    A sync callable runs in the trio thread (keep it short). The return value
-    becomes ``Response.output``; ``Response.text`` is it as text (JSON for
-    non-strings, ``""`` for ``None``).
-    """
-    fn = import_object(step.callable)
-    ctx = StepContext(
-        run_id=state.run_id,
-        step=step.name,
-        steps=dict(state.responses),
-        vars=state.variables,
-        args=dict(step.args),
-        events=events,
-        workspace=state.workspace,
-        output_dir=state.out_root,
-    )
-    started = trio.current_time()
-    value = fn(ctx)
-    if inspect.isawaitable(value):
-        value = await value
-    if value is None:
-        text = ""
-    elif isinstance(value, str):
-        text = value
-    else:
-        try:
-            text = json.dumps(value, default=str)
-        except (TypeError, ValueError):
-            text = str(value)
-    return Response(
-        text=text,
-        output=value,
-        model=None,
-        metrics=Metrics(duration=trio.current_time() - started),
-    )
-
-
-#: Step type -> runner. The claude_* types other than ``claude`` run like it for now.
-STEP_RUNNERS: dict[str, StepRunner] = {
-    "claude": run_claude_step,
-    "claude_smart": run_claude_step,
-    "claude_session": run_claude_step,
-    "claude_extract": run_claude_step,
-    "claude_batch": run_claude_step,
-    "claude_robust": run_claude_step,
-    "parallel_claude": run_claude_step,
-    "llm": run_llm_step,  # type: ignore[dict-item]
-    "python": run_python_step,  # type: ignore[dict-item]
-}
+def _free(model: str | None, usage: Any) -> float:
+    return 0.0
 
 
 # --------------------------------------------------------------------------- the run
@@ -708,17 +511,24 @@ class _Executor:
             else:
                 runner = STEP_RUNNERS.get(step.type, run_claude_step)
                 all_consumers = [*consumers, *extra_consumers]
-                timeout_ms = merge_options(state.spec.defaults.claude_options, step.claude_options).timeout_ms
+                timeout_ms = step_options(state, step).timeout_ms
                 if timeout_ms is None:
                     response = await runner(state, step, all_consumers)
                 else:
+                    streamed: list[Any] = []  # the partial response the timeout's cancellation carried
                     try:
                         with trio.fail_after(timeout_ms / 1000):
-                            response = await runner(state, step, all_consumers)
+                            try:
+                                response = await runner(state, step, all_consumers)
+                            except BaseException as exc:
+                                streamed.append(getattr(exc, "partial", None))
+                                raise
                     except trio.TooSlowError as exc:
-                        raise ProviderTimeoutError(
+                        error = ProviderTimeoutError(
                             f"the step took longer than timeout_ms={timeout_ms}", step=step.name
-                        ) from exc
+                        )
+                        error.partial = streamed[0] if streamed else None  # type: ignore[attr-defined]
+                        raise error from exc
             output_file = write_output_file(state, step, response) if step.output_to_file else None
         except Exception as exc:
             partial = getattr(exc, "partial", None)
@@ -731,6 +541,11 @@ class _Executor:
                 response=partial if isinstance(partial, Response) else None,
             )
             raise _StepFailed(step.name, exc) from exc
+        except BaseException as exc:  # cancelled: keep what it streamed, then let it propagate
+            partial = getattr(exc, "partial", None)
+            if isinstance(partial, Response):
+                state.result.steps[step.name] = StepResult(status="cancelled", type=step.type, response=partial)
+            raise
         state.result.steps[step.name] = StepResult(
             status="ok",
             response=response,
@@ -827,7 +642,10 @@ def _write_run_files(state: RunState) -> None:
         if step.response is None and step.status == "skipped":
             continue
         path = run_dir / f"{_safe_name(name)}.txt"
-        path.write_text(step.text, encoding="utf-8")
+        text = step.text
+        if not text and step.output is not None:  # composite steps: their outputs, in task order
+            text = json.dumps(step.output, indent=2, default=str)
+        path.write_text(text, encoding="utf-8")
         step.text_file = str(path)
     result.result_file = run_dir / "result.json"
     tmp = run_dir / "result.json.tmp"

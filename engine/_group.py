@@ -1,0 +1,201 @@
+"""A composite step: sub-steps (``batch[3]``, ``par.branch_a``) streamed to one set of consumers.
+
+``stream_group`` is what ``claude_batch`` and ``parallel_claude`` run on. The
+composite step has its own ``StepStarted`` and terminal event (path ``NAME``);
+its sub-steps are ordinary ``stream_step`` calls, each with its own path,
+``StepStarted`` ... terminal, whose events fan in (through one bounded channel)
+to the composite step's handlers, so one handler instance sees the whole step,
+every event attributed to its sub-step. Sub-steps send to the run's event stream
+themselves; the composite step adds only its own two events there.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+from typing import Any, Literal
+
+import trio
+
+from sluiceway._errors import HandlerError
+
+from ._actors import HANDLER_CLOSE_TIMEOUT, TERMINAL_DELIVERY_TIMEOUT, handler_actor
+from ._events import Cancelled, Done, Event, Failed, Response, StepStarted
+from ._run import RunContext
+from ._step import ChannelConsumer, Consumer, HandlerConsumer, _abandon, _attach_partial, _Forward
+from ._tee import DEFAULT_BUFFER_SIZE, Outlet, Tee
+
+__all__ = ("SubConsumer", "stream_group")
+
+SubConsumer = Callable[[], ChannelConsumer]
+"""Makes the consumer a sub-step streams into (one per ``stream_step`` call)."""
+
+
+def _size(channel: trio.MemorySendChannel[Event]) -> int:
+    size = channel.statistics().max_buffer_size
+    return int(size) if math.isfinite(size) else 0
+
+
+async def stream_group(
+    *,
+    run: RunContext,
+    path: str,
+    consumers: Sequence[Consumer],
+    body: Callable[[SubConsumer], Awaitable[Response]],
+    step_type: str,
+    provider: str = "group",
+    model: str | None = None,
+    buffer_size: int = DEFAULT_BUFFER_SIZE,
+    on_handler_error: Literal["isolate", "fail"] = "isolate",
+) -> Response:
+    """Run *body* as composite step *path*; its sub-steps stream to *consumers*.
+
+    Events: ``StepStarted(path)``, then every sub-step's events as they come
+    (interleaved across sub-steps, in order within each), then exactly one
+    terminal event for *path*: ``Done(response)`` with what *body* returned,
+    ``Failed`` (what *body* raised, ``partial`` from the error's ``partial``) or
+    ``Cancelled``. The terminal comes after every sub-step event (the fan-in is
+    drained first), except under cancellation (events in flight may be dropped).
+
+    Args:
+        run: The run's context; the composite step's own events go to ``run.events``.
+        path: The composite step's path.
+        consumers: As for ``stream_step``.
+        body: ``await body(sub_consumer)``; pass ``consumers=[sub_consumer()]`` to
+            each sub-step's ``stream_step``. Returns the composite ``Response``.
+        step_type, provider, model: Reported in ``StepStarted``.
+        buffer_size: The fan-in channel's buffer.
+        on_handler_error: As for ``stream_step``.
+
+    Returns:
+        *body*'s response.
+
+    Raises:
+        Exception: what *body* raised (after ``Failed``), or a ``HandlerError``
+            under ``fail``. Carries ``partial`` like ``stream_step``'s errors.
+
+    Closes every consumer channel and handler, on success, error and
+    cancellation. Backpressure: a full consumer blocks the fan-in, and so the
+    sub-steps.
+    """
+    outlets: list[Outlet] = []
+    actors: list[tuple[trio.MemoryReceiveChannel[Event], Any, Outlet, str]] = []
+    given: list[trio.MemorySendChannel[Event]] = []
+    run_outlet: Outlet | None = None
+    try:
+        for consumer in consumers:
+            if isinstance(consumer, HandlerConsumer):
+                send, receive = trio.open_memory_channel[Event](consumer.buffer_size)
+                outlet = Outlet(
+                    send, coalesce=consumer.policy == "coalesce", name=consumer.name, buffer_size=consumer.buffer_size
+                )
+                outlet.actor = True
+                actors.append((receive, consumer.handler, outlet, consumer.name))
+            elif consumer.policy == "coalesce":
+                send, receive = trio.open_memory_channel[Event](consumer.buffer_size)
+                outlet = Outlet(send, coalesce=True, name="channel", buffer_size=consumer.buffer_size)
+                outlet.actor = True
+                actors.append((receive, _Forward(consumer.send_channel), outlet, "channel"))
+            else:
+                given.append(consumer.send_channel)
+                outlet = Outlet(consumer.send_channel, name="channel", buffer_size=_size(consumer.send_channel))
+            outlets.append(outlet)
+        outlets.sort(key=lambda o: not o.actor)
+        if run.events is not None:
+            try:
+                events = run.events.clone()
+            except trio.ClosedResourceError:
+                pass
+            else:
+                given.append(events)
+                run_outlet = Outlet(events, name="run events", buffer_size=_size(events))
+    except BaseException:
+        with trio.move_on_after(HANDLER_CLOSE_TIMEOUT, shield=True):
+            await _abandon(consumers, outlets, given)
+        raise
+
+    to_consumers = Tee(outlets)  # sub-step events: they reach the run stream by themselves
+    to_all = Tee([*outlets, *([run_outlet] if run_outlet is not None else [])])
+    produce_scope = trio.CancelScope()
+    handler_failure: list[HandlerError] = []
+    seq = 0
+
+    def fail(error: HandlerError) -> None:
+        if not handler_failure:
+            handler_failure.append(error)
+        produce_scope.cancel()
+
+    def envelope() -> dict[str, Any]:
+        nonlocal seq
+        seq += 1
+        return {"run_id": run.run_id, "step": path, "attempt": 1, "seq": seq, "at": trio.current_time() - run.origin}
+
+    send_sub, receive_sub = trio.open_memory_channel[Event](buffer_size)
+
+    async def pump() -> None:
+        with receive_sub:
+            async for event in receive_sub:
+                await to_consumers.send(event)
+
+    def sub_consumer() -> ChannelConsumer:
+        return ChannelConsumer(send_sub.clone())
+
+    failure: BaseException | None = None
+    response: Response | None = None
+    terminal: Event | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            for receive, handler, outlet, name in actors:
+                nursery.start_soon(
+                    partial(handler_actor, receive, handler, outlet, name=name, on_error=on_handler_error, fail=fail)
+                )
+            delivered: set[int] = set()
+            try:
+                try:
+                    body_error: Exception | None = None
+                    async with trio.open_nursery() as pump_nursery:
+                        pump_nursery.start_soon(pump)
+                        try:
+                            with produce_scope:
+                                await to_all.send(
+                                    StepStarted(**envelope(), provider=provider, model=model, step_type=step_type)
+                                )
+                                response = await body(sub_consumer)
+                        except Exception as exc:  # kept until the fan-in is drained
+                            body_error = exc
+                        finally:
+                            send_sub.close()
+                    if handler_failure:
+                        raise handler_failure[0]
+                    if body_error is not None:
+                        raise body_error
+                    assert response is not None
+                    terminal = Done(**envelope(), response=response)
+                except Exception as exc:
+                    failure = exc
+                    partial_response = getattr(exc, "partial", None)
+                    terminal = Failed(
+                        **envelope(), error=exc, message=str(exc),
+                        partial=partial_response if isinstance(partial_response, Response) else None,
+                    )
+                await to_all.send_each(terminal, delivered)
+            except trio.Cancelled:
+                with trio.move_on_after(TERMINAL_DELIVERY_TIMEOUT, shield=True):
+                    if terminal is None:
+                        terminal = Cancelled(**envelope())
+                    await to_all.send_each(terminal, delivered)
+                raise
+            finally:
+                send_sub.close()
+                for outlet in outlets:
+                    outlet.send.close()
+                for channel in given:
+                    channel.close()
+    except BaseException as exc:
+        _attach_partial(exc, getattr(terminal, "partial", None))
+        raise
+    if failure is not None:
+        raise failure
+    assert response is not None
+    return response
