@@ -1,0 +1,721 @@
+"""``python -m bench``: sluiceway's benchmarks against the fake Messages API (issue 6).
+
+Run from the repository root. Everything runs in one go (under 5 minutes on
+2 cores), prints a table and writes ``bench/results.json``:
+
+1. throughput on one stream: (a) bare loop over the SDK's ``create(stream=True)``,
+   (b) the SDK's ``messages.stream()`` helper, (c) sluiceway end to end
+   (``AnthropicProvider`` -> ``stream_step`` -> ``buffer`` + a no-op handler),
+   (d) raw HTTP bytes + minimal SSE split + ``json.loads`` (the floor);
+2. time to first token on a warm connection, (c) against (a);
+3. 1,000 concurrent steps paced by the server at 20 deltas/s each (a child
+   process; the server in another one);
+4. peak memory under backpressure, ``block`` and ``coalesce`` (a child process
+   per measurement);
+5. hop cost: one event through the tee to N handler actors.
+
+The fake server always runs in a separate process (``bench/_server.py``), so
+its CPU never counts against the client. Variants alternate within each
+repetition; figures are medians over the repetitions.
+
+``--quick`` runs tiny sizes (a smoke run, seconds; its numbers mean nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import gc
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import trio
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+PY = sys.executable
+
+
+# -- sizes --------------------------------------------------------------------
+
+FULL: dict[str, Any] = {
+    "reps": 7,
+    "deltas": 20_000,
+    "ttft_reps": 40,
+    "streams": 1000,
+    "rate": 20,
+    "seconds": 15.0,
+    "bp_deltas": 1_000_000,
+    "hop_events": 100_000,
+}
+QUICK: dict[str, Any] = {
+    "reps": 1,
+    "deltas": 300,
+    "ttft_reps": 3,
+    "streams": 10,
+    "rate": 20,
+    "seconds": 0.5,
+    "bp_deltas": 3_000,
+    "hop_events": 2_000,
+}
+
+
+# -- the server process ---------------------------------------------------------
+
+
+class Server:
+    """The fake API in a child process (see ``bench/_server.py``)."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [PY, str(BENCH / "_server.py")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.strip():
+            raise RuntimeError("the fake API server did not start")
+        self.port = int(line)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.report: dict[str, Any] = {}
+
+    def stop(self) -> dict[str, Any]:
+        """Stop the server; return its CPU seconds and counters."""
+        if self.proc.poll() is None:
+            out, _ = self.proc.communicate("", timeout=30)
+            for line in out.splitlines():
+                if line.startswith("{"):
+                    self.report = json.loads(line)
+        return self.report
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.stop()
+        except Exception:
+            self.proc.kill()
+
+
+# -- helpers ------------------------------------------------------------------------
+
+
+def _request(model: str, prompt: str = "bench") -> Any:
+    from sluiceway.engine import ModelRequest
+
+    return ModelRequest(step="bench", model=model, messages=({"role": "user", "content": prompt},), max_tokens=64)
+
+
+class NoOpHandler:
+    """A handler that does nothing (with a batch fast path, like the built-ins)."""
+
+    async def handle(self, event: Any) -> None:
+        pass
+
+    async def handle_batch(self, events: Sequence[Any]) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+
+class FirstDelta:
+    """Records ``time.perf_counter()`` at the first ``Delta`` it is handed."""
+
+    def __init__(self) -> None:
+        self.at: float | None = None
+
+    async def handle(self, event: Any) -> None:
+        await self.handle_batch([event])
+
+    async def handle_batch(self, events: Sequence[Any]) -> None:
+        if self.at is None:
+            from sluiceway.engine import Delta
+
+            for event in events:
+                if type(event) is Delta:
+                    self.at = time.perf_counter()
+                    break
+
+    async def aclose(self) -> None:
+        pass
+
+
+def _buffer_handler() -> Any:
+    from sluiceway.engine import HandlerContext
+    from sluiceway.handlers._buffer import BufferHandler
+
+    return BufferHandler(BufferHandler.Options(), HandlerContext(run_id="bench", step="bench", name="buffer"))
+
+
+def _sdk_client(url: str, connections: int = 10) -> Any:
+    import anthropic
+    import httpx2
+
+    http = httpx2.AsyncClient(
+        limits=httpx2.Limits(max_connections=connections, max_keepalive_connections=connections),
+        timeout=httpx2.Timeout(60.0),
+    )
+    return anthropic.AsyncAnthropic(api_key="sk-bench", base_url=url, max_retries=0, http_client=http)
+
+
+# -- 1. throughput & 2. time to first token -------------------------------------------
+
+
+async def run_a(client: Any, model: str) -> tuple[int, float | None]:
+    """(a) a bare loop over the SDK's raw stream; returns (deltas, first delta time)."""
+    n = 0
+    first = None
+    stream = await client.messages.create(
+        model=model, max_tokens=64, messages=[{"role": "user", "content": "bench"}], stream=True
+    )
+    async for event in stream:
+        if event.type == "content_block_delta":
+            if first is None:
+                first = time.perf_counter()
+            n += 1
+    return n, first
+
+
+async def run_b(client: Any, model: str) -> tuple[int, float | None]:
+    """(b) the SDK's ``messages.stream()`` helper (accumulates a snapshot)."""
+    n = 0
+    first = None
+    async with client.messages.stream(
+        model=model, max_tokens=64, messages=[{"role": "user", "content": "bench"}]
+    ) as stream:
+        async for event in stream:
+            if event.type == "content_block_delta":
+                if first is None:
+                    first = time.perf_counter()
+                n += 1
+    return n, first
+
+
+async def run_c(provider: Any, model: str, extra_handler: Any = None) -> tuple[int, float | None]:
+    """(c) sluiceway: provider -> stream_step (accumulation, metrics) -> buffer + no-op handlers."""
+    from sluiceway.engine import HandlerConsumer, RunContext, stream_step
+
+    first = FirstDelta()
+    consumers = [
+        HandlerConsumer(_buffer_handler(), name="buffer"),
+        HandlerConsumer(extra_handler or first, name="noop"),
+    ]
+    response = await stream_step(
+        run=RunContext.start("bench"), path="bench", provider=provider, request=_request(model), consumers=consumers
+    )
+    return response.metrics.delta_count, first.at
+
+
+async def run_d(http: Any, url: str, model: str) -> tuple[int, float | None]:
+    """(d) raw HTTP bytes, a minimal SSE split and ``json.loads`` per event: the floor."""
+    n = 0
+    first = None
+    body = {"model": model, "max_tokens": 64, "messages": [{"role": "user", "content": "bench"}], "stream": True}
+    rest = b""
+    loads = json.loads
+    async with http.stream("POST", url + "/v1/messages", json=body, headers={"x-api-key": "sk-bench"}) as response:
+        async for chunk in response.aiter_raw():
+            parts = (rest + chunk).split(b"\n\n")
+            rest = parts.pop()
+            for part in parts:
+                data = loads(part[part.index(b"data: ") + 6 :])
+                if data["type"] == "content_block_delta":
+                    if first is None:
+                        first = time.perf_counter()
+                    n += 1
+    return n, first
+
+
+async def _throughput_and_ttft(url: str, sizes: dict[str, Any]) -> dict[str, Any]:
+    import httpx2
+    from sluiceway.providers import AnthropicProvider
+
+    deltas = sizes["deltas"]
+    model = f"fake:text?deltas={deltas}"
+    client = _sdk_client(url)
+    provider = AnthropicProvider(client=client, max_tokens=64)
+    http = httpx2.AsyncClient(timeout=httpx2.Timeout(60.0))
+    variants: dict[str, Callable[[str], Any]] = {
+        "a": lambda m: run_a(client, m),
+        "b": lambda m: run_b(client, m),
+        "c": lambda m: run_c(provider, m),
+        "d": lambda m: run_d(http, url, m),
+    }
+    rates: dict[str, list[float]] = {k: [] for k in variants}
+    try:
+        for fn in variants.values():  # warm: connections, imports, caches
+            await fn("fake:text?deltas=50")
+        for _ in range(sizes["reps"]):
+            for key, fn in variants.items():
+                gc.collect()
+                start = time.perf_counter()
+                n, _ = await fn(model)
+                elapsed = time.perf_counter() - start
+                if n != deltas:
+                    raise RuntimeError(f"variant {key}: {n} deltas, expected {deltas}")
+                rates[key].append(n / elapsed)
+        # time to first token: small streams on the warm connection, (a) and (c) alternating
+        ttft: dict[str, list[float]] = {"a": [], "c": []}
+        small = "fake:text?deltas=3"
+        for _ in range(sizes["ttft_reps"]):
+            for key in ("a", "c"):
+                start = time.perf_counter()
+                _, first = await variants[key](small)
+                assert first is not None
+                ttft[key].append(first - start)
+    finally:
+        await client.close()
+        await http.aclose()
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    diffs = [c - a for a, c in zip(ttft["a"], ttft["c"], strict=True)]
+    return {
+        "deltas": deltas,
+        "reps": sizes["reps"],
+        "events_per_s": med,
+        "events_per_s_all": rates,
+        "ratio_c_a": med["c"] / med["a"],
+        "ratio_c_b": med["c"] / med["b"],
+        "ratio_c_d": med["c"] / med["d"],
+        "ttft_ms": {
+            "a_median": statistics.median(ttft["a"]) * 1e3,
+            "c_median": statistics.median(ttft["c"]) * 1e3,
+            "added_median": (statistics.median(ttft["c"]) - statistics.median(ttft["a"])) * 1e3,
+            "added_median_of_pairs": statistics.median(diffs) * 1e3,
+            "reps": sizes["ttft_reps"],
+        },
+    }
+
+
+# -- 3. concurrency (child process) ---------------------------------------------------
+
+
+class LagRecorder:
+    """Records, per delta, handler receipt minus the server's send stamp (the delta's text)."""
+
+    def __init__(self, lags: array.array[float]) -> None:
+        self.lags = lags
+
+    async def handle(self, event: Any) -> None:
+        await self.handle_batch([event])
+
+    async def handle_batch(self, events: Sequence[Any]) -> None:
+        from sluiceway.engine import Delta
+
+        now = time.monotonic()
+        for event in events:
+            if type(event) is Delta:
+                self.lags.append(now - float(event.content))
+
+    async def aclose(self) -> None:
+        pass
+
+
+def child_concurrency(url: str, streams: int, rate: int, seconds: float) -> dict[str, Any]:
+    import random
+
+    from sluiceway.engine import HandlerConsumer, RunContext, stream_step
+    from sluiceway.providers import AnthropicProvider
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard, max(soft, streams * 2 + 256))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    per_stream = int(rate * seconds)
+    model = f"fake:text?deltas={per_stream}&delay_ms={1000 // rate}&stamp=1"
+    lags: array.array[float] = array.array("d")
+    failures: list[str] = []
+    rss_before = _rss_now()
+
+    async def main() -> dict[str, Any]:
+        client = _sdk_client(url, connections=streams + 16)
+        provider = AnthropicProvider(client=client, max_tokens=64)
+        run = RunContext.start("bench")
+        rng = random.Random(6)
+
+        async def one(i: int) -> None:
+            await trio.sleep(rng.random())  # arrivals spread over the first second
+            try:
+                await stream_step(
+                    run=run, path=f"s[{i}]", provider=provider, request=_request(model),
+                    consumers=[HandlerConsumer(LagRecorder(lags), name="lag")],
+                )
+            except Exception as exc:
+                failures.append(repr(exc))
+
+        cpu0 = _cpu()
+        t0 = time.monotonic()
+        async with trio.open_nursery() as nursery:
+            for i in range(streams):
+                nursery.start_soon(one, i)
+        wall = time.monotonic() - t0
+        cpu = _cpu() - cpu0
+        await client.close()
+        return {"wall_s": wall, "cpu_s": cpu}
+
+    out = trio.run(main)
+    ordered = sorted(lags)
+    n = len(ordered)
+    out.update(
+        streams=streams,
+        rate=rate,
+        seconds=seconds,
+        events=n,
+        expected_events=streams * per_stream,
+        failures=len(failures),
+        failure_sample=failures[:3],
+        lag_ms={
+            "p50": _pct(ordered, 0.50) * 1e3,
+            "p99": _pct(ordered, 0.99) * 1e3,
+            "max": ordered[-1] * 1e3 if n else None,
+        },
+        cpu_s_per_1000_events=out["cpu_s"] / n * 1000 if n else None,
+        rss_before_mb=rss_before / 2**20,
+        peak_rss_mb=_peak_rss() / 2**20,
+    )
+    return out
+
+
+def _pct(ordered: Sequence[float], q: float) -> float:
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+
+
+def _rss_now() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+# -- 4. backpressure memory (child process) --------------------------------------------
+
+
+class _FastStream:
+    """A provider call yielding *n* text deltas with no I/O; a (virtual) 1 ms sleep per 100 deltas.
+
+    The stream's rate is 100 deltas per virtual millisecond (10 µs each).
+    """
+
+    def __init__(self, n: int) -> None:
+        from sluiceway.engine import Usage
+        from sluiceway.engine._provider_events import (
+            BlockStart,
+            BlockStop,
+            MessageDeltaInfo,
+            MessageStart,
+            MessageStop,
+            TextChunk,
+        )
+
+        self.n = n
+        self.head = [MessageStart(model="bench", usage=Usage(input_tokens=1)), BlockStart(0, "text")]
+        self.tail = [BlockStop(0), MessageDeltaInfo(stop_reason="end_turn", usage=Usage(output_tokens=n)), MessageStop()]
+        self.chunk = TextChunk
+
+    async def __aenter__(self) -> Any:
+        return self._events()
+
+    async def __aexit__(self, *exc: object) -> None:
+        pass
+
+    async def _events(self) -> Any:
+        for event in self.head:
+            yield event
+        chunk = self.chunk
+        for i in range(self.n):
+            if i % 100 == 0:
+                await trio.sleep(0.001)
+            yield chunk(0, f"tok{i} ")
+        for event in self.tail:
+            yield event
+
+
+class FastProvider:
+    name = "bench"
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def stream(self, request: Any) -> _FastStream:
+        return _FastStream(self.n)
+
+    async def aclose(self) -> None:
+        pass
+
+
+class SlowHandler:
+    """100x slower than the stream: 1 ms (virtual) per event, slept per batch."""
+
+    def __init__(self) -> None:
+        self.deltas = 0
+
+    async def handle(self, event: Any) -> None:
+        await self.handle_batch([event])
+
+    async def handle_batch(self, events: Sequence[Any]) -> None:
+        self.deltas += len(events)
+        await trio.sleep(0.001 * len(events))
+
+    async def aclose(self) -> None:
+        pass
+
+
+def child_backpressure(policy: str, n: int) -> dict[str, Any]:
+    import trio.testing
+    from sluiceway.engine import HandlerConsumer, RunContext, stream_step
+
+    async def main(n: int) -> dict[str, Any]:
+        handler = SlowHandler()
+        t0 = time.perf_counter()
+        response = await stream_step(
+            run=RunContext.start("bench"), path="bench", provider=FastProvider(n), request=_request("bench"),
+            consumers=[HandlerConsumer(handler, name="slow", policy=policy), HandlerConsumer(_buffer_handler(), name="buffer")],  # type: ignore[arg-type]
+        )
+        return {
+            "text_bytes": len(response.text.encode()),
+            "delta_count": response.metrics.delta_count,
+            "handler_batches_events": handler.deltas,
+            "virtual_s": trio.current_time(),
+            "real_s": time.perf_counter() - t0,
+            "backpressure_wait_virtual_s": response.metrics.backpressure_wait,
+        }
+
+    # warm up (imports, caches) on a small stream, so the baseline holds them
+    trio.run(main, 1000, clock=trio.testing.MockClock(autojump_threshold=0))
+    gc.collect()
+    rss_before = _rss_now()
+    peak_before = _peak_rss()
+    out = trio.run(main, n, clock=trio.testing.MockClock(autojump_threshold=0))
+    peak = _peak_rss()
+    out.update(
+        policy=policy,
+        deltas=n,
+        rss_before_mb=rss_before / 2**20,
+        peak_rss_mb=peak / 2**20,
+        peak_rss_before_run_mb=peak_before / 2**20,
+        beyond_text_mb=(peak - rss_before - out["text_bytes"]) / 2**20,
+    )
+    return out
+
+
+# -- 5. hop cost -------------------------------------------------------------------------
+
+
+async def _hop(n_handlers: int, events: int) -> float:
+    from sluiceway.engine import Delta
+    from sluiceway.engine._actors import handler_actor
+    from sluiceway.engine._tee import Outlet, Tee
+
+    outlets = []
+    receives = []
+    for _ in range(n_handlers):
+        send, receive = trio.open_memory_channel[Any](64)
+        outlet = Outlet(send, name="noop")
+        outlet.actor = True
+        outlets.append(outlet)
+        receives.append(receive)
+    tee = Tee(outlets)
+    batch = [
+        Delta(run_id="bench", step="bench", attempt=1, seq=i, at=0.0, content="tok ", index=0) for i in range(1000)
+    ]
+
+    def fail(error: Any) -> None:
+        raise error
+
+    async with trio.open_nursery() as nursery:
+        for receive, outlet in zip(receives, outlets, strict=True):
+            nursery.start_soon(lambda r=receive, o=outlet: handler_actor(r, NoOpHandler(), o, name="noop", fail=fail))
+        send = tee.send
+        start = time.perf_counter()
+        for i in range(events):
+            await send(batch[i % 1000])
+        for outlet in outlets:
+            outlet.send.close()
+    return (time.perf_counter() - start) / events * 1e6
+
+
+def _hops(sizes: dict[str, Any]) -> dict[str, Any]:
+    runs: dict[int, list[float]] = {1: [], 2: [], 4: []}
+    for _ in range(max(sizes["reps"], 5) if sizes["reps"] > 1 else 1):
+        for n in runs:
+            gc.collect()
+            runs[n].append(trio.run(_hop, n, sizes["hop_events"]))
+    return {
+        "events": sizes["hop_events"],
+        "us_per_event": {str(n): statistics.median(v) for n, v in runs.items()},
+        "all": {str(n): v for n, v in runs.items()},
+    }
+
+
+# -- orchestration -----------------------------------------------------------------------
+
+
+def _child(args: list[str], timeout: float = 240) -> dict[str, Any]:
+    proc = subprocess.run(
+        [PY, "-m", "bench", "--child", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench child {args} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _machine() -> dict[str, Any]:
+    from importlib.metadata import version
+
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    versions = {}
+    for dist in ("trio", "anthropic", "httpx2", "httpcore2", "attrs", "sluiceway"):
+        try:
+            versions[dist] = version(dist)
+        except Exception:
+            versions[dist] = None
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        **versions,
+    }
+
+
+def _fmt(x: float | None, spec: str = ".1f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def table(results: dict[str, Any]) -> str:
+    t = results["throughput"]
+    eps = t["events_per_s"]
+    ttft = t["ttft_ms"]
+    c = results["concurrency"]
+    bp = results["backpressure"]
+    hop = results["hop"]["us_per_event"]
+    ok = lambda good: "yes" if good else "**no**"  # noqa: E731
+    rows = [
+        ("(a) SDK `create(stream=True)` loop", f"{eps['a']:,.0f} events/s", ""),
+        ("(b) SDK `messages.stream()` helper", f"{eps['b']:,.0f} events/s", ""),
+        ("(c) sluiceway end to end (buffer + no-op)", f"{eps['c']:,.0f} events/s", ""),
+        ("(d) raw HTTP + SSE split + json.loads", f"{eps['d']:,.0f} events/s", ""),
+        ("(c)/(a)", f"{t['ratio_c_a']:.2f}x", f">= 1.0: {ok(t['ratio_c_a'] >= 1.0)} (aim 1.5)"),
+        ("(c)/(b), (c)/(d)", f"{t['ratio_c_b']:.2f}x, {t['ratio_c_d']:.2f}x", ""),
+        (
+            "TTFT added, (c) - (a), median",
+            f"{ttft['added_median']:+.3f} ms (a: {ttft['a_median']:.3f} ms)",
+            f"<= 0.3 ms: {ok(ttft['added_median'] <= 0.3)}",
+        ),
+        (
+            f"{c['streams']:,} streams x {c['rate']}/s, lag p50 / p99",
+            f"{_fmt(c['lag_ms']['p50'])} / {_fmt(c['lag_ms']['p99'])} ms",
+            f"p99 <= 50 ms: {ok((c['lag_ms']['p99'] or 1e9) <= 50)}",
+        ),
+        (
+            f"{c['streams']:,} streams: CPU per 1,000 events",
+            f"{_fmt(c['cpu_s_per_1000_events'], '.3f')} s (server, own process: "
+            f"{_fmt(c.get('server_cpu_s_per_1000_events'), '.3f')} s)",
+            "",
+        ),
+        (
+            f"{c['streams']:,} streams: peak RSS",
+            f"{c['peak_rss_mb']:.0f} MB",
+            f"<= 300 MB: {ok(c['peak_rss_mb'] <= 300)}",
+        ),
+    ]
+    for policy in ("block", "coalesce"):
+        b = bp[policy]
+        rows.append(
+            (
+                f"backpressure {b['deltas']:,} deltas, {policy}: growth beyond text",
+                f"{b['beyond_text_mb']:.1f} MB (text {b['text_bytes'] / 2**20:.1f} MB)",
+                f"<= 20 MB: {ok(b['beyond_text_mb'] <= 20)}",
+            )
+        )
+    rows.append(("hop: tee -> N actors, N = 1 / 2 / 4", " / ".join(f"{hop[k]:.2f}" for k in ("1", "2", "4")) + " µs/event", ""))
+    lines = ["| Measure | Result | Target |", "|---|---|---|"]
+    lines += [f"| {a} | {b} | {c_} |" for a, b, c_ in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description="sluiceway benchmarks (issue 6)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run, numbers mean nothing")
+    parser.add_argument("--out", default=str(BENCH / "results.json"), help="where to write the results JSON")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.child:
+        kind, *rest = args.child
+        if kind == "concurrency":
+            out = child_concurrency(rest[0], int(rest[1]), int(rest[2]), float(rest[3]))
+        elif kind == "backpressure":
+            out = child_backpressure(rest[0], int(rest[1]))
+        else:
+            raise SystemExit(f"unknown child {kind}")
+        print(json.dumps(out))
+        return 0
+
+    sizes = QUICK if args.quick else FULL
+    began = time.perf_counter()
+    results: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "command": "python -m bench" + (" --quick" if args.quick else ""),
+        "quick": args.quick,
+        "machine": _machine(),
+        "sizes": sizes,
+    }
+    print(f"sluiceway bench ({'quick' if args.quick else 'full'}) on {results['machine']['cpu']}, "
+          f"{results['machine']['cores']} cores", flush=True)
+    with Server() as server:
+        print("1-2. throughput and time to first token ...", flush=True)
+        results["throughput"] = trio.run(_throughput_and_ttft, server.url, sizes)
+    with Server() as server:
+        print(f"3. {sizes['streams']} concurrent streams for {sizes['seconds']} s ...", flush=True)
+        conc = _child(["concurrency", server.url, str(sizes["streams"]), str(sizes["rate"]), str(sizes["seconds"])])
+        report = server.stop()
+    conc["server_cpu_s"] = report.get("cpu_s")
+    if conc["events"] and report.get("cpu_s") is not None:
+        conc["server_cpu_s_per_1000_events"] = report["cpu_s"] / conc["events"] * 1000
+    results["concurrency"] = conc
+    print("4. memory under backpressure ...", flush=True)
+    results["backpressure"] = {p: _child(["backpressure", p, str(sizes["bp_deltas"])]) for p in ("block", "coalesce")}
+    print("5. hop cost ...", flush=True)
+    results["hop"] = _hops(sizes)
+    results["total_s"] = time.perf_counter() - began
+    text = table(results)
+    results["table"] = text
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    print()
+    print(text)
+    print(f"\n{results['command']}: {results['total_s']:.0f} s; results in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
