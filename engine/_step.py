@@ -14,7 +14,7 @@ import json
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import attrs
 import trio
@@ -123,27 +123,45 @@ class _Forward:
         self.send_channel.close()
 
 
-class _Block:
-    """A content block being accumulated."""
+#: Pieces a block keeps before joining them into one chunk (bounds the per-piece overhead:
+#: a million 8-byte deltas kept as str objects would take ~60 MB beyond their text).
+_CHUNK: Final = 1024
 
-    __slots__ = ("kind", "name", "parsed", "parts", "signature", "tool_use_id")
+
+class _Block:
+    """A content block being accumulated: ``chunks`` (joined) then ``parts`` (the latest pieces)."""
+
+    __slots__ = ("chunks", "kind", "name", "parsed", "parts", "signature", "tool_use_id")
 
     def __init__(self, kind: str, tool_use_id: str | None, name: str | None) -> None:
         self.kind = kind
         self.tool_use_id = tool_use_id
         self.name = name
         self.parts: list[str] = []
+        self.chunks: list[str] = []
         self.signature: str | None = None
         self.parsed: Any = _UNPARSED
+
+    def compact(self) -> None:
+        """Join the pieces so far into one chunk (called every ``_CHUNK`` pieces)."""
+        self.chunks.append("".join(self.parts))
+        self.parts.clear()
+
+    def joined(self) -> str:
+        """The block's text so far (each piece copied once more: linear)."""
+        if self.chunks:
+            return "".join([*self.chunks, *self.parts])
+        return "".join(self.parts)
 
 
 class _Attempt:
     """What one attempt produced so far."""
 
-    __slots__ = ("delta_count", "messages", "model", "stop_reason", "text", "usage")
+    __slots__ = ("blocks", "delta_count", "messages", "model", "stop_reason", "usage")
 
     def __init__(self) -> None:
-        self.text: list[str] = []
+        self.blocks: dict[int, _Block] = {}
+        """The blocks of the call in progress (their text counts in a partial response)."""
         self.messages: list[Message] = []
         self.usage = Usage()
         self.model: str | None = None
@@ -214,7 +232,7 @@ class _StepRun:
             queue_high_water=self.tee.queue_high_water,
         )
         return Response(
-            text="".join(attempt.text),
+            text=_text(attempt),
             messages=tuple(attempt.messages),
             usage=usage,
             cost_usd=self._cost(attempt.model, usage),
@@ -239,8 +257,8 @@ class _StepRun:
         run_id, path, attempt_no, origin = self.run_id, self.path, self.attempt_no, self.origin
         send = self.tee.send
         attempt = self.attempt
-        text = attempt.text
         blocks: dict[int, _Block] = {}
+        attempt.blocks = blocks
         call_usage = Usage()
         stop_reason: str | None = None
         current_time = trio.lowlevel.current_clock().current_time  # skips a wrapper per event
@@ -253,8 +271,11 @@ class _StepRun:
                         self.first_token = now
                     self.seq += 1
                     piece = item.text
-                    (blocks.get(item.index) or _open_block(blocks, item.index, "text")).parts.append(piece)
-                    text.append(piece)
+                    block = blocks.get(item.index) or _open_block(blocks, item.index, "text")
+                    parts = block.parts
+                    parts.append(piece)
+                    if len(parts) >= _CHUNK:
+                        block.compact()
                     attempt.delta_count += 1
                     await send(
                         Delta(
@@ -269,6 +290,8 @@ class _StepRun:
                     self.seq += 1
                     block = blocks.get(item.index) or _open_block(blocks, item.index, "tool_use")
                     block.parts.append(item.partial_json)
+                    if len(block.parts) >= _CHUNK:
+                        block.compact()
                     attempt.delta_count += 1
                     await send(
                         ToolInputDelta(
@@ -287,6 +310,8 @@ class _StepRun:
                             self.first_token = now
                         self.seq += 1
                         block.parts.append(item.text)
+                        if len(block.parts) >= _CHUNK:
+                            block.compact()
                         attempt.delta_count += 1
                         await send(
                             ThinkingDelta(
@@ -299,7 +324,7 @@ class _StepRun:
                 elif kind is BlockStop:
                     block = blocks.get(item.index)
                     if block is not None and block.kind == "tool_use":
-                        raw = "".join(block.parts)  # joined once: linear time
+                        raw = block.joined()
                         try:
                             parsed = json.loads(raw) if raw.strip() else {}
                         except ValueError as exc:
@@ -326,6 +351,7 @@ class _StepRun:
             else:
                 raise _interrupted(path)
         content = tuple(_finish_block(blocks[i]) for i in sorted(blocks))
+        attempt.blocks = {}
         attempt.usage = attempt.usage + call_usage
         self.open_usage = None
         attempt.stop_reason = stop_reason
@@ -341,14 +367,30 @@ class _StepRun:
 _UNPARSED: Any = object()
 
 
+def _text(attempt: _Attempt) -> str:
+    """The attempt's text: its text blocks, finished then open, in order.
+
+    One text block (the common case) is its string itself, not a copy.
+    """
+    texts = [
+        block.text
+        for message in attempt.messages
+        if message.role == "assistant"
+        for block in message.content
+        if type(block) is TextBlock
+    ]
+    texts += [block.joined() for block in attempt.blocks.values() if block.kind == "text"]
+    return "".join(texts)
+
+
 def _finish_block(block: _Block) -> ContentBlock:
     if block.kind == "text":
-        return TextBlock("".join(block.parts))
+        return TextBlock(block.joined())
     if block.kind == "thinking":
-        return ThinkingBlock("".join(block.parts), block.signature)
+        return ThinkingBlock(block.joined(), block.signature)
     parsed = block.parsed
     if parsed is _UNPARSED:  # a tool_use block that never stopped: parse what came
-        raw = "".join(block.parts)
+        raw = block.joined()
         try:
             parsed = json.loads(raw) if raw.strip() else {}
         except ValueError:
