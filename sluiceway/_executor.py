@@ -52,6 +52,7 @@ from ._steps import (
     build_request,
     merge_options,
     render_prompt,
+    resolve_callable,
     run_claude_step,
     run_python_step,
     step_options,
@@ -208,7 +209,7 @@ def prepare(spec: Pipeline, options: RunOptions = RunOptions()) -> _Prepared:
                 problem(index, "stream_handler", str(exc))
         if isinstance(step, PythonStep):
             try:
-                if not callable(import_object(step.callable)):
+                if not callable(resolve_callable(step.callable, spec)):
                     problem(index, "callable", f"{step.callable!r} is not callable")
             except RegistryError as exc:
                 problem(index, "callable", str(exc))

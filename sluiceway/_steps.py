@@ -564,6 +564,47 @@ async def run_parallel_step(state: RunState, step: ParallelClaudeStep, consumers
 # --------------------------------------------------------------------------- python
 
 
+def resolve_callable(ref: str, spec: Any) -> Any:
+    """Import a ``python`` step's callable: a dotted path, or a module file next to the spec.
+
+    ``helpers:fn`` names ``helpers.py`` in the spec's folder when no importable
+    module ``helpers`` exists. The file is loaded on its own (``sys.path`` and
+    ``sys.modules`` are left alone), once per call.
+
+    Raises:
+        RegistryError: neither an importable module nor a file next to the spec.
+    """
+    from ._registry import RegistryError
+
+    try:
+        return import_object(ref)
+    except RegistryError:
+        module_name, _, attr_path = ref.partition(":") if ":" in ref else ref.rpartition(".")
+        source = getattr(spec, "source", None)
+        if not source or source == "<string>" or not module_name or "." in module_name:
+            raise
+        path = Path(source).parent / f"{module_name}.py"
+        if not path.is_file():
+            raise
+    import importlib.util
+
+    module_spec = importlib.util.spec_from_file_location(f"_sluiceway_spec_{module_name}", path)
+    if module_spec is None or module_spec.loader is None:  # pragma: no cover - a .py file always has one
+        raise RegistryError(f"cannot load {str(path)!r} for {ref!r}")
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:
+        raise RegistryError(f"cannot load {str(path)!r} for {ref!r}: {exc}") from exc
+    obj: Any = module
+    for part in attr_path.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise RegistryError(f"{str(path)!r} has no attribute {attr_path!r}") from None
+    return obj
+
+
 async def run_python_step(
     state: RunState,
     step: PythonStep,
@@ -576,7 +617,7 @@ async def run_python_step(
     becomes ``Response.output``; ``Response.text`` is it as text (JSON for
     non-strings, ``""`` for ``None``).
     """
-    fn = import_object(step.callable)
+    fn = resolve_callable(step.callable, state.spec)
     ctx = StepContext(
         run_id=state.run_id,
         step=step.name,
