@@ -81,6 +81,10 @@ PRICES: Mapping[str, Pricing] = {
 }
 
 
+#: The embedded mock provider's models (providers/_mock.py): they cost nothing and never warn.
+#: Not in ``PRICES``: ``find_pricing`` says they have no list price.
+FREE_MODELS: frozenset[str] = frozenset({"claude-mock-1"})
+
 # model names already warned about: warn once per process, not once per call
 _warned: set[str] = set()
 
@@ -125,8 +129,11 @@ def cost_usd(
     """Return what *usage* of *model* cost in USD, or ``None`` for an unknown model.
 
     An unknown model is logged once (logger ``sluiceway.pricing``, level WARNING).
+    The mock models (``FREE_MODELS``) cost 0.0 unless *overrides* price them.
     """
     pricing = find_pricing(model, overrides) if model else None
+    if pricing is None and model in FREE_MODELS:
+        return 0.0
     if pricing is None:
         name = model or "<none>"
         if name not in _warned:

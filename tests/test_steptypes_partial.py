@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import trio
 from engine_helpers import Recorder, ScriptedProvider, call_script, request
-from sluiceway.engine import Cancelled, Failed, HandlerConsumer, RunContext, stream_step
+from sluiceway.engine import Cancelled, Failed, HandlerConsumer, RunContext, Usage, stream_step
 from sluiceway.engine._provider_events import TextChunk
 
 from sluiceway._errors import OverloadedError
@@ -54,3 +54,11 @@ async def test_error_with_a_partial_keeps_it(autojump_clock):
     with pytest.raises(RuntimeError) as info:
         await _run(ScriptedProvider([_failing(["x"], error)]), [])
     assert info.value.partial is inner
+
+
+def test_the_mock_model_costs_nothing_and_does_not_warn(caplog):
+    from sluiceway.engine._pricing import cost_usd
+
+    with caplog.at_level("WARNING", logger="sluiceway.pricing"):
+        assert cost_usd("claude-mock-1", Usage(input_tokens=10_000, output_tokens=5_000)) == 0.0
+    assert caplog.records == []
