@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import trio
 from engine_helpers import Recorder, ScriptedProvider, call_script, request
@@ -62,3 +64,45 @@ def test_the_mock_model_costs_nothing_and_does_not_warn(caplog):
     with caplog.at_level("WARNING", logger="sluiceway.pricing"):
         assert cost_usd("claude-mock-1", Usage(input_tokens=10_000, output_tokens=5_000)) == 0.0
     assert caplog.records == []
+
+
+SLOW = """
+name: slow
+steps:
+  - name: s
+    type: claude
+    prompt: talk
+    claude_options: {allowed_tools: [], TIMEOUT}
+    mock: {response: "one two three four five six seven eight nine ten", delay_ms: 100}
+"""
+
+
+async def test_executor_keeps_the_partial_text_of_a_timed_out_step(autojump_clock, tmp_path):
+    from sluiceway.specs import loads
+    from steptypes_helpers import run_spec
+
+    from sluiceway._errors import ProviderTimeoutError
+
+    result, _ = await run_spec(loads(SLOW.replace("TIMEOUT", "timeout_ms: 350")), tmp_path)
+    assert result.status == "failed" and isinstance(result.error, ProviderTimeoutError)
+    step = result.steps["s"]
+    assert step.response is not None and step.response.text == "one two three four "
+    assert (result.run_dir / "s.txt").read_text() == "one two three four "
+    saved = json.loads((result.run_dir / "result.json").read_text())
+    assert saved["steps"]["s"]["text"] == "one two three four "
+
+
+async def test_executor_keeps_the_partial_text_of_a_cancelled_step(autojump_clock, tmp_path):
+    from sluiceway.specs import loads
+
+    from sluiceway._executor import RunOptions, execute
+
+    spec = loads(SLOW.replace(", TIMEOUT", ""))
+    async with trio.open_nursery() as nursery:
+        result = await nursery.start(execute, spec, RunOptions(output_dir=tmp_path, workspace=tmp_path))
+        await trio.sleep(0.35)
+        nursery.cancel_scope.cancel()
+    assert result.status == "cancelled" and result.failed_step == "s"
+    assert result.steps["s"].status == "cancelled"
+    assert result.steps["s"].response.text == "one two three four "
+    assert (result.run_dir / "s.txt").read_text() == "one two three four "
