@@ -133,10 +133,15 @@ async def stream_group(
 
     send_sub, receive_sub = trio.open_memory_channel[Event](buffer_size)
 
+    drained = trio.Event()
+
     async def pump() -> None:
-        with receive_sub:
-            async for event in receive_sub:
-                await to_consumers.send(event)
+        try:
+            with receive_sub:
+                async for event in receive_sub:
+                    await to_consumers.send(event)
+        finally:
+            drained.set()
 
     def sub_consumer() -> ChannelConsumer:
         return ChannelConsumer(send_sub.clone())
@@ -150,22 +155,22 @@ async def stream_group(
                 nursery.start_soon(
                     partial(handler_actor, receive, handler, outlet, name=name, on_error=on_handler_error, fail=fail)
                 )
+            nursery.start_soon(pump)
             delivered: set[int] = set()
             try:
                 try:
                     body_error: Exception | None = None
-                    async with trio.open_nursery() as pump_nursery:
-                        pump_nursery.start_soon(pump)
-                        try:
-                            with produce_scope:
-                                await to_all.send(
-                                    StepStarted(**envelope(), provider=provider, model=model, step_type=step_type)
-                                )
-                                response = await body(sub_consumer)
-                        except Exception as exc:  # kept until the fan-in is drained
-                            body_error = exc
-                        finally:
-                            send_sub.close()
+                    try:
+                        with produce_scope:
+                            await to_all.send(
+                                StepStarted(**envelope(), provider=provider, model=model, step_type=step_type)
+                            )
+                            response = await body(sub_consumer)
+                    except Exception as exc:  # kept until the fan-in is drained
+                        body_error = exc
+                    finally:
+                        send_sub.close()
+                    await drained.wait()  # every sub-step event is with the consumers: the terminal comes last
                     if handler_failure:
                         raise handler_failure[0]
                     if body_error is not None:
@@ -180,7 +185,7 @@ async def stream_group(
                         partial=partial_response if isinstance(partial_response, Response) else None,
                     )
                 await to_all.send_each(terminal, delivered)
-            except trio.Cancelled:
+            except BaseException:  # cancelled (the body's nurseries raise it grouped): re-raised below
                 with trio.move_on_after(TERMINAL_DELIVERY_TIMEOUT, shield=True):
                     if terminal is None:
                         terminal = Cancelled(**envelope())

@@ -1,0 +1,117 @@
+"""engine._group.stream_group: sub-steps fan in to one set of handlers; policies; cancellation."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+from engine_helpers import Recorder, ScriptedProvider, call_script, request
+from sluiceway.engine import (
+    Cancelled,
+    Delta,
+    Done,
+    Failed,
+    HandlerConsumer,
+    Response,
+    RunContext,
+    stream_step,
+)
+from sluiceway.engine._group import stream_group
+
+from sluiceway._errors import HandlerError
+from sluiceway.testing import check_invariants
+
+
+def scripts(n, words=5, delay=0.1):
+    return [call_script([("text", [f"t{i}w{j} " for j in range(words)])], delay=delay) for i in range(n)]
+
+
+class ByStep(ScriptedProvider):
+    """Plays script i for step ``g[i]``, whatever the order of the calls."""
+
+    def stream(self, request):
+        self.requests.append(request)
+        from engine_helpers import _Stream
+
+        return _Stream(self, self.scripts[int(request.step[2:-1])])
+
+
+async def run_group(consumers, n=4, *, run=None, **kwargs):
+    run = run or RunContext(run_id="r", origin=trio.current_time())
+    provider = ByStep(scripts(n))
+
+    async def body(sub):
+        texts = [None] * n
+
+        async def one(i):
+            response = await stream_step(
+                run=run, path=f"g[{i}]", provider=provider, request=request(step=f"g[{i}]"), consumers=[sub()]
+            )
+            texts[i] = response.text
+
+        async with trio.open_nursery() as nursery:
+            for i in range(n):
+                nursery.start_soon(one, i)
+        return Response(text="", output=texts)
+
+    return await stream_group(run=run, path="g", consumers=consumers, body=body, step_type="claude_batch", **kwargs)
+
+
+async def test_slow_coalescing_and_blocking_handlers_see_every_sub_step_in_order(autojump_clock):
+    slow = Recorder(delay=0.5, policy="coalesce")
+    block = Recorder(delay=0.05)
+    response = await run_group(
+        [HandlerConsumer(slow, "slow", "coalesce", 2), HandlerConsumer(block, "block", "block", 2)], buffer_size=2
+    )
+    assert response.output == [f"t{i}w0 t{i}w1 t{i}w2 t{i}w3 t{i}w4 " for i in range(4)]
+    for rec in (slow, block):
+        check_invariants(rec.events)
+        assert rec.close_count == 1
+        assert rec.events[0].step == "g" and isinstance(rec.events[-1], Done) and rec.events[-1].step == "g"
+        for i in range(4):
+            text = "".join(e.content for e in rec.events if isinstance(e, Delta) and e.step == f"g[{i}]")
+            assert text == response.output[i]
+    # interleaved sub-steps: a pending merged delta is flushed when another sub-step's delta comes,
+    # so the slow handler still got every text, merged or not
+    assert sum(isinstance(e, Delta) for e in block.events) == 20
+
+
+async def test_a_failing_handler_under_fail_fails_the_group(autojump_clock):
+    bad = Recorder(fail_at=3)
+    with pytest.raises(HandlerError):
+        await run_group([HandlerConsumer(bad, "bad")], on_handler_error="fail")
+    assert bad.close_count == 1
+
+
+async def test_a_failing_body_is_the_groups_failed_with_its_partial(autojump_clock):
+    rec = Recorder()
+    partial = Response(text="", output=["x"])
+
+    async def body(sub):
+        error = RuntimeError("boom")
+        error.partial = partial
+        raise error
+
+    with pytest.raises(RuntimeError, match="boom"):
+        await stream_group(
+            run=RunContext(run_id="r", origin=trio.current_time()), path="g", consumers=[HandlerConsumer(rec, "r")],
+            body=body, step_type="parallel_claude",
+        )
+    assert [type(e).__name__ for e in rec.events] == ["StepStarted", "Failed"]
+    assert rec.events[-1].partial is partial and rec.close_count == 1
+
+
+async def test_cancelled_group_ends_with_one_cancelled_and_closes_handlers(autojump_clock):
+    rec = Recorder()
+    run_send, run_recv = trio.open_memory_channel(1000)
+    run = RunContext(run_id="r", origin=trio.current_time(), events=run_send)
+    with trio.move_on_after(0.25):
+        await run_group([HandlerConsumer(rec, "r")], run=run)
+    assert rec.close_count == 1
+    assert isinstance(rec.events[-1], Cancelled) and rec.events[-1].step == "g"
+    run_send.close()
+    seen = [e async for e in run_recv]
+    # on the run's stream every started sub-step and the group got exactly one terminal
+    check_invariants(seen)
+    terminals = [e for e in seen if isinstance(e, Done | Failed | Cancelled)]
+    assert sorted(e.step for e in terminals) == ["g", "g[0]", "g[1]", "g[2]", "g[3]"]
+    assert all(isinstance(e, Cancelled) for e in terminals)
