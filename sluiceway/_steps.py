@@ -275,10 +275,14 @@ async def stream_model_call(
     history: Sequence[dict[str, Any]] = (),
     retry: Any = None,
     finish: Callable[[Response], Awaitable[Response]] | None = None,
+    rendered: str | None = None,
 ) -> Response:
-    """Render, build the request and tools, and ``stream_step`` one (sub-)step."""
+    """Render, build the request and tools, and ``stream_step`` one (sub-)step.
+
+    *rendered* is a prompt already rendered (it is not rendered again: its text may hold ``{{``).
+    """
     opts = step_options(state, step, options)
-    text = await render_prompt(state, step, prompt, extra)
+    text = rendered if rendered is not None else await render_prompt(state, step, prompt, extra)
     request = build_request(state, step, text, path=path, options=opts, mock=mock, history=history)
     toolbox = _toolbox(state, step, opts)
     policy = step.on_handler_error or state.spec.defaults.on_handler_error or "isolate"
@@ -357,7 +361,7 @@ async def run_session_step(state: RunState, step: ClaudeSessionStep, consumers: 
         return response
 
     return await stream_model_call(
-        state, step, consumers, state.provider, prompt=prompt_text, history=history, finish=save
+        state, step, consumers, state.provider, rendered=prompt_text, history=history, finish=save
     )
 
 

@@ -164,3 +164,22 @@ async def test_failed_extraction_is_the_steps_error_quoting_the_text(autojump_cl
     assert step[-1].partial.text.startswith("Here you go")
     # the streamed text is kept in the step's file
     assert (result.run_dir / "data.txt").read_text().startswith("Here you go")
+
+
+async def test_session_prompt_is_rendered_once(autojump_clock, tmp_path):
+    spec = loads("""
+name: braces
+steps:
+  - name: first
+    type: claude
+    prompt: hi
+    mock: {response: "literal {{vars.nope}} braces"}
+  - name: s
+    type: claude_session
+    prompt: [{type: previous_response, step: first}]
+    session_config: {session_name: b}
+""")
+    provider = RecordingMock()
+    result, _ = await run_spec(spec, tmp_path, provider=provider)
+    assert result.status == "ok", result.error
+    assert provider.requests[1].messages[-1]["content"] == "literal {{vars.nope}} braces"
