@@ -306,8 +306,9 @@ async def _throughput_and_ttft(url: str, sizes: dict[str, Any]) -> dict[str, Any
 class LagRecorder:
     """Records, per delta, handler receipt minus the server's send stamp (the delta's text)."""
 
-    def __init__(self, lags: array.array[float]) -> None:
+    def __init__(self, lags: array.array[float], stamps: array.array[float] | None = None) -> None:
         self.lags = lags
+        self.stamps = stamps
 
     async def handle(self, event: Any) -> None:
         await self.handle_batch([event])
@@ -316,9 +317,13 @@ class LagRecorder:
         from sluiceway.engine import Delta
 
         now = time.monotonic()
+        lags, stamps = self.lags, self.stamps
         for event in events:
             if type(event) is Delta:
-                self.lags.append(now - float(event.content))
+                sent = float(event.content)
+                lags.append(now - sent)
+                if stamps is not None:
+                    stamps.append(sent)
 
     async def aclose(self) -> None:
         pass
@@ -336,6 +341,7 @@ def child_concurrency(url: str, streams: int, rate: int, seconds: float) -> dict
     per_stream = int(rate * seconds)
     model = f"fake:text?deltas={per_stream}&delay_ms={1000 // rate}&stamp=1"
     lags: array.array[float] = array.array("d")
+    stamps: array.array[float] = array.array("d")
     failures: list[str] = []
     rss_before = _rss_now()
 
@@ -346,17 +352,17 @@ def child_concurrency(url: str, streams: int, rate: int, seconds: float) -> dict
         rng = random.Random(6)
 
         async def one(i: int) -> None:
-            await trio.sleep(rng.random())  # arrivals spread over the first second
+            await trio.sleep(rng.random() * _RAMP)  # arrivals spread over the ramp
             try:
                 await stream_step(
                     run=run, path=f"s[{i}]", provider=provider, request=_request(model),
-                    consumers=[HandlerConsumer(LagRecorder(lags), name="lag")],
+                    consumers=[HandlerConsumer(LagRecorder(lags, stamps), name="lag")],
                 )
             except Exception as exc:
                 failures.append(repr(exc))
 
         cpu0 = _cpu()
-        t0 = time.monotonic()
+        t0 = started[0] = time.monotonic()
         async with trio.open_nursery() as nursery:
             for i in range(streams):
                 nursery.start_soon(one, i)
@@ -365,7 +371,15 @@ def child_concurrency(url: str, streams: int, rate: int, seconds: float) -> dict
         await client.close()
         return {"wall_s": wall, "cpu_s": cpu}
 
+    started = [0.0]
     out = trio.run(main)
+    t0 = started[0]
+    # per second of the run (by send time): p99 lag, to tell the start-up storm from the steady state
+    buckets: dict[int, list[float]] = {}
+    for sent, lag in zip(stamps, lags, strict=True):
+        buckets.setdefault(int(sent - t0), []).append(lag)
+    timeline = {str(k): round(_pct(sorted(v), 0.99) * 1e3, 1) for k, v in sorted(buckets.items())}
+    steady = sorted(lag for sent, lag in zip(stamps, lags, strict=True) if sent - t0 >= _RAMP + 1.0)
     ordered = sorted(lags)
     n = len(ordered)
     out.update(
@@ -381,11 +395,23 @@ def child_concurrency(url: str, streams: int, rate: int, seconds: float) -> dict
             "p99": _pct(ordered, 0.99) * 1e3,
             "max": ordered[-1] * 1e3 if n else None,
         },
+        steady_lag_ms={
+            "from_s": _RAMP + 1.0,
+            "p50": _pct(steady, 0.50) * 1e3,
+            "p99": _pct(steady, 0.99) * 1e3,
+            "events": len(steady),
+        },
+        p99_lag_ms_by_second=timeline,
+        load_average=os.getloadavg(),
         cpu_s_per_1000_events=out["cpu_s"] / n * 1000 if n else None,
         rss_before_mb=rss_before / 2**20,
         peak_rss_mb=_peak_rss() / 2**20,
     )
     return out
+
+
+#: Seconds over which the concurrent streams start (uniformly at random).
+_RAMP = 1.0
 
 
 def _pct(ordered: Sequence[float], q: float) -> float:
@@ -634,15 +660,42 @@ def _fmt(x: float | None, spec: str = ".1f") -> str:
     return "-" if x is None else format(x, spec)
 
 
+SECTIONS = ("throughput", "concurrency", "backpressure", "hop")
+
+
 def table(results: dict[str, Any]) -> str:
-    t = results["throughput"]
+    """The results as a Markdown table (the sections that ran)."""
+    ok = lambda good: "yes" if good else "**no**"  # noqa: E731
+    rows: list[tuple[str, str, str]] = []
+    if "throughput" in results:
+        rows += _throughput_rows(results["throughput"], ok)
+    if "concurrency" in results:
+        rows += _concurrency_rows(results["concurrency"], ok)
+    if "backpressure" in results:
+        bp = results["backpressure"]
+        for policy in ("block", "coalesce"):
+            b = bp[policy]
+            rows.append(
+                (
+                    f"backpressure {b['deltas']:,} deltas, {policy}: peak RSS growth beyond the text",
+                    f"{b['beyond_text_mb']:.1f} MB (text {b['text_bytes'] / 2**20:.1f} MB)",
+                    f"<= 20 MB: {ok(b['beyond_text_mb'] <= 20)}",
+                )
+            )
+    if "hop" in results:
+        hop = results["hop"]["us_per_event"]
+        rows.append(
+            ("hop: tee -> N actors, N = 1 / 2 / 4", " / ".join(f"{hop[k]:.2f}" for k in ("1", "2", "4")) + " µs/event", "")
+        )
+    lines = ["| Measure | Result | Target |", "|---|---|---|"]
+    lines += [f"| {a} | {b} | {c_} |" for a, b, c_ in rows]
+    return "\n".join(lines)
+
+
+def _throughput_rows(t: dict[str, Any], ok: Callable[[bool], str]) -> list[tuple[str, str, str]]:
     eps = t["events_per_s"]
     ttft = t["ttft_ms"]
-    c = results["concurrency"]
-    bp = results["backpressure"]
-    hop = results["hop"]["us_per_event"]
-    ok = lambda good: "yes" if good else "**no**"  # noqa: E731
-    rows = [
+    return [
         ("(a) SDK `create(stream=True)` loop", f"{eps['a']:,.0f} events/s", ""),
         ("(b) SDK `messages.stream()` helper", f"{eps['b']:,.0f} events/s", ""),
         ("(c) sluiceway end to end (buffer + no-op)", f"{eps['c']:,.0f} events/s", ""),
@@ -654,13 +707,24 @@ def table(results: dict[str, Any]) -> str:
             f"{ttft['added_median']:+.3f} ms (a: {ttft['a_median']:.3f} ms)",
             f"<= 0.3 ms: {ok(ttft['added_median'] <= 0.3)}",
         ),
+    ]
+
+
+def _concurrency_rows(c: dict[str, Any], ok: Callable[[bool], str]) -> list[tuple[str, str, str]]:
+    steady = c["steady_lag_ms"]
+    return [
         (
-            f"{c['streams']:,} streams x {c['rate']}/s, lag p50 / p99",
+            f"{c['streams']:,} streams x {c['rate']}/s, lag p50 / p99 (all deltas)",
             f"{_fmt(c['lag_ms']['p50'])} / {_fmt(c['lag_ms']['p99'])} ms",
             f"p99 <= 50 ms: {ok((c['lag_ms']['p99'] or 1e9) <= 50)}",
         ),
         (
-            f"{c['streams']:,} streams: CPU per 1,000 events",
+            f"... sent from {steady['from_s']:.0f} s on (after the start-up ramp)",
+            f"{_fmt(steady['p50'])} / {_fmt(steady['p99'])} ms",
+            "",
+        ),
+        (
+            f"{c['streams']:,} streams: client CPU per 1,000 events",
             f"{_fmt(c['cpu_s_per_1000_events'], '.3f')} s (server, own process: "
             f"{_fmt(c.get('server_cpu_s_per_1000_events'), '.3f')} s)",
             "",
@@ -671,25 +735,15 @@ def table(results: dict[str, Any]) -> str:
             f"<= 300 MB: {ok(c['peak_rss_mb'] <= 300)}",
         ),
     ]
-    for policy in ("block", "coalesce"):
-        b = bp[policy]
-        rows.append(
-            (
-                f"backpressure {b['deltas']:,} deltas, {policy}: growth beyond text",
-                f"{b['beyond_text_mb']:.1f} MB (text {b['text_bytes'] / 2**20:.1f} MB)",
-                f"<= 20 MB: {ok(b['beyond_text_mb'] <= 20)}",
-            )
-        )
-    rows.append(("hop: tee -> N actors, N = 1 / 2 / 4", " / ".join(f"{hop[k]:.2f}" for k in ("1", "2", "4")) + " µs/event", ""))
-    lines = ["| Measure | Result | Target |", "|---|---|---|"]
-    lines += [f"| {a} | {b} | {c_} |" for a, b, c_ in rows]
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description="sluiceway benchmarks (issue 6)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run, numbers mean nothing")
     parser.add_argument("--out", default=str(BENCH / "results.json"), help="where to write the results JSON")
+    parser.add_argument(
+        "--only", action="append", choices=SECTIONS, help="run only these sections (repeatable); default: all"
+    )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -715,21 +769,30 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"sluiceway bench ({'quick' if args.quick else 'full'}) on {results['machine']['cpu']}, "
           f"{results['machine']['cores']} cores", flush=True)
-    with Server() as server:
-        print("1-2. throughput and time to first token ...", flush=True)
-        results["throughput"] = trio.run(_throughput_and_ttft, server.url, sizes)
-    with Server() as server:
-        print(f"3. {sizes['streams']} concurrent streams for {sizes['seconds']} s ...", flush=True)
-        conc = _child(["concurrency", server.url, str(sizes["streams"]), str(sizes["rate"]), str(sizes["seconds"])])
-        report = server.stop()
-    conc["server_cpu_s"] = report.get("cpu_s")
-    if conc["events"] and report.get("cpu_s") is not None:
-        conc["server_cpu_s_per_1000_events"] = report["cpu_s"] / conc["events"] * 1000
-    results["concurrency"] = conc
-    print("4. memory under backpressure ...", flush=True)
-    results["backpressure"] = {p: _child(["backpressure", p, str(sizes["bp_deltas"])]) for p in ("block", "coalesce")}
-    print("5. hop cost ...", flush=True)
-    results["hop"] = _hops(sizes)
+    only = set(args.only or SECTIONS)
+    if "throughput" in only:
+        with Server() as server:
+            print("1-2. throughput and time to first token ...", flush=True)
+            results["throughput"] = trio.run(_throughput_and_ttft, server.url, sizes)
+    if "concurrency" in only:
+        with Server() as server:
+            print(f"3. {sizes['streams']} concurrent streams for {sizes['seconds']} s ...", flush=True)
+            conc = _child(
+                ["concurrency", server.url, str(sizes["streams"]), str(sizes["rate"]), str(sizes["seconds"])]
+            )
+            report = server.stop()
+        conc["server_cpu_s"] = report.get("cpu_s")
+        if conc["events"] and report.get("cpu_s") is not None:
+            conc["server_cpu_s_per_1000_events"] = report["cpu_s"] / conc["events"] * 1000
+        results["concurrency"] = conc
+    if "backpressure" in only:
+        print("4. memory under backpressure ...", flush=True)
+        results["backpressure"] = {
+            p: _child(["backpressure", p, str(sizes["bp_deltas"])]) for p in ("block", "coalesce")
+        }
+    if "hop" in only:
+        print("5. hop cost ...", flush=True)
+        results["hop"] = _hops(sizes)
     results["total_s"] = time.perf_counter() - began
     text = table(results)
     results["table"] = text

@@ -1,0 +1,121 @@
+"""The provider's own chunked-body reader (``_H11Body``) against h11, on random splits."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import h11
+import httpcore2
+import pytest
+import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sluiceway.providers._anthropic import _H11Body
+
+
+class _Pieces:
+    """A socket stream that returns the given pieces, then EOF (b"")."""
+
+    def __init__(self, pieces: list[bytes]) -> None:
+        self.pieces = list(pieces)
+        self.reads = 0
+
+    async def receive_some(self, max_bytes: int) -> bytes:
+        await trio.lowlevel.checkpoint()
+        self.reads += 1
+        return self.pieces.pop(0) if self.pieces else b""
+
+
+class _Pool:
+    def __init__(self) -> None:
+        self.closed = 0
+
+    async def aclose(self) -> None:
+        self.closed += 1
+
+
+def _chunked(datas: list[bytes], trailer: bytes = b"") -> bytes:
+    return b"".join(b"%x\r\n%s\r\n" % (len(d), d) for d in datas if d) + b"0\r\n" + trailer + b"\r\n"
+
+
+def _body(raw: bytes, cuts: list[int], head_extra: bytes = b"") -> tuple[_H11Body, h11.Connection, _Pieces]:
+    state = h11.Connection(h11.CLIENT)
+    state.send(h11.Request(method="POST", target="/", headers=[("Host", "x"), ("Content-Length", "0")]))
+    state.send(h11.EndOfMessage())
+    state.receive_data(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + head_extra)
+    assert type(state.next_event()) is h11.Response
+    points = sorted({c % (len(raw) + 1) for c in cuts} | {0, len(raw)})
+    pieces = [raw[a:b] for a, b in zip(points, points[1:], strict=False) if b > a]
+    stream = _Pieces(pieces)
+    connection = SimpleNamespace(_h11_state=state, _network_stream=SimpleNamespace(_stream=stream), READ_NUM_BYTES=65536)
+    return _H11Body(_Pool(), connection), state, stream
+
+
+async def _read_all(body: _H11Body) -> bytes:
+    return b"".join([chunk async for chunk in body])
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    datas=st.lists(st.binary(min_size=0, max_size=40), max_size=8),
+    cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=12),
+    head_split=st.integers(min_value=0, max_value=30),
+    trailer=st.sampled_from([b"", b"x-end: 1\r\n"]),
+)
+def test_body_matches_h11_on_any_split(datas: list[bytes], cuts: list[int], head_split: int, trailer: bytes) -> None:
+    raw = _chunked(datas, trailer)
+    # some body bytes may arrive with the head (h11 has them buffered when we start)
+    head_extra, rest = raw[:head_split], raw[head_split:]
+    body, state, _ = _body(rest, cuts, head_extra)
+    got = trio.run(_read_all, body)
+    assert got == b"".join(datas)
+    assert state.their_state is h11.DONE  # so the pool can reuse the connection
+
+
+def test_body_takes_over_after_the_first_boundary_and_batches_complete_chunks() -> None:
+    datas = [b"event: a\n\n", b"event: b\n\n", b"event: c\n\n"]
+    raw = _chunked(datas)
+    body, state, stream = _body(raw, [len(raw) - 5])  # all but the last 5 bytes in one read
+
+    async def main() -> list[bytes]:
+        return [chunk async for chunk in body]
+
+    chunks = trio.run(main)
+    assert chunks == [b"event: a\n\nevent: b\n\nevent: c\n\n"]  # three chunks, one read, one piece
+    assert body._own is False and state.their_state is h11.DONE
+    assert stream.reads == 2  # the two pieces; nothing is read after the end
+
+
+def test_cut_body_is_a_remote_protocol_error_and_leaves_h11_mid_body() -> None:
+    raw = _chunked([b"hello", b"world"])[:-7]
+    body, state, _ = _body(raw, [3, 9])
+    with pytest.raises(httpcore2.RemoteProtocolError, match="incomplete chunked read"):
+        trio.run(_read_all, body)
+    assert state.their_state is h11.SEND_BODY  # the pool will drop the connection
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (b"zz\r\nhello\r\n0\r\n\r\n", "illegal chunk header"),
+        (b"5\r\nhelloXX0\r\n\r\n", "malformed chunk footer"),
+        (b"f" * 2000, "chunk header too long"),
+    ],
+)
+def test_malformed_body_is_a_remote_protocol_error(raw: bytes, message: str) -> None:
+    body, _, _ = _body(raw, [])
+    with pytest.raises(httpcore2.RemoteProtocolError, match=message):
+        trio.run(_read_all, body)
+
+
+def test_aclose_closes_the_pool_stream_once() -> None:
+    body, _, _ = _body(_chunked([b"x"]), [])
+    pool: Any = body._pool_stream
+
+    async def main() -> None:
+        await body.aclose()
+        await body.aclose()
+
+    trio.run(main)
+    assert pool.closed == 1
