@@ -160,7 +160,9 @@ class _Validator:
                 earlier.append(name)
 
     def step(self, step: dict[str, Any], path: Path, earlier: list[str]) -> None:
-        batch = step.get("type") == "claude_batch"
+        kind = step.get("type")
+        batch = kind == "claude_batch"
+        self.required_work(step, kind, path)
         self.prompt(step.get("prompt"), (*path, "prompt"), earlier, batch=batch)
         self.handler_refs(step, path)
         self.templates(step.get("output_to_file"), (*path, "output_to_file"), earlier)
@@ -226,6 +228,35 @@ class _Validator:
                     f"unknown provider {provider!r}; expected one of {', '.join(BUILTIN_PROVIDER_NAMES)} "
                     f"or a dotted path{did_you_mean(provider, BUILTIN_PROVIDER_NAMES)}",
                 )
+
+    def required_work(self, step: dict[str, Any], kind: Any, path: Path) -> None:
+        """A model step must say what to ask: a prompt, batch tasks or items, parallel tasks."""
+        if isinstance(kind, str) and kind in _NEEDS_PROMPT and step.get("prompt") in (None, "", []):
+            article = "an" if kind == "llm" else "a"
+            self.add(
+                (*path, "prompt"),
+                f"{article} {kind} step needs a prompt (a string or a list of parts)",
+            )
+        elif kind == "claude_batch" and not step.get("tasks"):
+            if not step.get("items"):
+                self.add(
+                    (*path, "tasks"),
+                    "a claude_batch step needs `tasks`, or `items` with a `prompt`",
+                )
+            elif step.get("prompt") in (None, "", []):
+                self.add(
+                    (*path, "prompt"), "a claude_batch step with `items` needs a prompt template"
+                )
+        elif kind == "parallel_claude" and not step.get("parallel_tasks"):
+            self.add(
+                (*path, "parallel_tasks"), "a parallel_claude step needs at least one parallel task"
+            )
+
+
+#: Step types that call the model with the step's own prompt.
+_NEEDS_PROMPT = frozenset(
+    {"claude", "claude_smart", "claude_session", "claude_extract", "claude_robust", "llm"}
+)
 
 
 def validate_data(data: Any, locator: Locator, base_dirs: list[str] | None) -> list[SpecIssue]:

@@ -12,9 +12,14 @@ import yaml
 from sluiceway._cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
-GOOD = "name: ok\nsteps:\n  - name: a\n    type: claude\n    stream_handler: simple\n"
-BAD = "name: bad\nsteps:\n  - name: a\n    type: claude\n    stream_buffer_size: -5\n  - name: a\n    type: claude\n"
-LEGACY = "name: old\nsteps:\n  - name: a  # keep me\n    type: claude\n    async_stream: true\n"
+GOOD = (
+    "name: ok\nsteps:\n  - name: a\n    type: claude\n    stream_handler: simple\n    prompt: hi\n"
+)
+BAD = (
+    "name: bad\nsteps:\n  - name: a\n    type: claude\n    stream_buffer_size: -5\n    prompt: hi\n"
+    "  - name: a\n    type: claude\n    prompt: hi\n"
+)
+LEGACY = "name: old\nsteps:\n  - name: a  # keep me\n    type: claude\n    async_stream: true\n    prompt: hi\n"
 
 
 def _file(tmp_path: Path, name: str, text: str) -> Path:
@@ -41,7 +46,7 @@ def test_validate_reports_every_issue_as_lines_and_exits_2(
     assert out == f"{good}: ok\n"
     assert err.splitlines() == [
         f"{bad}:5:25: steps[0].stream_buffer_size: expected a positive integer, got -5",
-        f"{bad}:6:11: steps[1].name: duplicate step name 'a' (first used by steps[0] at line 3)",
+        f"{bad}:7:11: steps[1].name: duplicate step name 'a' (first used by steps[0] at line 3)",
     ]
 
 
@@ -96,7 +101,10 @@ def test_migrate_prints_canonical_form(tmp_path: Path, capsys: pytest.CaptureFix
     old = _file(tmp_path, "old.yaml", LEGACY)
     assert main(["migrate", str(old)]) == 0
     out, err = capsys.readouterr()
-    assert out == "name: old\nsteps:\n  - name: a  # keep me\n    type: claude\n    stream: true\n"
+    assert (
+        out
+        == "name: old\nsteps:\n  - name: a  # keep me\n    type: claude\n    stream: true\n    prompt: hi\n"
+    )
     assert old.read_text() == LEGACY
     assert not (tmp_path / "old.yaml.bak").exists()
 
@@ -107,7 +115,7 @@ def test_migrate_write(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert (tmp_path / "old.yaml.bak").read_text() == LEGACY
     assert (
         old.read_text()
-        == "name: old\nsteps:\n  - name: a  # keep me\n    type: claude\n    stream: true\n"
+        == "name: old\nsteps:\n  - name: a  # keep me\n    type: claude\n    stream: true\n    prompt: hi\n"
     )
     assert "rewritten" in capsys.readouterr().err
     assert main(["validate", str(old)]) == 0

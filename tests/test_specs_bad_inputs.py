@@ -156,7 +156,7 @@ CASES: list[tuple[str, str | bytes, list[tuple[int | None, int | None, str, str]
     ),
     (
         "template_later_step",
-        "name: x\nsteps:\n  - name: a\n    type: claude\n    prompt: 'Use {{steps.b.text}}'\n  - name: b\n    type: claude\n",
+        "name: x\nsteps:\n  - name: a\n    type: claude\n    prompt: 'Use {{steps.b.text}}'\n  - name: b\n    type: claude\n    prompt: hi\n",
         [(5, 13, "steps[0].prompt", "refers to step 'b', which runs at or after this one")],
     ),
     (
@@ -228,7 +228,7 @@ CASES: list[tuple[str, str | bytes, list[tuple[int | None, int | None, str, str]
     ),
     (
         "id_and_name",
-        "name: x\nsteps:\n  - name: a\n    id: b\n    type: claude\n",
+        "name: x\nsteps:\n  - name: a\n    id: b\n    type: claude\n    prompt: hi\n",
         [(4, 5, "steps[0].id", "`id` is an alias of `name`; set only one of them")],
     ),
     (
@@ -238,7 +238,7 @@ CASES: list[tuple[str, str | bytes, list[tuple[int | None, int | None, str, str]
     ),
     (
         "error_inside_workflow_wrapper",
-        "workflow:\n  name: x\n  steps:\n    - name: a\n      type: claude\n      stream_buffer_size: 0\n",
+        "workflow:\n  name: x\n  steps:\n    - name: a\n      type: claude\n      stream_buffer_size: 0\n      prompt: hi\n",
         [(6, 27, "steps[0].stream_buffer_size", "expected a positive integer, got 0")],
     ),
     (
@@ -284,8 +284,55 @@ CASES: list[tuple[str, str | bytes, list[tuple[int | None, int | None, str, str]
     ),
     (
         "llm_unknown_provider",
-        "name: x\nsteps:\n  - name: a\n    type: llm\n    provider: openai\n",
+        "name: x\nsteps:\n  - name: a\n    type: llm\n    provider: openai\n    prompt: hi\n",
         [(5, 15, "steps[0].provider", "unknown provider 'openai'")],
+    ),
+    (
+        "claude_without_prompt",
+        "name: x\nsteps:\n  - name: a\n    type: claude\n    stream_handler: simple\n",
+        [(3, 5, "steps[0].prompt", "a claude step needs a prompt (a string or a list of parts)")],
+    ),
+    (
+        "llm_with_empty_prompt",
+        "name: x\nsteps:\n  - name: a\n    type: llm\n    provider: mock\n    prompt: ''\n",
+        [(6, 13, "steps[0].prompt", "an llm step needs a prompt")],
+    ),
+    (
+        "claude_smart_with_empty_part_list",
+        "name: x\nsteps:\n  - name: a\n    type: claude_smart\n    prompt: []\n",
+        [(5, 13, "steps[0].prompt", "a claude_smart step needs a prompt")],
+    ),
+    (
+        "batch_without_tasks_or_items",
+        "name: x\nsteps:\n  - name: b\n    type: claude_batch\n    batch_config: {max_parallel: 2}\n",
+        [(3, 5, "steps[0].tasks", "a claude_batch step needs `tasks`, or `items` with a `prompt`")],
+    ),
+    (
+        "batch_with_empty_tasks_and_items",
+        "name: x\nsteps:\n  - name: b\n    type: claude_batch\n    tasks: []\n    items: []\n",
+        [(5, 12, "steps[0].tasks", "a claude_batch step needs `tasks`, or `items`")],
+    ),
+    (
+        "batch_items_without_prompt",
+        "name: x\nsteps:\n  - name: b\n    type: claude_batch\n    items: [1, 2]\n",
+        [(3, 5, "steps[0].prompt", "a claude_batch step with `items` needs a prompt template")],
+    ),
+    (
+        "parallel_without_tasks",
+        "name: x\nsteps:\n  - name: p\n    type: parallel_claude\n    fail_fast: false\n",
+        [
+            (
+                3,
+                5,
+                "steps[0].parallel_tasks",
+                "a parallel_claude step needs at least one parallel task",
+            )
+        ],
+    ),
+    (
+        "parallel_with_empty_task_list",
+        "name: x\nsteps:\n  - name: p\n    type: parallel_claude\n    parallel_tasks: []\n",
+        [(5, 21, "steps[0].parallel_tasks", "needs at least one parallel task")],
     ),
 ]
 
@@ -338,8 +385,10 @@ def test_all_issues_are_reported_at_once(tmp_path: Path) -> None:
             type: claude
             stream_buffer_size: -1
             stream_handler: consol
+            prompt: hi
           - name: b
             type: claude
+            prompt: hi
         """
     )
     with pytest.raises(SpecError) as info:
@@ -348,7 +397,7 @@ def test_all_issues_are_reported_at_once(tmp_path: Path) -> None:
         (4, "steps[0].type"),
         (7, "steps[1].stream_buffer_size"),
         (8, "steps[1].stream_handler"),
-        (9, "steps[2].name"),
+        (10, "steps[2].name"),
     ]
     assert str(info.value).count("\n") == 3
 
@@ -372,7 +421,7 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_defaults_options_do_not_apply_under_another_handler(tmp_path: Path) -> None:
     text = (
         "name: x\ndefaults:\n  stream_handler: file\n  stream_handler_opts: {file_path: a.log}\n"
-        "steps:\n  - {name: a, type: claude, stream_handler: simple}\n"
+        "steps:\n  - {name: a, type: claude, prompt: hi, stream_handler: simple}\n"
     )
     spec = sluiceway.load(_write(tmp_path, text))
     assert spec.steps[0].stream_handler == "simple"

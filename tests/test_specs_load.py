@@ -100,7 +100,7 @@ def test_workflow_wrapper_equals_top_level() -> None:
 
 def test_source_is_set_on_load_and_not_part_of_equality(tmp_path: Path) -> None:
     path = tmp_path / "p.yaml"
-    path.write_text("name: p\nsteps:\n  - {name: a, type: claude}\n")
+    path.write_text("name: p\nsteps:\n  - {name: a, type: claude, prompt: hi}\n")
     spec = load(path)
     assert spec.source == str(path)
     assert spec == loads(path.read_text())
@@ -117,22 +117,22 @@ def test_to_yaml_round_trips_every_step_type() -> None:
               pricing: {m: {input: 1, output: 2}}
             steps:
               - {name: a, type: claude, prompt: hi}
-              - {name: b, type: claude_smart, preset: analysis}
-              - {name: c, type: claude_session, session_config: {session_name: s, persist: true}}
-              - {name: d, type: claude_extract, extraction_config: {format: json, schema: {type: object}}}
+              - {name: b, type: claude_smart, prompt: hi, preset: analysis}
+              - {name: c, type: claude_session, prompt: hi, session_config: {session_name: s, persist: true}}
+              - {name: d, type: claude_extract, prompt: hi, extraction_config: {format: json, schema: {type: object}}}
               - name: e
                 type: claude_batch
                 prompt: "Do {{item}} ({{index}})"
                 items: [1, two, {three: 3}]
                 tasks: [{prompt: x, name: t}]
                 batch_config: {max_parallel: 2, timeout_per_task: 1.5}
-              - {name: f, type: claude_robust, retry_config: {max_retries: 1, retry_on: [overloaded]}}
+              - {name: f, type: claude_robust, prompt: hi, retry_config: {max_retries: 1, retry_on: [overloaded]}}
               - name: g
                 type: parallel_claude
                 parallel_tasks:
                   - {id: one, prompt: "1"}
                   - {id: two, prompt: [{type: static, content: "2"}], claude_options: {max_turns: 1}}
-              - {name: h, type: llm, provider: mock, condition: "steps.a.text contains 'x'"}
+              - {name: h, type: llm, provider: mock, prompt: hi, condition: "steps.a.text contains 'x'"}
               - {name: i, type: python, callable: "pkg.mod:fn", input_stream: h, args: {k: [1, 2]}}
             """
         )
@@ -175,7 +175,9 @@ def test_python_built_spec_dumps_and_loads() -> None:
 
 def test_facade_exports_load_and_loads(tmp_path: Path) -> None:
     path = tmp_path / "p.yaml"
-    path.write_text("name: p\nsteps:\n  - {name: a, type: claude, stream_handler: simple}\n")
+    path.write_text(
+        "name: p\nsteps:\n  - {name: a, type: claude, prompt: hi, stream_handler: simple}\n"
+    )
     assert sluiceway.load(path) == sluiceway.loads(path.read_text())
 
 
@@ -192,10 +194,12 @@ def test_legacy_forms_warn_once_each_and_normalize() -> None:
               stream_buffer_size: 7
               stream_handler_opts: {append: true}
               max_turns: 2
+            prompt: hi
           - id: b
             type: llm
             async_stream: false
             async_handler: [Pipeline.AsyncStreaming.ConsoleHandler, Pipeline.Streaming.SimpleHandler]
+            prompt: hi
         """
     )
     with pytest.warns(SluicewayDeprecationWarning) as record:
@@ -207,10 +211,10 @@ def test_legacy_forms_warn_once_each_and_normalize() -> None:
         "<string>:8:7: steps[0].claude_options.stream_buffer_size is deprecated; use steps[0].stream_buffer_size (`sluiceway migrate` rewrites it)",
         "<string>:9:7: steps[0].claude_options.stream_handler_opts is deprecated; use steps[0].stream_handler_opts (`sluiceway migrate` rewrites it)",
         "<string>:7:7: steps[0].stream_handler: handler name 'Pipeline.Streaming.Handlers.FileHandler' is deprecated; use 'file' (`sluiceway migrate` rewrites it)",
-        "<string>:13:5: steps[1].async_stream is deprecated; use steps[1].stream (`sluiceway migrate` rewrites it)",
-        "<string>:14:5: steps[1].async_handler is deprecated; use steps[1].stream_handler (`sluiceway migrate` rewrites it)",
-        "<string>:14:21: steps[1].stream_handler[0]: handler name 'Pipeline.AsyncStreaming.ConsoleHandler' is deprecated; use 'console' (`sluiceway migrate` rewrites it)",
-        "<string>:14:61: steps[1].stream_handler[1]: handler name 'Pipeline.Streaming.SimpleHandler' is deprecated; use 'simple' (`sluiceway migrate` rewrites it)",
+        "<string>:14:5: steps[1].async_stream is deprecated; use steps[1].stream (`sluiceway migrate` rewrites it)",
+        "<string>:15:5: steps[1].async_handler is deprecated; use steps[1].stream_handler (`sluiceway migrate` rewrites it)",
+        "<string>:15:21: steps[1].stream_handler[0]: handler name 'Pipeline.AsyncStreaming.ConsoleHandler' is deprecated; use 'console' (`sluiceway migrate` rewrites it)",
+        "<string>:15:61: steps[1].stream_handler[1]: handler name 'Pipeline.Streaming.SimpleHandler' is deprecated; use 'simple' (`sluiceway migrate` rewrites it)",
     ]
     assert all("\n" not in m for m in messages)
     a, b = spec.steps
@@ -225,7 +229,7 @@ def test_legacy_forms_warn_once_each_and_normalize() -> None:
 
 
 def test_equal_old_and_new_forms_are_not_a_conflict() -> None:
-    text = "name: x\nsteps:\n  - {name: a, type: claude, stream: true, async_stream: true, stream_handler: console, async_handler: Pipeline.AsyncStreaming.ConsoleHandler}\n"
+    text = "name: x\nsteps:\n  - {name: a, type: claude, prompt: hi, stream: true, async_stream: true, stream_handler: console, async_handler: Pipeline.AsyncStreaming.ConsoleHandler}\n"
     with pytest.warns(SluicewayDeprecationWarning):
         spec = loads(text)
     assert (spec.steps[0].stream, spec.steps[0].stream_handler) == (True, "console")
@@ -235,7 +239,7 @@ def test_canonical_spec_loads_without_warnings() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         loads(
-            "name: x\nsteps:\n  - {name: a, type: claude, stream: true, stream_handler: simple}\n"
+            "name: x\nsteps:\n  - {name: a, type: claude, prompt: hi, stream: true, stream_handler: simple}\n"
         )
 
 

@@ -105,7 +105,9 @@ handler_refs = (
 )
 
 
-def prompts(earlier: list[str], batch: bool = False) -> st.SearchStrategy[Any]:
+def prompts(
+    earlier: list[str], batch: bool = False, required: bool = False
+) -> st.SearchStrategy[Any]:
     parts = st.builds(StaticPart, content=texts) | st.builds(
         FilePart, path=names.map(lambda n: f"prompts/{n}.md")
     )
@@ -118,7 +120,18 @@ def prompts(earlier: list[str], batch: bool = False) -> st.SearchStrategy[Any]:
         text = texts | st.just("At {{timestamp}} in {{execution_id}}, {{vars.x}}")
     if batch:
         text |= st.just("Item {{index}}: {{item}}")
-    return opt() | text | st.lists(parts, min_size=1, max_size=3).map(tuple)
+    some = text.filter(bool) | st.lists(parts, min_size=1, max_size=3).map(tuple)
+    return some if required else opt() | some
+
+
+NEEDS_PROMPT = {
+    "claude",
+    "claude_smart",
+    "claude_session",
+    "claude_extract",
+    "claude_robust",
+    "llm",
+}
 
 
 @st.composite
@@ -140,7 +153,9 @@ def steps_for(draw: st.DrawFn, name: str, earlier: list[str]) -> Any:
     )
     common = {
         "name": name,
-        "prompt": draw(prompts(earlier, batch=kind == "claude_batch")),
+        "prompt": draw(
+            prompts(earlier, batch=kind == "claude_batch", required=kind in NEEDS_PROMPT)
+        ),
         "claude_options": draw(claude_options),
         "stream": draw(st.booleans()),
         "stream_handler": draw(handler_refs),
@@ -185,9 +200,9 @@ def steps_for(draw: st.DrawFn, name: str, earlier: list[str]) -> Any:
             **common,
             batch_config=draw(st.builds(BatchConfig, max_parallel=st.integers(1, 8))),
             tasks=draw(
-                st.lists(st.builds(BatchTask, prompt=texts, name=opt() | names), max_size=2).map(
-                    tuple
-                )
+                st.lists(
+                    st.builds(BatchTask, prompt=texts, name=opt() | names), min_size=1, max_size=2
+                ).map(tuple)
             ),
             items=draw(st.lists(json_values, max_size=3).map(tuple)),
         )

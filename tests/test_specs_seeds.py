@@ -89,7 +89,7 @@ def test_seed_streaming_options_are_kept() -> None:
 
 
 def test_migrate_keeps_inline_comments_next_to_the_moved_key() -> None:
-    text = "name: x  # top\nsteps:\n  - name: a\n    type: claude\n    claude_options:\n      max_turns: 2\n      async_streaming: true  # turn it on\n"
+    text = "name: x  # top\nsteps:\n  - name: a\n    type: claude\n    prompt: hi\n    claude_options:\n      max_turns: 2\n      async_streaming: true  # turn it on\n"
     with pytest.warns(SluicewayDeprecationWarning):
         before = sluiceway.specs.loads(text)
     out = migrate(text)
@@ -100,7 +100,9 @@ def test_migrate_keeps_inline_comments_next_to_the_moved_key() -> None:
 
 def test_migrate_write_keeps_backup(tmp_path: Path) -> None:
     path = tmp_path / "p.yaml"
-    original = "name: p\nsteps:\n  - id: a\n    type: claude\n    async_stream: true\n"
+    original = (
+        "name: p\nsteps:\n  - id: a\n    type: claude\n    prompt: hi\n    async_stream: true\n"
+    )
     path.write_text(original)
     new = migrate_file(path, write=True)
     assert (tmp_path / "p.yaml.bak").read_text() == original
@@ -136,17 +138,46 @@ def test_examples_cover_each_generation() -> None:
 
 def test_migrate_keeps_key_order_and_the_comment_of_an_emptied_claude_options() -> None:
     text = (
-        "name: x\nsteps:\n  - id: b   # the b step\n    type: claude\n    claude_options:   # opts\n"
+        "name: x\nsteps:\n  - id: b   # the b step\n    type: claude\n    prompt: hi\n    claude_options:   # opts\n"
         "      stream_handler_opts:\n        file_path: x.log\n"
         "      stream_handler: Pipeline.Streaming.Handlers.FileHandler\n    # trailing comment\n"
-        "  - name: c\n    type: claude\n"
+        "  - name: c\n    type: claude\n    prompt: hi\n"
     )
     with pytest.warns(SluicewayDeprecationWarning):
         before = sluiceway.specs.loads(text)
     out = migrate(text)
     assert out == (
-        "name: x\nsteps:\n  - name: b # the b step\n    type: claude\n    stream_handler_opts: # opts\n"
+        "name: x\nsteps:\n  - name: b # the b step\n    type: claude\n    prompt: hi\n    stream_handler_opts: # opts\n"
         "      file_path: x.log\n    stream_handler: file\n    # trailing comment\n"
-        "  - name: c\n    type: claude\n"
+        "  - name: c\n    type: claude\n    prompt: hi\n"
     )
     assert sluiceway.specs.loads(out) == before
+
+
+@pytest.mark.parametrize(
+    ("stem", "kind"),
+    [
+        ("s001_pattern1_development", "claude_smart"),
+        ("s001_pattern2_production", "claude"),
+        ("s002_before", "llm"),
+        ("s002_after", "llm"),
+    ],
+)
+def test_the_guides_snippet_without_our_prompt_fails_at_load_with_one_located_issue(
+    stem: str, kind: str
+) -> None:
+    # The seed guides show these steps without a prompt; the seed files add one line. As written
+    # in the guide, the only problem is the missing prompt, reported at the step.
+    lines = (ROOT / "tests/data/seeds" / f"{stem}.yaml").read_text().splitlines(keepends=True)
+    (added,) = [i for i, line in enumerate(lines) if line.lstrip().startswith("prompt:")]
+    as_written = "".join(lines[:added] + lines[added + 1 :])
+    step_line = next(
+        n for n, line in enumerate(lines, 1) if line.lstrip().startswith(("- name:", "- id:"))
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SluicewayDeprecationWarning)
+        with pytest.raises(sluiceway.SpecError) as info:
+            sluiceway.loads(as_written)
+    (issue,) = info.value.issues
+    assert (issue.line, issue.path) == (step_line, "steps[0].prompt")
+    assert f"{kind} step needs a prompt" in issue.message
