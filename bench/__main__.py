@@ -54,6 +54,7 @@ FULL: dict[str, Any] = {
     "streams": 1000,
     "rate": 20,
     "seconds": 15.0,
+    "ramp": 1.0,
     "bp_deltas": 1_000_000,
     "hop_events": 100_000,
 }
@@ -63,7 +64,8 @@ QUICK: dict[str, Any] = {
     "ttft_reps": 3,
     "streams": 10,
     "rate": 20,
-    "seconds": 0.5,
+    "seconds": 0.3,
+    "ramp": 0.05,
     "bp_deltas": 3_000,
     "hop_events": 2_000,
 }
@@ -89,16 +91,18 @@ class Server:
             raise RuntimeError("the fake API server did not start")
         self.port = int(line)
         self.url = f"http://127.0.0.1:{self.port}"
-        self.report: dict[str, Any] = {}
 
-    def stop(self) -> dict[str, Any]:
-        """Stop the server; return its CPU seconds and counters."""
+    def report(self) -> dict[str, Any]:
+        """The server's CPU seconds so far (``cpu_s``) and its counters (``stats``)."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write("\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())  # type: ignore[no-any-return]
+
+    def stop(self) -> None:
+        """Stop the server (closes its stdin) and wait for it."""
         if self.proc.poll() is None:
-            out, _ = self.proc.communicate("", timeout=30)
-            for line in out.splitlines():
-                if line.startswith("{"):
-                    self.report = json.loads(line)
-        return self.report
+            self.proc.communicate("", timeout=30)
 
     def __enter__(self) -> Server:
         return self
@@ -108,6 +112,7 @@ class Server:
             self.stop()
         except Exception:
             self.proc.kill()
+            self.proc.wait()
 
 
 # -- helpers ------------------------------------------------------------------------
@@ -329,7 +334,7 @@ class LagRecorder:
         pass
 
 
-def child_concurrency(url: str, streams: int, rate: int, seconds: float) -> dict[str, Any]:
+def child_concurrency(url: str, streams: int, rate: int, seconds: float, ramp: float = 1.0) -> dict[str, Any]:
     import random
 
     from sluiceway.engine import HandlerConsumer, RunContext, stream_step
@@ -352,7 +357,7 @@ def child_concurrency(url: str, streams: int, rate: int, seconds: float) -> dict
         rng = random.Random(6)
 
         async def one(i: int) -> None:
-            await trio.sleep(rng.random() * _RAMP)  # arrivals spread over the ramp
+            await trio.sleep(rng.random() * ramp)  # arrivals spread over the ramp
             try:
                 await stream_step(
                     run=run, path=f"s[{i}]", provider=provider, request=_request(model),
@@ -378,8 +383,8 @@ def child_concurrency(url: str, streams: int, rate: int, seconds: float) -> dict
     buckets: dict[int, list[float]] = {}
     for sent, lag in zip(stamps, lags, strict=True):
         buckets.setdefault(int(sent - t0), []).append(lag)
-    timeline = {str(k): round(_pct(sorted(v), 0.99) * 1e3, 1) for k, v in sorted(buckets.items())}
-    steady = sorted(lag for sent, lag in zip(stamps, lags, strict=True) if sent - t0 >= _RAMP + 1.0)
+    timeline = {str(k): round(sorted(v)[min(len(v) - 1, int(0.99 * len(v)))] * 1e3, 1) for k, v in sorted(buckets.items())}
+    steady = sorted(lag for sent, lag in zip(stamps, lags, strict=True) if sent - t0 >= ramp + 1.0)
     ordered = sorted(lags)
     n = len(ordered)
     out.update(
@@ -391,14 +396,14 @@ def child_concurrency(url: str, streams: int, rate: int, seconds: float) -> dict
         failures=len(failures),
         failure_sample=failures[:3],
         lag_ms={
-            "p50": _pct(ordered, 0.50) * 1e3,
-            "p99": _pct(ordered, 0.99) * 1e3,
+            "p50": _ms(_pct(ordered, 0.50)),
+            "p99": _ms(_pct(ordered, 0.99)),
             "max": ordered[-1] * 1e3 if n else None,
         },
         steady_lag_ms={
-            "from_s": _RAMP + 1.0,
-            "p50": _pct(steady, 0.50) * 1e3,
-            "p99": _pct(steady, 0.99) * 1e3,
+            "from_s": ramp + 1.0,
+            "p50": _ms(_pct(steady, 0.50)),
+            "p99": _ms(_pct(steady, 0.99)),
             "events": len(steady),
         },
         p99_lag_ms_by_second=timeline,
@@ -410,14 +415,14 @@ def child_concurrency(url: str, streams: int, rate: int, seconds: float) -> dict
     return out
 
 
-#: Seconds over which the concurrent streams start (uniformly at random).
-_RAMP = 1.0
-
-
-def _pct(ordered: Sequence[float], q: float) -> float:
+def _pct(ordered: Sequence[float], q: float) -> float | None:
     if not ordered:
-        return float("nan")
+        return None
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1e3
 
 
 def _cpu() -> float:
@@ -620,13 +625,21 @@ def _hops(sizes: dict[str, Any]) -> dict[str, Any]:
 # -- orchestration -----------------------------------------------------------------------
 
 
-def _child(args: list[str], timeout: float = 240) -> dict[str, Any]:
-    proc = subprocess.run(
-        [PY, "-m", "bench", "--child", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+def _start_child(args: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [PY, "-m", "bench", "--child", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
+
+
+def _finish_child(proc: subprocess.Popen[str], timeout: float = 240) -> dict[str, Any]:
+    out, err = proc.communicate(timeout=timeout)
     if proc.returncode != 0:
-        raise RuntimeError(f"bench child {args} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+        raise RuntimeError(f"bench child {proc.args} failed:\n{err[-3000:]}")
+    return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def _child(args: list[str], timeout: float = 240) -> dict[str, Any]:
+    return _finish_child(_start_child(args), timeout)
 
 
 def _machine() -> dict[str, Any]:
@@ -750,7 +763,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         kind, *rest = args.child
         if kind == "concurrency":
-            out = child_concurrency(rest[0], int(rest[1]), int(rest[2]), float(rest[3]))
+            out = child_concurrency(rest[0], int(rest[1]), int(rest[2]), float(rest[3]), float(rest[4]))
         elif kind == "backpressure":
             out = child_backpressure(rest[0], int(rest[1]))
         else:
@@ -770,26 +783,30 @@ def main(argv: list[str] | None = None) -> int:
     print(f"sluiceway bench ({'quick' if args.quick else 'full'}) on {results['machine']['cpu']}, "
           f"{results['machine']['cores']} cores", flush=True)
     only = set(args.only or SECTIONS)
-    if "throughput" in only:
-        with Server() as server:
+    backpressure = None
+    if "backpressure" in only:  # virtual time, own processes: runs alongside throughput's warm-up
+        backpressure = {
+            p: _start_child(["backpressure", p, str(sizes["bp_deltas"])]) for p in ("block", "coalesce")
+        }
+        print("4. memory under backpressure (in two child processes) ...", flush=True)
+    with Server() as server:
+        if backpressure is not None:
+            results["backpressure"] = {p: _finish_child(proc) for p, proc in backpressure.items()}
+        if "throughput" in only:
             print("1-2. throughput and time to first token ...", flush=True)
             results["throughput"] = trio.run(_throughput_and_ttft, server.url, sizes)
-    if "concurrency" in only:
-        with Server() as server:
+        if "concurrency" in only:
             print(f"3. {sizes['streams']} concurrent streams for {sizes['seconds']} s ...", flush=True)
+            before = server.report()
             conc = _child(
-                ["concurrency", server.url, str(sizes["streams"]), str(sizes["rate"]), str(sizes["seconds"])]
+                ["concurrency", server.url, str(sizes["streams"]), str(sizes["rate"]), str(sizes["seconds"]),
+                 str(sizes["ramp"])]
             )
-            report = server.stop()
-        conc["server_cpu_s"] = report.get("cpu_s")
-        if conc["events"] and report.get("cpu_s") is not None:
-            conc["server_cpu_s_per_1000_events"] = report["cpu_s"] / conc["events"] * 1000
-        results["concurrency"] = conc
-    if "backpressure" in only:
-        print("4. memory under backpressure ...", flush=True)
-        results["backpressure"] = {
-            p: _child(["backpressure", p, str(sizes["bp_deltas"])]) for p in ("block", "coalesce")
-        }
+            server_cpu = server.report()["cpu_s"] - before["cpu_s"]
+            conc["server_cpu_s"] = server_cpu
+            if conc["events"]:
+                conc["server_cpu_s_per_1000_events"] = server_cpu / conc["events"] * 1000
+            results["concurrency"] = conc
     if "hop" in only:
         print("5. hop cost ...", flush=True)
         results["hop"] = _hops(sizes)

@@ -1,8 +1,9 @@
 """The fake Messages API in its own process, for the benchmarks.
 
-``python bench/_server.py`` prints the port on the first line of stdout, serves
-until its stdin closes, then prints its own CPU seconds (user + system) as JSON
-and exits. Its CPU therefore never counts against the client being measured.
+``python bench/_server.py`` prints the port on the first line of stdout, then
+for each line read on stdin prints its own CPU seconds so far (user + system)
+and its counters as one JSON line; it stops when its stdin closes. Its CPU
+therefore never counts against the client being measured.
 
 One addition to ``sluiceway.testing.fake_api``: the scenario parameter
 ``stamp=1`` (with ``deltas`` and ``delay_ms``) streams a ``text`` message whose
@@ -155,11 +156,10 @@ def main() -> None:
     api = _bench_api()
     port = api.start()
     print(port, flush=True)
-    sys.stdin.read()  # until the parent closes our stdin
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    stats = api.stats()
+    for _ in sys.stdin:  # a report per line, until the parent closes our stdin
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        print(json.dumps({"cpu_s": usage.ru_utime + usage.ru_stime, "stats": api.stats()}), flush=True)
     api.stop()
-    print(json.dumps({"cpu_s": usage.ru_utime + usage.ru_stime, "stats": stats}), flush=True)
 
 
 if __name__ == "__main__":

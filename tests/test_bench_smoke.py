@@ -1,0 +1,65 @@
+"""``python -m bench --quick`` runs end to end: the table and results.json keep their shape.
+
+Tiny sizes; nothing here asserts timing (the figures of a quick run mean nothing).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+ROWS = (
+    "(a) SDK `create(stream=True)` loop",
+    "(b) SDK `messages.stream()` helper",
+    "(c) sluiceway end to end (buffer + no-op)",
+    "(d) raw HTTP + SSE split + json.loads",
+    "(c)/(a)",
+    "(c)/(b), (c)/(d)",
+    "TTFT added, (c) - (a), median",
+    "10 streams x 20/s, lag p50 / p99 (all deltas)",
+    "... sent from 1 s on (after the start-up ramp)",
+    "10 streams: client CPU per 1,000 events",
+    "10 streams: peak RSS",
+    "backpressure 3,000 deltas, block: peak RSS growth beyond the text",
+    "backpressure 3,000 deltas, coalesce: peak RSS growth beyond the text",
+    "hop: tee -> N actors, N = 1 / 2 / 4",
+)
+
+
+def test_quick_bench_prints_the_table_and_writes_results(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    start = lines.index("| Measure | Result | Target |")
+    table = lines[start : start + 2 + len(ROWS)]
+    assert table[1] == "|---|---|---|"
+    assert [row.split(" | ")[0].removeprefix("| ") for row in table[2:]] == list(ROWS)
+    assert all(row.count(" | ") == 2 and row.endswith("|") for row in table[2:])
+
+    results = json.loads(out.read_text())
+    assert results["quick"] is True and results["command"] == "python -m bench --quick"
+    assert set(results["machine"]) >= {"cpu", "cores", "python", "trio", "anthropic", "httpx2"}
+    assert results["machine"]["cores"] >= 1
+    assert results["table"].splitlines() == table
+    t = results["throughput"]
+    assert t["deltas"] == 300 and set(t["events_per_s"]) == {"a", "b", "c", "d"}
+    assert all(len(v) == 1 and v[0] > 0 for v in t["events_per_s_all"].values())
+    assert t["ratio_c_a"] == t["events_per_s"]["c"] / t["events_per_s"]["a"]
+    assert t["ttft_ms"]["reps"] == 3
+    c = results["concurrency"]
+    assert c["streams"] == 10 and c["failures"] == 0
+    assert c["events"] == c["expected_events"] == 10 * 6  # every paced delta reached the handler
+    assert c["server_cpu_s"] > 0 and c["peak_rss_mb"] > 0
+    for policy in ("block", "coalesce"):
+        b = results["backpressure"][policy]
+        assert b["policy"] == policy and b["delta_count"] == 3000
+        assert b["text_bytes"] == sum(len(f"tok{i} ") for i in range(3000))  # the whole text came through
+    assert set(results["hop"]["us_per_event"]) == {"1", "2", "4"}
