@@ -16,7 +16,7 @@ import trio
 
 from sluiceway._errors import HandlerError
 
-from ._events import TERMINAL_EVENTS, Cancelled, Done, Event
+from ._events import TERMINAL_EVENTS, Cancelled, Done, Event, StepStarted
 from ._tee import Outlet
 
 __all__ = ("HANDLER_CLOSE_TIMEOUT", "TERMINAL_DELIVERY_TIMEOUT", "HandlerWarning", "handler_actor")
@@ -171,27 +171,49 @@ async def _after_cancel(receive_events: trio.MemoryReceiveChannel[Event], held: 
     batch was lost, a ``Done`` becomes a ``Cancelled`` carrying its response as
     ``partial``: the handler's view is incomplete, so it must not read as a
     complete success.
+
+    A composite step's stream (``stream_group``) also holds its sub-steps'
+    events: whenever events are dropped, each sub-step's ``StepStarted`` and
+    terminal event in flight are still delivered, in order, before the step's
+    own terminal, so every sub-step the handler saw start also ends; a
+    sub-step's ``Done`` whose other events were dropped becomes ``Cancelled``
+    with its response as ``partial``, as above.
     """
     lost = held.busy  # interrupted inside the handler: the event it was on may be half handled
     unseen = held.batch[held.next :] if lost else []
-    if lost and held.next and isinstance(held.batch[held.next - 1], TERMINAL_EVENTS):
-        return []  # it already has its terminal event
     rest: list[Event] = [*unseen, *[event async for event in receive_events]]
     if not rest or not isinstance(rest[-1], TERMINAL_EVENTS):
-        return []
+        return []  # (when the event it was on is its terminal, it already has it)
     terminal = rest[-1]
-    if isinstance(terminal, Cancelled):
-        return [terminal]
-    if not lost:
+    if not lost and not isinstance(terminal, Cancelled):
         return rest
-    if isinstance(terminal, Done):
-        return [
-            Cancelled(
-                run_id=terminal.run_id, step=terminal.step, attempt=terminal.attempt, seq=terminal.seq,
-                at=terminal.at, partial=terminal.response,
-            )
-        ]
-    return [terminal]
+    dropped: set[str] = set()  # steps some of whose events the handler will not see
+    if lost and held.next:
+        dropped.add(held.batch[held.next - 1].step)
+    ended = {event.step for event in rest if isinstance(event, TERMINAL_EVENTS)}
+    kept: list[Event] = []
+    for event in rest[:-1]:
+        if event.step == terminal.step:
+            continue  # the step's own events in flight: dropped
+        if isinstance(event, TERMINAL_EVENTS):
+            kept.append(_as_seen(event, event.step in dropped))
+        elif isinstance(event, StepStarted) and event.step in ended:
+            kept.append(event)
+        else:
+            dropped.add(event.step)
+    if isinstance(terminal, Done) and lost:
+        terminal = _as_seen(terminal, True)
+    return [*kept, terminal]
+
+
+def _as_seen(terminal: Event, incomplete: bool) -> Event:
+    """*terminal*, or for a ``Done`` whose step lost events, a ``Cancelled`` with its response as ``partial``."""
+    if not incomplete or not isinstance(terminal, Done):
+        return terminal
+    return Cancelled(
+        run_id=terminal.run_id, step=terminal.step, attempt=terminal.attempt, seq=terminal.seq,
+        at=terminal.at, partial=terminal.response,
+    )
 
 
 async def _deliver(handler: Any, events: list[Event]) -> None:

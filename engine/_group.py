@@ -134,12 +134,32 @@ async def stream_group(
     send_sub, receive_sub = trio.open_memory_channel[Event](buffer_size)
 
     drained = trio.Event()
+    # the pump's own scope, and its shielded one after a cancellation: the terminal path stops both
+    # when the fan-in does not drain in time (nothing of a sub-step may follow the group's terminal)
+    pump_scope = trio.CancelScope()
+    late_scope = trio.CancelScope(shield=True)
 
     async def pump() -> None:
+        current: Event | None = None  # the event being sent (``delivered``: the outlets that have it)
+        delivered: set[int] = set()
         try:
-            with receive_sub:
-                async for event in receive_sub:
-                    await to_consumers.send(event)
+            with pump_scope, receive_sub:
+                try:
+                    async for event in receive_sub:
+                        current = event
+                        if isinstance(event, _STRUCTURAL):
+                            delivered = set()
+                            await to_consumers.send_each(event, delivered)
+                        else:
+                            await to_consumers.send(event)
+                        current = None
+                except trio.Cancelled:
+                    # the sub-steps send their terminal events (shielded) after a cancellation:
+                    # forward those, and their StepStarted, in order; the rest in flight is dropped
+                    late_scope.deadline = trio.current_time() + TERMINAL_DELIVERY_TIMEOUT
+                    with late_scope:
+                        await _forward_structure(receive_sub, to_consumers, current, delivered)
+                    raise
         finally:
             drained.set()
 
@@ -188,6 +208,13 @@ async def stream_group(
             except BaseException:  # cancelled (the body's nurseries raise it grouped): re-raised below
                 with trio.move_on_after(TERMINAL_DELIVERY_TIMEOUT, shield=True):
                     if terminal is None:
+                        send_sub.close()
+                        # the sub-steps' terminal events first (each consumer: sub-steps', then ours)
+                        with trio.move_on_after(TERMINAL_DELIVERY_TIMEOUT / 2):
+                            await drained.wait()
+                        pump_scope.cancel()
+                        late_scope.cancel()
+                        await drained.wait()
                         terminal = Cancelled(**envelope())
                     await to_all.send_each(terminal, delivered)
                 raise
@@ -204,3 +231,38 @@ async def stream_group(
         raise failure
     assert response is not None
     return response
+
+
+_STRUCTURAL = (StepStarted, Done, Failed, Cancelled)
+"""The sub-step events that still reach the consumers after a cancellation."""
+
+
+async def _forward_structure(
+    receive_sub: trio.MemoryReceiveChannel[Event], to_consumers: Tee, current: Event | None, delivered: set[int]
+) -> None:
+    """After a cancellation: finish *current*, then forward each sub-step's ``StepStarted`` and terminal.
+
+    Other events are dropped; a sub-step's ``Done`` after some of its events were
+    dropped goes as ``Cancelled`` with its response as ``partial`` (no consumer
+    may read an incomplete view as a complete success). Call it shielded and bounded.
+    """
+    dropped: set[str] = set()
+
+    async def put(event: Event, done: set[int]) -> None:
+        if isinstance(event, Done) and event.step in dropped:
+            event = Cancelled(
+                run_id=event.run_id, step=event.step, attempt=event.attempt, seq=event.seq, at=event.at,
+                partial=event.response,
+            )
+        await to_consumers.send_each(event, done)
+
+    if current is not None:
+        if isinstance(current, _STRUCTURAL):
+            await put(current, delivered)
+        else:
+            dropped.add(current.step)  # some consumers may not have it
+    async for event in receive_sub:
+        if isinstance(event, _STRUCTURAL):
+            await put(event, set())
+        else:
+            dropped.add(event.step)
