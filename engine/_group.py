@@ -56,7 +56,10 @@ async def stream_group(
     terminal event for *path*: ``Done(response)`` with what *body* returned,
     ``Failed`` (what *body* raised, ``partial`` from the error's ``partial``) or
     ``Cancelled``. The terminal comes after every sub-step event (the fan-in is
-    drained first), except under cancellation (events in flight may be dropped).
+    drained first). Cancelled: sub-step events in flight may be dropped, but each
+    consumer still gets every started sub-step's ``StepStarted`` and terminal
+    event (a ``Done`` that lost events as ``Cancelled(partial)``), then the
+    group's ``Cancelled`` (shielded, bounded by ``TERMINAL_DELIVERY_TIMEOUT``).
 
     Args:
         run: The run's context; the composite step's own events go to ``run.events``.
