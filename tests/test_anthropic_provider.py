@@ -127,7 +127,9 @@ async def test_thinking_with_signature(fake_api):
 async def test_tool_use_pieces_pass_through(fake_api):
     events = await collect(fake_api, "fake:tool_use?pieces=7&tool=get_weather")
     start = next(e for e in events if isinstance(e, BlockStart) and e.kind == "tool_use")
-    assert start == BlockStart(1, "tool_use", tool_use_id="toolu_fake_1", name="get_weather")
+    # the tool id is unique per request: it carries the request's number (as its request-id)
+    number = events[0].request_id.removeprefix("req_fake_")
+    assert start == BlockStart(1, "tool_use", tool_use_id=f"toolu_fake_{number}", name="get_weather")
     pieces = [e for e in events if isinstance(e, InputJsonChunk)]
     assert len(pieces) == 7 and all(p.index == 1 for p in pieces)
     assert json.loads("".join(p.partial_json for p in pieces)) == {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -201,3 +202,22 @@ async def test_every_scenario_is_well_formed_sse(fake_api, scenario):
         assert "message_stop" not in names
     if name == "pings":
         assert names.count("ping") == names.count("content_block_delta")
+
+
+async def test_tool_use_ids_are_unique_per_request_and_match_the_request_id(fake_api):
+    body = {"model": "fake:tool_use?pieces=2", "max_tokens": 5, "messages": []}
+    raw = await _http(fake_api.port, [_post(body), _post(body), _post(body)])
+    responses = raw.split(b"HTTP/1.1 200 OK\r\n")[1:]
+    assert len(responses) == 3
+    ids = []
+    for resp in responses:
+        head, _, rest = resp.partition(b"\r\n\r\n")
+        (request_id,) = [line for line in head.split(b"\r\n") if line.startswith(b"request-id: ")]
+        number = request_id.removeprefix(b"request-id: req_fake_").decode()
+        (tool_id,) = {m.decode() for m in re.findall(rb'"id":"(toolu_[^"]*)"', rest)}
+        assert tool_id == f"toolu_fake_{number}"
+        ids.append(tool_id)
+    assert len(set(ids)) == 3
+    # consecutive requests on one server: consecutive numbers
+    numbers = [int(i.removeprefix("toolu_fake_")) for i in ids]
+    assert numbers == list(range(numbers[0], numbers[0] + 3))

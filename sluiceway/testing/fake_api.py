@@ -20,7 +20,9 @@ Scenarios:
 ``pings``      ``text`` with a ``ping`` before every delta
 ``thinking``   a thinking block (deltas + ``signature_delta``), then text
 ``tool_use``   a short text block, then a ``tool_use`` block (``tool=``,
-               ``id toolu_fake_1``) whose input JSON arrives in ``pieces=N``
+               id ``toolu_fake_<n>``, n the server's request number as in
+               the ``request-id`` header ``req_fake_<n>``, so every call's
+               tool id is unique) whose input JSON arrives in ``pieces=N``
                ``input_json_delta`` pieces (default 4); stop reason ``tool_use``
 ``error``      ``after=K`` text deltas (default 2), then ``event: error`` of
                ``type=`` (default ``overloaded_error``), then a clean end
@@ -303,6 +305,7 @@ class FakeAPI:
             return True
         if not model.startswith("fake:") and model:
             params.setdefault("reply_model", model)
+        params[_REQUEST] = str(seq)  # ids unique per request (tool_use ids: ``toolu_fake_<seq>``)
         return await self._stream_sse(stream, name, params, headers, buf)
 
     async def _stream_sse(
@@ -435,6 +438,11 @@ _INT_PARAMS = (
     "deltas", "delay_ms", "first_delay_ms", "input_tokens", "cache_read", "cache_write",
     "pieces", "after", "ping_ms", "code",
 )  # fmt: skip
+
+
+#: The parameter the server sets to the request's number (1, 2, ... per server; as in
+#: the ``request-id: req_fake_<n>`` header), read by scenarios that need a unique id.
+_REQUEST = "_request"
 
 
 def _check_params(params: dict[str, str]) -> str | None:
@@ -589,7 +597,7 @@ def _tool_use(params: dict[str, str]) -> Iterator[tuple[str, Any]]:
     yield s.block(
         {
             "type": "tool_use",
-            "id": "toolu_fake_1",
+            "id": f"toolu_fake_{params.get(_REQUEST, '1')}",
             "name": params.get("tool", "get_weather"),
             "input": {},
         }
