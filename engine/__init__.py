@@ -1,4 +1,4 @@
-"""The streaming engine: events, actors, channels/tee, executor, retries, metrics.
+"""The streaming engine: events, tee, actors, step streaming, retries, tools, metrics.
 
 Knows providers and handlers only through the protocols in ``_protocols``.
 """
@@ -27,6 +27,11 @@ from ._events import ToolResultBlock as ToolResultBlock
 from ._events import ToolUse as ToolUse
 from ._events import ToolUseBlock as ToolUseBlock
 from ._events import Usage as Usage
+from ._extract import ExtractError as ExtractError
+from ._extract import extract_output as extract_output
+from ._extract import extract_value as extract_value
+from ._group import stream_group as stream_group
+from ._pricing import cost_usd as cost_usd
 from ._protocols import Handler as Handler
 from ._protocols import HandlerContext as HandlerContext
 from ._protocols import HandlerPolicy as HandlerPolicy
@@ -41,12 +46,20 @@ from ._provider_events import MessageStop as MessageStop
 from ._provider_events import ProviderEvent as ProviderEvent
 from ._provider_events import TextChunk as TextChunk
 from ._provider_events import ThinkingChunk as ThinkingChunk
+from ._retry import NO_RETRY as NO_RETRY
+from ._retry import RETRY_CATEGORIES as RETRY_CATEGORIES
+from ._retry import RetryPolicy as RetryPolicy
 from ._run import RunContext as RunContext
 from ._run import emit_run_finished as emit_run_finished
 from ._run import emit_run_started as emit_run_started
+from ._sessions import SessionError as SessionError
+from ._sessions import SessionStore as SessionStore
 from ._step import ChannelConsumer as ChannelConsumer
 from ._step import Consumer as Consumer
 from ._step import HandlerConsumer as HandlerConsumer
-from ._step import ToolRunner as ToolRunner
 from ._step import stream_step as stream_step
 from ._tee import DEFAULT_BUFFER_SIZE as DEFAULT_BUFFER_SIZE
+from ._tools import ALL_TOOLS as ALL_TOOLS
+from ._tools import DEFAULT_TOOLS as DEFAULT_TOOLS
+from ._tools import Toolbox as Toolbox
+from ._tools import ToolRunner as ToolRunner

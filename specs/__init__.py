@@ -35,6 +35,8 @@ from ._model import RetryConfig as RetryConfig
 from ._model import SessionConfig as SessionConfig
 from ._model import StaticPart as StaticPart
 from ._model import Step as Step
+from ._presets import PRESETS as PRESETS
+from ._presets import apply_preset as apply_preset
 from ._schema import json_schema as json_schema
 from ._templates import TEMPLATE_ROOTS as TEMPLATE_ROOTS
 from ._templates import TemplateError as TemplateError
