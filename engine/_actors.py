@@ -54,8 +54,9 @@ async def handler_actor(
     Closes *receive_events*, and *handler* (``aclose``, exactly once, shielded,
     bounded by ``HANDLER_CLOSE_TIMEOUT``). Cancelled: waits (shielded, bounded
     by ``TERMINAL_DELIVERY_TIMEOUT``) for the step's terminal event, dropping
-    the events in flight before it, hands the terminal to the handler, closes
-    it and re-raises.
+    the events in flight before it (but a composite step's sub-steps'
+    ``StepStarted`` and terminals, given at most half the bound), hands the
+    terminal to the handler, closes it and re-raises.
     """
     healthy = True
 
@@ -82,12 +83,15 @@ async def handler_actor(
                 await _feed(receive_events, handler, outlet, failed, held)
             except trio.Cancelled:
                 with trio.move_on_after(TERMINAL_DELIVERY_TIMEOUT, shield=True):
-                    rest = await _after_cancel(receive_events, held)
-                    if rest and healthy:
-                        try:
-                            await _deliver(handler, rest)
-                        except Exception as exc:
-                            failed(exc, "handle")
+                    first, last = await _after_cancel(receive_events, held)
+                    try:
+                        if first and healthy:  # sub-steps' events: never at the cost of the step's terminal
+                            with trio.move_on_after(TERMINAL_DELIVERY_TIMEOUT / 2):
+                                await _deliver(handler, first)
+                        if last and healthy:
+                            await _deliver(handler, last)
+                    except Exception as exc:
+                        failed(exc, "handle")
                 raise
     finally:
         with trio.move_on_after(HANDLER_CLOSE_TIMEOUT, shield=True):
@@ -161,8 +165,14 @@ class _Held:
         """True while the handler works on ``batch``."""
 
 
-async def _after_cancel(receive_events: trio.MemoryReceiveChannel[Event], held: _Held) -> list[Event]:
+async def _after_cancel(
+    receive_events: trio.MemoryReceiveChannel[Event], held: _Held
+) -> tuple[list[Event], list[Event]]:
     """After a cancellation: what the handler still gets, ending with the step's terminal event.
+
+    Returns ``(first, last)``: *first* the sub-steps' events kept (delivered with
+    at most half the bound, so that a slow handler still gets the step's own
+    terminal), *last* the rest, ending with the step's terminal event.
 
     Reads to the end of the stream (the events in flight: at most the buffer, and
     the terminal). When the terminal is ``Cancelled``, the events in flight are
@@ -183,10 +193,10 @@ async def _after_cancel(receive_events: trio.MemoryReceiveChannel[Event], held: 
     unseen = held.batch[held.next :] if lost else []
     rest: list[Event] = [*unseen, *[event async for event in receive_events]]
     if not rest or not isinstance(rest[-1], TERMINAL_EVENTS):
-        return []  # (when the event it was on is its terminal, it already has it)
+        return [], []  # (when the event it was on is its terminal, it already has it)
     terminal = rest[-1]
     if not lost and not isinstance(terminal, Cancelled):
-        return rest
+        return [], rest
     dropped: set[str] = set()  # steps some of whose events the handler will not see
     if lost and held.next:
         dropped.add(held.batch[held.next - 1].step)
@@ -203,7 +213,7 @@ async def _after_cancel(receive_events: trio.MemoryReceiveChannel[Event], held: 
             dropped.add(event.step)
     if isinstance(terminal, Done) and lost:
         terminal = _as_seen(terminal, True)
-    return [*kept, terminal]
+    return kept, [terminal]
 
 
 def _as_seen(terminal: Event, incomplete: bool) -> Event:

@@ -137,10 +137,14 @@ async def stream_group(
     send_sub, receive_sub = trio.open_memory_channel[Event](buffer_size)
 
     drained = trio.Event()
-    # the pump's own scope, and its shielded one after a cancellation: the terminal path stops both
-    # when the fan-in does not drain in time (nothing of a sub-step may follow the group's terminal)
+    # the pump's scopes (its own, and its shielded one after a cancellation): the terminal path
+    # cancels them when the fan-in does not drain in time (nothing may follow the group's terminal)
     pump_scope = trio.CancelScope()
-    late_scope = trio.CancelScope(shield=True)
+    pump_scopes = [pump_scope]
+
+    def stop_pump() -> None:
+        for scope in pump_scopes:
+            scope.cancel()
 
     async def pump() -> None:
         current: Event | None = None  # the event being sent (``delivered``: the outlets that have it)
@@ -159,8 +163,10 @@ async def stream_group(
                 except trio.Cancelled:
                     # the sub-steps send their terminal events (shielded) after a cancellation:
                     # forward those, and their StepStarted, in order; the rest in flight is dropped
-                    late_scope.deadline = trio.current_time() + TERMINAL_DELIVERY_TIMEOUT
-                    with late_scope:
+                    with trio.move_on_after(TERMINAL_DELIVERY_TIMEOUT, shield=True) as late:
+                        pump_scopes.append(late)
+                        if pump_scope.cancel_called:
+                            late.cancel()  # already stopped
                         await _forward_structure(receive_sub, to_consumers, current, delivered)
                     raise
         finally:
@@ -215,8 +221,7 @@ async def stream_group(
                         # the sub-steps' terminal events first (each consumer: sub-steps', then ours)
                         with trio.move_on_after(TERMINAL_DELIVERY_TIMEOUT / 2):
                             await drained.wait()
-                        pump_scope.cancel()
-                        late_scope.cancel()
+                        stop_pump()
                         await drained.wait()
                         terminal = Cancelled(**envelope())
                     await to_all.send_each(terminal, delivered)

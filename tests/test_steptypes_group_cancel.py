@@ -14,6 +14,7 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sluiceway.engine import Cancelled, Delta, Done, Event, Failed, StepStarted
+from sluiceway.engine._actors import TERMINAL_DELIVERY_TIMEOUT
 from sluiceway.specs import loads
 
 from sluiceway._executor import RunOptions, execute
@@ -124,8 +125,14 @@ async def test_outside_cancel_gives_each_handler_every_sub_step_terminal(
 # -- the engine alone: stream_group with slow handlers, cancelled at any time ------------------
 
 
-def _group_view_ok(events: list[Event], started: set[str], group_end: Event) -> None:
-    check_invariants(events)
+def _group_view_ok(events: list[Event], started: set[str], group_end: Event, complete: bool) -> None:
+    """*complete*: the handler is fast enough to take every sub-step's StepStarted and terminal
+    within the bound; a slower one may miss some, but still gets the group's terminal last."""
+    ended = {e.step for e in events if isinstance(e, TERMINALS)}
+    if complete:
+        check_invariants(events)
+    else:
+        check_invariants([e for e in events if e.step in ended])
     assert events[-1].step == "g"
     if isinstance(group_end, Cancelled):
         assert isinstance(events[-1], Cancelled)
@@ -134,7 +141,9 @@ def _group_view_ok(events: list[Event], started: set[str], group_end: Event) -> 
     seen_started = {e.step for e in events if isinstance(e, StepStarted)}
     assert seen_started <= started | {"g"}
     for step in seen_started:
-        assert sum(1 for e in events if e.step == step and isinstance(e, TERMINALS)) == 1, step
+        assert sum(1 for e in events if e.step == step and isinstance(e, TERMINALS)) == (
+            1 if complete or step in ended else 0
+        ), step
     assert [e.step for e in events if e.step == "g"] == ["g", "g"]
 
 
@@ -191,7 +200,9 @@ def test_cancelled_group_each_slow_handler_gets_every_started_sub_steps_terminal
         for recorder in recorders:
             assert recorder.close_count == 1
             if scope.cancelled_caught:
-                _group_view_ok(recorder.events, started, group_end)
+                # at most a StepStarted and a terminal per sub-step after the cancellation
+                complete = recorder.delay * 2 * n <= TERMINAL_DELIVERY_TIMEOUT / 2
+                _group_view_ok(recorder.events, started, group_end, complete)
             else:
                 check_invariants(recorder.events)
                 assert isinstance(recorder.events[-1], Done)
