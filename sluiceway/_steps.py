@@ -3,8 +3,10 @@
 The executor (``_executor``) orchestrates a run; this module turns one step of
 a spec into engine calls:
 
-- ``claude`` (and every claude-family type): a ``Toolbox`` in the workspace,
-  its tool definitions sent, the tool-use loop up to ``max_turns``.
+- ``claude`` (and every claude-family type): the tools of ``allowed_tools``
+  minus ``disallowed_tools`` (after the pipeline's defaults and a
+  ``claude_smart`` preset are merged; none when ``allowed_tools`` is not set),
+  their definitions sent, the tool-use loop up to ``max_turns``.
 - ``claude_smart``: the preset's options under the step's own.
 - ``claude_session``: the conversation of ``session_config.session_name``
   before the prompt, saved (and persisted) after the step.
@@ -14,8 +16,7 @@ a spec into engine calls:
   ``NAME[i]``, at most ``max_parallel`` at once; outputs in task order.
 - ``parallel_claude``: branches ``NAME.ID`` in a child nursery, ``fail_fast``.
 - ``claude_robust``: a ``RetryPolicy`` from ``retry_config``.
-- ``llm``: ``provider: claude | mock | dotted.path.Provider``, no tools unless
-  ``allowed_tools`` is set.
+- ``llm``: ``provider: claude | mock | dotted.path.Provider``; tools as for ``claude``.
 - ``python``: a user callable with a ``StepContext``.
 
 ``max_turns`` when not set: ``DEFAULT_TOOL_TURNS`` (10) when tools are
@@ -87,11 +88,6 @@ DEFAULT_MAX_TOKENS: Final = 4096
 DEFAULT_TOOL_TURNS: Final = 10
 #: Seconds a ``Bash`` tool command may run.
 BASH_TIMEOUT: Final = 30.0
-#: Step types whose model calls get the built-in tools (``allowed_tools`` unset: the defaults).
-TOOL_STEP_TYPES: Final = frozenset(
-    {"claude", "claude_smart", "claude_session", "claude_extract", "claude_batch", "claude_robust",
-     "parallel_claude"}
-)
 
 
 @attrs.define(kw_only=True)
@@ -237,9 +233,14 @@ StepRunner = Callable[["RunState", Any, Sequence[Any]], Awaitable[Response]]
 
 
 def _toolbox(state: RunState, step: Any, opts: ClaudeOptions) -> Any:
-    """The step's tools, or ``None`` when it offers none."""
-    if step.type not in TOOL_STEP_TYPES and opts.allowed_tools is None:
-        return None  # llm: a plain model call unless tools are asked for
+    """The step's tools: ``allowed_tools`` minus ``disallowed_tools``; ``None`` when it offers none.
+
+    No ``allowed_tools`` (after defaults and presets are merged) offers no tools:
+    no tool schemas sent (input tokens, cost), no file the user did not allow
+    written. (The engine's ``Toolbox(allowed=None)`` default is not used here.)
+    """
+    if opts.allowed_tools is None:
+        return None
     from .engine._tools import Toolbox
 
     try:

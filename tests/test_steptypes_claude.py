@@ -113,7 +113,30 @@ steps:
     result, _ = await run_spec(spec, tmp_path, provider=provider)
     assert result.status == "ok"
     assert [t["name"] for t in provider.requests[0].tools] == ["Read", "Bash"]
-    assert [t["name"] for t in provider.requests[1].tools] == ["Read", "Glob", "Grep", "LS"]
+    # no allowed_tools: nothing is offered (no implicit defaults), whatever is disallowed
+    assert provider.requests[1].tools == ()
+
+
+async def test_the_pipelines_default_allowed_tools_minus_the_steps_disallowed(autojump_clock, tmp_path):
+    spec = loads("""
+name: t
+defaults:
+  claude_options: {allowed_tools: [Read, Write, Edit, LS]}
+steps:
+  - name: a
+    type: claude
+    prompt: hi
+    claude_options: {disallowed_tools: [Write, Edit]}
+  - name: b
+    type: claude_batch
+    prompt: "hi {{item}}"
+    items: [x]
+""")
+    provider = RecordingMock()
+    result, _ = await run_spec(spec, tmp_path, provider=provider)
+    assert result.status == "ok", result.error
+    assert [t["name"] for t in provider.requests[0].tools] == ["Read", "LS"]
+    assert [t["name"] for t in provider.requests[1].tools] == ["Read", "Write", "Edit", "LS"]
 
 
 async def test_max_turns_ends_with_a_status_not_a_crash(autojump_clock, tmp_path):
@@ -123,7 +146,7 @@ steps:
   - name: loop
     type: claude
     prompt: go on forever
-    claude_options: {max_turns: 3}
+    claude_options: {max_turns: 3, allowed_tools: [LS]}
     mock:
       turns:
         - tool_calls: [{name: LS, input: {}}]
@@ -144,7 +167,10 @@ steps:
 @pytest.mark.parametrize(
     ("yaml_step", "turns", "tools"),
     [
-        ("type: claude", DEFAULT_TOOL_TURNS, 6),  # default tools: Read Write Edit Glob Grep LS
+        ("type: claude", 1, 0),  # no allowed_tools: no tools, one call
+        ("type: claude_batch\n    items: [a]", 1, 0),
+        ("type: claude\n    claude_options: {allowed_tools: [Read, Write, Edit, Glob, Grep, LS]}", DEFAULT_TOOL_TURNS, 6),
+        ("type: claude_smart\n    preset: development", 10, 6),
         ("type: claude\n    claude_options: {allowed_tools: []}", 1, 0),
         ("type: claude_smart\n    preset: chat", 1, 0),
         ("type: claude_smart\n    preset: production", 5, 4),
@@ -153,7 +179,10 @@ steps:
     ],
 )
 async def test_default_max_turns_follows_the_tools(autojump_clock, tmp_path, yaml_step, turns, tools):
-    # the model always wants another tool call: the loop runs exactly max_turns calls
+    # the model always wants another tool call: the loop runs exactly max_turns calls.
+    # The tools read files in worker threads: the clock jumps only when nothing runs for a
+    # (real) while, not to a preset's timeout_ms deadline while a thread reads.
+    autojump_clock.autojump_threshold = 0.5
     spec = loads(f"""
 name: t
 steps:
@@ -169,6 +198,7 @@ steps:
     assert result.status == "ok", result.error
     assert len(provider.requests) == turns
     assert len(provider.requests[0].tools) == tools
+    assert result.steps["s"].response.status == ("max_turns" if tools else "ok")
 
 
 async def test_cwd_outside_the_workspace_is_the_steps_error(autojump_clock, tmp_path):
@@ -178,7 +208,7 @@ steps:
   - name: s
     type: claude
     prompt: hi
-    claude_options: {cwd: ../..}
+    claude_options: {cwd: ../.., allowed_tools: [Read]}
 """)
     result, events = await run_spec(spec, tmp_path)
     assert result.status == "failed" and result.failed_step == "s"
@@ -195,7 +225,7 @@ steps:
   - name: s
     type: claude
     prompt: read it
-    claude_options: {cwd: sub}
+    claude_options: {cwd: sub, allowed_tools: [Read]}
     mock:
       tool_calls: [{name: Read, input: {file_path: note.txt}}]
       response: done

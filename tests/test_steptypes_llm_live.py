@@ -120,7 +120,7 @@ steps:
   - name: plain
     type: claude
     prompt: hi
-    claude_options: {{max_turns: 2, model: "{fake('tool_use?tool=Read&pieces=3')}"}}
+    claude_options: {{max_turns: 2, allowed_tools: [Read], model: "{fake('tool_use?tool=Read&pieces=3')}"}}
   - name: smart
     type: claude_smart
     preset: chat
