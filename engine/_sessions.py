@@ -24,9 +24,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
-import trio
-
 from sluiceway._errors import SluicewayError
+
+from ._blocking import run_blocking
 
 __all__ = ("SESSIONS_DIR", "SessionError", "SessionStore", "trim_history", "validate_session_name")
 
@@ -201,13 +201,13 @@ class SessionStore:
 
     async def aload(self, name: str, *, persist: bool = True) -> list[dict[str, Any]]:
         """``load`` in a worker thread; cancellation waits for the (short) read to finish."""
-        return await trio.to_thread.run_sync(lambda: self.load(name, persist=persist))
+        return await run_blocking(lambda: self.load(name, persist=persist))
 
     async def asave(
         self, name: str, messages: Sequence[dict[str, Any]], *, persist: bool, max_history: int | None
     ) -> list[dict[str, Any]]:
         """``save`` in a worker thread; not abandoned on cancellation, so the file stays whole."""
-        return await trio.to_thread.run_sync(
+        return await run_blocking(
             lambda: self.save(name, messages, persist=persist, max_history=max_history)
         )
 

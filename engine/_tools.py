@@ -31,6 +31,8 @@ from typing import Any, Final, Protocol, TextIO, runtime_checkable
 import jsonschema
 import trio
 
+from ._blocking import run_blocking
+
 __all__ = (
     "ALL_TOOLS",
     "DEFAULT_TOOLS",
@@ -319,7 +321,7 @@ class Toolbox:
 
     async def _read(self, input: Mapping[str, Any]) -> str:
         path = self._resolve(input["file_path"])
-        return await trio.to_thread.run_sync(self._read_sync, path, input)
+        return await run_blocking(self._read_sync, path, input)
 
     def _read_sync(self, path: Path, input: Mapping[str, Any]) -> str:
         raw: str = input["file_path"]
@@ -360,7 +362,7 @@ class Toolbox:
     async def _write(self, input: Mapping[str, Any]) -> str:
         path = self._resolve(input["file_path"])
         content: str = input["content"]
-        await trio.to_thread.run_sync(self._write_text, path, content, input["file_path"])
+        await run_blocking(self._write_text, path, content, input["file_path"])
         return f"Wrote {len(content.encode('utf-8'))} bytes to {self._show(path)}"
 
     def _write_text(self, path: Path, content: str, raw: str) -> None:
@@ -375,7 +377,7 @@ class Toolbox:
 
     async def _edit(self, input: Mapping[str, Any]) -> str:
         path = self._resolve(input["file_path"])
-        return await trio.to_thread.run_sync(self._edit_sync, path, input)
+        return await run_blocking(self._edit_sync, path, input)
 
     def _edit_sync(self, path: Path, input: Mapping[str, Any]) -> str:
         raw, old, new = input["file_path"], input["old_string"], input["new_string"]
@@ -410,7 +412,7 @@ class Toolbox:
     async def _glob(self, input: Mapping[str, Any]) -> str:
         pattern: str = input["pattern"]
         base = self._resolve(input.get("path", "."))
-        return await trio.to_thread.run_sync(self._glob_sync, base, pattern)
+        return await run_blocking(self._glob_sync, base, pattern)
 
     def _glob_sync(self, base: Path, pattern: str) -> str:
         if os.path.isabs(pattern):
@@ -440,7 +442,7 @@ class Toolbox:
         except re.error as exc:
             raise _ToolFailure(f"invalid regular expression {input['pattern']!r}: {exc}") from None
         base = self._resolve(input.get("path", "."))
-        return await trio.to_thread.run_sync(self._grep_sync, base, regex, input.get("glob"))
+        return await run_blocking(self._grep_sync, base, regex, input.get("glob"))
 
     def _grep_files(self, base: Path, glob: str | None) -> list[Path]:
         if base.is_file():
@@ -491,7 +493,7 @@ class Toolbox:
 
     async def _ls(self, input: Mapping[str, Any]) -> str:
         path = self._resolve(input.get("path", "."))
-        return await trio.to_thread.run_sync(self._ls_sync, path)
+        return await run_blocking(self._ls_sync, path)
 
     def _ls_sync(self, path: Path) -> str:
         if not path.exists():
