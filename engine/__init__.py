@@ -58,6 +58,7 @@ from ._step import ChannelConsumer as ChannelConsumer
 from ._step import Consumer as Consumer
 from ._step import HandlerConsumer as HandlerConsumer
 from ._step import stream_step as stream_step
+from ._step import to_api_block as to_api_block
 from ._tee import DEFAULT_BUFFER_SIZE as DEFAULT_BUFFER_SIZE
 from ._tools import ALL_TOOLS as ALL_TOOLS
 from ._tools import DEFAULT_TOOLS as DEFAULT_TOOLS

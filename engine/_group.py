@@ -11,7 +11,6 @@ themselves; the composite step adds only its own two events there.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any, Literal
@@ -20,21 +19,21 @@ import trio
 
 from sluiceway._errors import HandlerError
 
-from ._actors import HANDLER_CLOSE_TIMEOUT, TERMINAL_DELIVERY_TIMEOUT, handler_actor
+from ._actors import TERMINAL_DELIVERY_TIMEOUT, handler_actor
 from ._events import Cancelled, Done, Event, Failed, Response, StepStarted
 from ._run import RunContext
-from ._step import ChannelConsumer, Consumer, HandlerConsumer, _abandon, _attach_partial, _Forward
-from ._tee import DEFAULT_BUFFER_SIZE, Outlet, Tee
+from ._step import (
+    ChannelConsumer,
+    Consumer,
+    _attach_partial,
+    wire_consumers,
+)
+from ._tee import DEFAULT_BUFFER_SIZE, Tee
 
 __all__ = ("SubConsumer", "stream_group")
 
 SubConsumer = Callable[[], ChannelConsumer]
 """Makes the consumer a sub-step streams into (one per ``stream_step`` call)."""
-
-
-def _size(channel: trio.MemorySendChannel[Event]) -> int:
-    size = channel.statistics().max_buffer_size
-    return int(size) if math.isfinite(size) else 0
 
 
 async def stream_group(
@@ -82,41 +81,7 @@ async def stream_group(
     cancellation. Backpressure: a full consumer blocks the fan-in, and so the
     sub-steps.
     """
-    outlets: list[Outlet] = []
-    actors: list[tuple[trio.MemoryReceiveChannel[Event], Any, Outlet, str]] = []
-    given: list[trio.MemorySendChannel[Event]] = []
-    run_outlet: Outlet | None = None
-    try:
-        for consumer in consumers:
-            if isinstance(consumer, HandlerConsumer):
-                send, receive = trio.open_memory_channel[Event](consumer.buffer_size)
-                outlet = Outlet(
-                    send, coalesce=consumer.policy == "coalesce", name=consumer.name, buffer_size=consumer.buffer_size
-                )
-                outlet.actor = True
-                actors.append((receive, consumer.handler, outlet, consumer.name))
-            elif consumer.policy == "coalesce":
-                send, receive = trio.open_memory_channel[Event](consumer.buffer_size)
-                outlet = Outlet(send, coalesce=True, name="channel", buffer_size=consumer.buffer_size)
-                outlet.actor = True
-                actors.append((receive, _Forward(consumer.send_channel), outlet, "channel"))
-            else:
-                given.append(consumer.send_channel)
-                outlet = Outlet(consumer.send_channel, name="channel", buffer_size=_size(consumer.send_channel))
-            outlets.append(outlet)
-        outlets.sort(key=lambda o: not o.actor)
-        if run.events is not None:
-            try:
-                events = run.events.clone()
-            except trio.ClosedResourceError:
-                pass
-            else:
-                given.append(events)
-                run_outlet = Outlet(events, name="run events", buffer_size=_size(events))
-    except BaseException:
-        with trio.move_on_after(HANDLER_CLOSE_TIMEOUT, shield=True):
-            await _abandon(consumers, outlets, given)
-        raise
+    outlets, actors, given, run_outlet = await wire_consumers(consumers, run)
 
     to_consumers = Tee(outlets)  # sub-step events: they reach the run stream by themselves
     to_all = Tee([*outlets, *([run_outlet] if run_outlet is not None else [])])

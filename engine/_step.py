@@ -418,7 +418,8 @@ def _interrupted(path: str) -> ProviderError:
     return StreamInterruptedError("the stream ended before message_stop", step=path)
 
 
-def _api_block(block: ContentBlock) -> dict[str, Any]:
+def to_api_block(block: ContentBlock) -> dict[str, Any]:
+    """Turn a content block of a ``Message`` back into a Messages API content dict."""
     if isinstance(block, TextBlock):
         return {"type": "text", "text": block.text}
     if isinstance(block, ThinkingBlock):
@@ -427,9 +428,15 @@ def _api_block(block: ContentBlock) -> dict[str, Any]:
             out["signature"] = block.signature
         return out
     if isinstance(block, ToolResultBlock):
-        return {"type": "tool_result", "tool_use_id": block.tool_use_id, "content": block.content,
-                "is_error": block.is_error}
-    return {"type": "tool_use", "id": block.id, "name": block.name, "input": block.input}
+        return {
+            "type": "tool_result",
+            "tool_use_id": block.tool_use_id,
+            "content": block.content,
+            "is_error": block.is_error,
+        }
+    if isinstance(block, ToolUseBlock):
+        return {"type": "tool_use", "id": block.id, "name": block.name, "input": block.input}
+    raise TypeError(f"unknown content block {block!r}")
 
 
 async def _turns(
@@ -474,7 +481,7 @@ async def _turns(
                 role="user", content=tuple(result_blocks),
             )
         )
-        messages.append({"role": "assistant", "content": [_api_block(b) for b in message.content]})
+        messages.append({"role": "assistant", "content": [to_api_block(b) for b in message.content]})
         messages.append({"role": "user", "content": results})
         request = attrs.evolve(request, messages=tuple(messages), turn=request.turn + 1)
     return state.response()
@@ -525,6 +532,73 @@ async def _attempts(
             state.attempt = _Attempt()
             state.open_usage = None
             state.status = "ok"
+
+
+Actor = tuple[trio.MemoryReceiveChannel[Event], Any, Outlet, str]
+"""What a handler actor is started with: its channel, the handler, its outlet, its name."""
+
+
+async def wire_consumers(
+    consumers: Sequence[Consumer], run: RunContext
+) -> tuple[list[Outlet], list[Actor], list[trio.MemorySendChannel[Event]], Outlet | None]:
+    """Give each consumer its outlet; the caller starts the actors and owns every channel.
+
+    Handlers get a bounded channel drained by a handler actor; ``coalesce`` channel
+    consumers get a relay actor (which closes their channel); ``block`` channel
+    consumers are sent to directly. The run's event stream, when there is one, gets
+    its own clone, returned apart as the last item. Outlets drained by our own actors
+    come first: after a cancellation they get the terminal event before any wait on
+    a caller's channel (whose reader may be gone).
+
+    Returns:
+        ``(outlets, actors, given, run_outlet)``; *given* are the caller-side channels
+        to close at the end.
+
+    If building fails (or is cancelled), everything made so far is closed and the
+    error propagates.
+    """
+    outlets: list[Outlet] = []
+    actors: list[Actor] = []
+    given: list[trio.MemorySendChannel[Event]] = []
+    run_outlet: Outlet | None = None
+    try:
+        for consumer in consumers:
+            if isinstance(consumer, HandlerConsumer):
+                send, receive = trio.open_memory_channel[Event](consumer.buffer_size)
+                outlet = Outlet(
+                    send,
+                    coalesce=consumer.policy == "coalesce",
+                    name=consumer.name,
+                    buffer_size=consumer.buffer_size,
+                )
+                outlet.actor = True
+                actors.append((receive, consumer.handler, outlet, consumer.name))
+            elif consumer.policy == "coalesce":  # the relay actor closes it
+                send, receive = trio.open_memory_channel[Event](consumer.buffer_size)
+                outlet = Outlet(send, coalesce=True, name="channel", buffer_size=consumer.buffer_size)
+                outlet.actor = True
+                actors.append((receive, _Forward(consumer.send_channel), outlet, "channel"))
+            else:
+                given.append(consumer.send_channel)
+                outlet = Outlet(
+                    consumer.send_channel, name="channel", buffer_size=_size(consumer.send_channel)
+                )
+            outlets.append(outlet)
+        outlets.sort(key=lambda o: not o.actor)
+        if run.events is not None:
+            try:
+                events = run.events.clone()
+            except trio.ClosedResourceError:
+                pass  # the run's stream was already closed: nobody to tell
+            else:
+                given.append(events)
+                run_outlet = Outlet(events, name="run events", buffer_size=_size(events))
+    except BaseException:
+        with trio.move_on_after(HANDLER_CLOSE_TIMEOUT, shield=True):
+            await _abandon(consumers, outlets, given)
+        raise
+    return outlets, actors, given, run_outlet
+
 
 
 async def stream_step(
@@ -615,46 +689,9 @@ async def stream_step(
     Handler errors under ``isolate`` are reported with ``warnings.warn``; when
     warnings are errors (``-W error``) the step fails as under ``fail``.
     """
-    outlets: list[Outlet] = []
-    actors: list[tuple[trio.MemoryReceiveChannel[Event], Any, Outlet, str]] = []
-    given: list[trio.MemorySendChannel[Event]] = []
-    try:
-        for consumer in consumers:
-            if isinstance(consumer, HandlerConsumer):
-                send, receive = trio.open_memory_channel[Event](consumer.buffer_size)
-                outlet = Outlet(
-                    send,
-                    coalesce=consumer.policy == "coalesce",
-                    name=consumer.name,
-                    buffer_size=consumer.buffer_size,
-                )
-                outlet.actor = True
-                actors.append((receive, consumer.handler, outlet, consumer.name))
-            else:
-                if consumer.policy == "coalesce":  # the relay actor closes it
-                    send, receive = trio.open_memory_channel[Event](consumer.buffer_size)
-                    outlet = Outlet(send, coalesce=True, name="channel", buffer_size=consumer.buffer_size)
-                    outlet.actor = True
-                    actors.append((receive, _Forward(consumer.send_channel), outlet, "channel"))
-                else:
-                    given.append(consumer.send_channel)
-                    outlet = Outlet(consumer.send_channel, name="channel", buffer_size=_size(consumer.send_channel))
-            outlets.append(outlet)
-        # outlets drained by our own actors first: after a cancellation they get the
-        # terminal event before any wait on a caller's channel (whose reader may be gone)
-        outlets.sort(key=lambda o: not o.actor)
-        if run.events is not None:
-            try:
-                events = run.events.clone()
-            except trio.ClosedResourceError:
-                pass  # the run's stream was already closed: nobody to tell
-            else:
-                given.append(events)
-                outlets.append(Outlet(events, name="run events", buffer_size=_size(events)))
-    except BaseException:
-        with trio.move_on_after(HANDLER_CLOSE_TIMEOUT, shield=True):
-            await _abandon(consumers, outlets, given)
-        raise
+    outlets, actors, given, run_outlet = await wire_consumers(consumers, run)
+    if run_outlet is not None:
+        outlets.append(run_outlet)
 
     tee = Tee(outlets)
     state = _StepRun(run, path, tee, cost)

@@ -42,11 +42,9 @@ from .engine import (
     ModelRequest,
     Provider,
     Response,
-    TextBlock,
     ThinkingBlock,
-    ToolResultBlock,
-    ToolUseBlock,
     Usage,
+    to_api_block,
 )
 from .engine import _step as _engine_step
 from .engine._group import SubConsumer, stream_group
@@ -323,27 +321,11 @@ async def run_llm_step(state: RunState, step: LlmStep, consumers: Sequence[Any])
 # --------------------------------------------------------------------------- sessions
 
 
-def _api_block(block: Any) -> dict[str, Any]:
-    if isinstance(block, TextBlock):
-        return {"type": "text", "text": block.text}
-    if isinstance(block, ThinkingBlock):
-        out: dict[str, Any] = {"type": "thinking", "thinking": block.thinking}
-        if block.signature is not None:
-            out["signature"] = block.signature
-        return out
-    if isinstance(block, ToolResultBlock):
-        return {"type": "tool_result", "tool_use_id": block.tool_use_id, "content": block.content,
-                "is_error": block.is_error}
-    if isinstance(block, ToolUseBlock):
-        return {"type": "tool_use", "id": block.id, "name": block.name, "input": block.input}
-    raise TypeError(f"unknown content block {block!r}")  # pragma: no cover
-
-
 def conversation_turns(response: Response) -> list[dict[str, Any]]:
     """The Messages API messages a response added (assistant turns and tool results)."""
     turns = []
     for message in response.messages:
-        content = [_api_block(b) for b in message.content if not isinstance(b, ThinkingBlock)]
+        content = [to_api_block(b) for b in message.content if not isinstance(b, ThinkingBlock)]
         if content:
             turns.append({"role": message.role, "content": content})
     return turns
