@@ -4,6 +4,11 @@ See STYLE.md, "The actor pattern". A handler gets every event in order, in
 batches of what is already waiting (never waiting to fill a batch), through
 ``handle_batch`` when it has one, else ``handle`` per event. Its ``aclose``
 runs exactly once, shielded and bounded, whatever happens.
+
+A ``ChannelRelay`` (the handler of a ``coalesce`` channel consumer) forwards
+into a caller's channel; a channel send is atomic under cancellation, so an
+event whose forwarding was cancelled was not forwarded at all: it is still in
+flight, not half handled.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from sluiceway._errors import HandlerError
 from ._events import TERMINAL_EVENTS, Cancelled, Done, Event, StepStarted
 from ._tee import Outlet
 
-__all__ = ("HANDLER_CLOSE_TIMEOUT", "TERMINAL_DELIVERY_TIMEOUT", "HandlerWarning", "handler_actor")
+__all__ = ("HANDLER_CLOSE_TIMEOUT", "TERMINAL_DELIVERY_TIMEOUT", "ChannelRelay", "HandlerWarning", "handler_actor")
 
 #: Seconds a handler's ``aclose`` may take (shielded) before it is abandoned.
 HANDLER_CLOSE_TIMEOUT: Final = 5.0
@@ -31,6 +36,28 @@ HandlerErrorPolicy = Literal["isolate", "fail"]
 
 class HandlerWarning(UserWarning):
     """A stream handler failed and was isolated: it gets no more events; the run goes on."""
+
+
+class ChannelRelay:
+    """A handler that forwards each event to a caller's channel (for ``coalesce`` channel consumers).
+
+    ``handler_actor`` feeds it one event at a time: a send cancelled while the
+    caller's channel is full sent nothing (trio channel operations are atomic
+    under cancellation), so after a cancellation the events not yet forwarded
+    count as in flight, and the caller still gets the terminal event.
+    """
+
+    def __init__(self, send_channel: trio.MemorySendChannel[Event]) -> None:
+        self.send_channel = send_channel
+
+    async def handle(self, event: Event) -> None:
+        try:
+            await self.send_channel.send(event)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the reader hung up: like a block channel consumer, it is skipped
+
+    async def aclose(self) -> None:
+        self.send_channel.close()
 
 
 async def handler_actor(
@@ -56,7 +83,9 @@ async def handler_actor(
     by ``TERMINAL_DELIVERY_TIMEOUT``) for the step's terminal event, dropping
     the events in flight before it (but a composite step's sub-steps'
     ``StepStarted`` and terminals, given at most half the bound), hands the
-    terminal to the handler, closes it and re-raises.
+    terminal to the handler, closes it and re-raises. A ``ChannelRelay`` is fed
+    one event at a time, and the events it had not forwarded when cancelled
+    (the one whose send was cancelled included) count as in flight.
     """
     healthy = True
 
@@ -76,7 +105,7 @@ async def handler_actor(
             fail(error)
             del warn_exc
 
-    held = _Held()  # the batch the handler is working on: a cancellation there may lose part of it
+    held = _Held(atomic=isinstance(handler, ChannelRelay))  # the batch the handler is working on
     try:
         with receive_events:
             try:
@@ -108,7 +137,7 @@ async def _feed(
     failed: Callable[[Exception, str], None],
     held: _Held,
 ) -> None:
-    handle_batch = getattr(handler, "handle_batch", None)
+    handle_batch = None if held.atomic else getattr(handler, "handle_batch", None)
     handle = handler.handle
     receive_nowait = receive_events.receive_nowait
     while True:
@@ -142,6 +171,11 @@ async def _feed(
             if handle_batch is not None:
                 held.next = len(batch)  # all handed over at once
                 await handle_batch(batch)
+            elif held.atomic:  # cancelled in handle: that event was not handled at all
+                for i, event in enumerate(batch):
+                    held.next = i
+                    await handle(event)
+                held.next = len(batch)
             else:
                 for i, event in enumerate(batch):
                     held.next = i + 1
@@ -155,9 +189,11 @@ async def _feed(
 class _Held:
     """The batch a handler is working on, and how much of it was handed over."""
 
-    __slots__ = ("batch", "busy", "next")
+    __slots__ = ("atomic", "batch", "busy", "next")
 
-    def __init__(self) -> None:
+    def __init__(self, *, atomic: bool = False) -> None:
+        self.atomic = atomic
+        """True when a cancelled ``handle`` handled nothing (a ``ChannelRelay``): nothing is half handled."""
         self.batch: list[Event] = []
         self.next = 0
         """Index of the first event of ``batch`` not yet handed to the handler."""
@@ -189,8 +225,10 @@ async def _after_cancel(
     sub-step's ``Done`` whose other events were dropped becomes ``Cancelled``
     with its response as ``partial``, as above.
     """
-    lost = held.busy  # interrupted inside the handler: the event it was on may be half handled
-    unseen = held.batch[held.next :] if lost else []
+    # interrupted inside the handler: the event it was on may be half handled (not a relay's: its send
+    # is atomic, so what it had not forwarded is merely still in flight)
+    lost = held.busy and not held.atomic
+    unseen = held.batch[held.next :] if held.busy else []
     rest: list[Event] = [*unseen, *[event async for event in receive_events]]
     if not rest or not isinstance(rest[-1], TERMINAL_EVENTS):
         return [], []  # (when the event it was on is its terminal, it already has it)

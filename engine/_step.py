@@ -21,7 +21,13 @@ import trio
 
 from sluiceway._errors import HandlerError, ProviderError, StreamInterruptedError
 
-from ._actors import HANDLER_CLOSE_TIMEOUT, TERMINAL_DELIVERY_TIMEOUT, HandlerWarning, handler_actor
+from ._actors import (
+    HANDLER_CLOSE_TIMEOUT,
+    TERMINAL_DELIVERY_TIMEOUT,
+    ChannelRelay,
+    HandlerWarning,
+    handler_actor,
+)
 from ._events import (
     Cancelled,
     ContentBlock,
@@ -101,26 +107,6 @@ class ChannelConsumer:
 
 
 Consumer = HandlerConsumer | ChannelConsumer
-
-
-class _Forward:
-    """A handler that forwards to a caller's channel (for ``coalesce`` channel consumers)."""
-
-    def __init__(self, send_channel: trio.MemorySendChannel[Event]) -> None:
-        self.send_channel = send_channel
-
-    async def handle(self, event: Event) -> None:
-        try:
-            await self.send_channel.send(event)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # the reader hung up: like a block channel consumer, it is skipped
-
-    async def handle_batch(self, events: Sequence[Event]) -> None:
-        for event in events:
-            await self.handle(event)
-
-    async def aclose(self) -> None:
-        self.send_channel.close()
 
 
 #: Pieces a block keeps before joining them into one chunk (bounds the per-piece overhead:
@@ -577,7 +563,7 @@ async def wire_consumers(
                 send, receive = trio.open_memory_channel[Event](consumer.buffer_size)
                 outlet = Outlet(send, coalesce=True, name="channel", buffer_size=consumer.buffer_size)
                 outlet.actor = True
-                actors.append((receive, _Forward(consumer.send_channel), outlet, "channel"))
+                actors.append((receive, ChannelRelay(consumer.send_channel), outlet, "channel"))
             else:
                 given.append(consumer.send_channel)
                 outlet = Outlet(

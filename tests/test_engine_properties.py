@@ -9,7 +9,7 @@ from unittest import mock
 import trio
 import trio.testing
 from engine_helpers import Recorder, ScriptedProvider, call_script, request, split_json
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sluiceway.engine import (
     Cancelled,
@@ -128,6 +128,17 @@ def scripts_for(calls, delays, fail_first):
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
+@example(  # the coalesce relay, cancelled while its reader's full channel held back Done, lost Done
+    scenario=(
+        [[("thinking", ["a"]), ("text", ["a"] * 7)]],
+        [0.0],
+        2,
+        [("block", 0, 0.0, False), ("coalesce", 0, 0.05, False)],
+        None,
+        0.75,
+        ("coalesce", 2, 0.05),
+    ),
+).via("discovered failure")
 def test_stream_invariants(scenario):
     calls, delays, fail_first, handler_specs, failing, cancel_at, channel = scenario
     expected_text = "".join("".join(b[1]) for c in calls for b in c if b[0] == "text")
