@@ -118,13 +118,7 @@ def _show_one_line(
 
 
 def _run(args: argparse.Namespace) -> int:
-    try:
-        from ._cli_run import run_command
-    except ImportError:
-        if args.debug:
-            raise
-        print("sluiceway run: the engine is not built yet", file=sys.stderr)
-        return EXIT_INVALID
+    from ._cli_run import run_command
     from .specs import SluicewayDeprecationWarning
 
     # Python hides DeprecationWarning outside __main__; a user running a legacy

@@ -101,7 +101,7 @@ STREAM_DEBUG_ENV: Final = "SLUICEWAY_STREAM_DEBUG"
 
 class ModeUnavailableError(SluicewayError):
     """The requested mode's provider is not available or cannot be set up
-    (not built yet, no cassette, a cassette file that cannot be opened)."""
+    (no cassette, a cassette file that cannot be opened or written)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -240,20 +240,14 @@ def open_mode_provider(spec: Pipeline, options: RunOptions) -> Provider:
     elif options.mode == "mock":
         provider = _instantiate("mock")
     elif options.mode == "live":
-        try:
-            provider = _instantiate("claude")
-        except RegistryError as exc:
-            raise ModeUnavailableError("live mode is not available yet") from exc
+        provider = _instantiate("claude")
         if getattr(provider, "api_key", "unknown") is None:
             # fail before the run starts, not at its first step
             raise AuthenticationError("no Anthropic API key: set ANTHROPIC_API_KEY (live mode needs one)")
     elif options.mode == "replay":
         if options.cassette is None:
             raise ModeUnavailableError("replay mode needs a cassette (--cassette FILE)")
-        try:
-            cls = resolve_provider("replay")
-        except RegistryError as exc:
-            raise ModeUnavailableError("replay mode is not available yet") from exc
+        cls = resolve_provider("replay")
         kwargs: dict[str, Any] = {"pipeline": spec.name}
         if options.instant:
             kwargs["instant"] = True
@@ -268,10 +262,7 @@ def open_mode_provider(spec: Pipeline, options: RunOptions) -> Provider:
     else:
         raise ModeUnavailableError(f"unknown mode {options.mode!r}; expected mock, live or replay")
     if options.record is not None:
-        try:
-            recorder = import_object("sluiceway.providers._replay:RecordingProvider")
-        except RegistryError as exc:
-            raise ModeUnavailableError("--record is not available yet") from exc
+        recorder = import_object("sluiceway.providers._replay:RecordingProvider")
         try:
             provider = recorder(provider, options.record, pipeline=spec.name)
         except OSError as exc:

@@ -17,7 +17,6 @@ import cattrs
 
 from ._errors import SpecError, SpecIssue
 from ._registry import (
-    BUILTIN_HANDLERS,
     BUILTIN_PROVIDERS,
     RegistryError,
     handler_option_names,
@@ -52,14 +51,13 @@ class _RegistryChecker:
             self.issues.append(issue)
 
     def handler_class(self, ref: str, path: Path) -> type | None:
-        """The class, or ``None`` when it cannot be checked (reported unless built-in)."""
+        """The class, or ``None`` (reported) when the reference names nothing importable."""
         if ref not in self.classes:
             try:
                 self.classes[ref] = resolve_handler(ref)
             except RegistryError as exc:
                 self.classes[ref] = None
-                if ref not in BUILTIN_HANDLERS:  # a built-in whose module is not built yet: skip
-                    self.add(path, str(exc))
+                self.add(path, str(exc))
         return self.classes[ref]
 
     def handlers(
