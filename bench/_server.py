@@ -27,7 +27,7 @@ from typing import Any
 def _bench_api() -> Any:
     import trio
 
-    from sluiceway.testing.fake_api import FakeAPI
+    from sluiceway.testing.fake_api import FakeAPI, response_head
 
     class BenchAPI(FakeAPI):
         async def _stream_sse(
@@ -36,12 +36,7 @@ def _bench_api() -> Any:
             if params.get("stamp") != "1":
                 return await super()._stream_sse(stream, name, params, headers, buf)
             n = int(params.get("deltas", "10"))  # paced at 1 / _DELAY per second (delay_ms is ignored)
-            head = (
-                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
-                "cache-control: no-cache\r\ntransfer-encoding: chunked\r\n"
-                + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-                + "\r\n"
-            ).encode()
+            head = response_head(200, "text/event-stream; charset=utf-8", headers, chunked=True)
             start = {
                 "type": "message_start",
                 "message": {

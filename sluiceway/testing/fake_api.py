@@ -316,12 +316,7 @@ class FakeAPI:
         headers: dict[str, str],
         buf: bytearray,
     ) -> bool:
-        head = (
-            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
-            "cache-control: no-cache\r\ntransfer-encoding: chunked\r\n"
-            + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-            + "\r\n"
-        ).encode()
+        head = response_head(200, "text/event-stream; charset=utf-8", headers, chunked=True)
         await stream.send_all(head)
         gone = False
         finished = False
@@ -387,16 +382,29 @@ async def _read_request(stream: trio.SocketStream, buf: bytearray) -> _Request |
     return _Request(method, path, headers, body)
 
 
+def response_head(
+    code: int,
+    content_type: str,
+    headers: dict[str, str],
+    *,
+    chunked: bool = False,
+    length: int | None = None,
+) -> bytes:
+    """The status line and headers of a response: chunked SSE, or a body of *length* bytes."""
+    lines = [f"HTTP/1.1 {code} {_STATUS_TEXT.get(code, 'Error')}", f"content-type: {content_type}"]
+    if chunked:
+        lines += ["cache-control: no-cache", "transfer-encoding: chunked"]
+    if length is not None:
+        lines.append(f"content-length: {length}")
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
 async def _send_json(
     stream: trio.SocketStream, code: int, payload: Any, headers: dict[str, str]
 ) -> None:
     body = json.dumps(payload).encode()
-    head = (
-        f"HTTP/1.1 {code} {_STATUS_TEXT.get(code, 'Error')}\r\n"
-        f"content-type: application/json\r\ncontent-length: {len(body)}\r\n"
-        + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        + "\r\n"
-    ).encode()
+    head = response_head(code, "application/json", headers, length=len(body))
     await stream.send_all(head + body)
 
 
