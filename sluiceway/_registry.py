@@ -23,6 +23,7 @@ __all__ = (
     "build_handlers",
     "handler_option_names",
     "import_object",
+    "resolve_attr",
     "resolve_handler",
     "resolve_provider",
 )
@@ -66,11 +67,16 @@ def import_object(path: str) -> Any:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
         raise RegistryError(f"cannot import module {module_name!r} for {path!r}: {exc}") from exc
+    return resolve_attr(obj, attr_path, f"module {module_name!r}")
+
+
+def resolve_attr(obj: Any, attr_path: str, owner: str) -> Any:
+    """Follow ``a.b.c`` from *obj*; *owner* names it in the error (``module 'x'``)."""
     for part in attr_path.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise RegistryError(f"module {module_name!r} has no attribute {attr_path!r}") from None
+            raise RegistryError(f"{owner} has no attribute {attr_path!r}") from None
     return obj
 
 

@@ -35,7 +35,7 @@ import attrs
 import trio
 
 from ._errors import ProviderTimeoutError, StepError
-from ._registry import import_object, resolve_provider
+from ._registry import import_object, resolve_attr, resolve_provider
 from .engine import (
     Event,
     Metrics,
@@ -583,13 +583,7 @@ def resolve_callable(ref: str, spec: Any) -> Any:
         module_spec.loader.exec_module(module)
     except Exception as exc:
         raise RegistryError(f"cannot load {str(path)!r} for {ref!r}: {exc}") from exc
-    obj: Any = module
-    for part in attr_path.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise RegistryError(f"{str(path)!r} has no attribute {attr_path!r}") from None
-    return obj
+    return resolve_attr(module, attr_path, repr(str(path)))
 
 
 async def run_python_step(

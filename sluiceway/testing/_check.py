@@ -27,6 +27,7 @@ from ..engine._actors import TERMINAL_DELIVERY_TIMEOUT, handler_actor
 from ..engine._tee import Outlet, Tee
 from ._invariants import InvariantError, check_delivery, describe_event
 from ._strategies import event_streams
+from ._virtual import refuse_inside_trio
 
 __all__ = ("HandlerCheckError", "assert_handler_conforms", "check_handler")
 
@@ -444,15 +445,10 @@ def check_handler(
     Raises:
         HandlerCheckError: for the shrunk counterexample, explained in plain words.
     """
-    try:
-        trio.lowlevel.current_trio_token()
-    except RuntimeError:
-        pass
-    else:
-        raise RuntimeError(
-            "check_handler runs each example in its own trio.run on a virtual clock; "
-            "call it from a sync test (or a worker thread), not from async code"
-        )
+    refuse_inside_trio(
+        "check_handler runs each example in its own trio.run on a virtual clock; "
+        "call it from a sync test (or a worker thread), not from async code"
+    )
     strategy = _cases(event_streams() if streams is None else streams, tuple(policies), buffer_sizes, cancellation)
     config = settings_ or settings(
         max_examples=max_examples,

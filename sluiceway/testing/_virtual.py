@@ -30,6 +30,19 @@ __all__ = ("VirtualRunner", "arun_virtual", "run_virtual")
 _RECORDER_BUFFER = 256
 
 
+def refuse_inside_trio(message: str) -> None:
+    """Raise ``RuntimeError(message)`` when called from inside a running trio loop.
+
+    The kit's sync entry points start their own ``trio.run``; nested, they would fail
+    with a less helpful error.
+    """
+    try:
+        trio.lowlevel.current_trio_token()
+    except RuntimeError:
+        return
+    raise RuntimeError(message)
+
+
 def run_virtual(
     spec: Any,
     *,
@@ -76,15 +89,10 @@ def run_virtual(
         RuntimeError: when called inside a running trio loop; ``await arun_virtual(...)`` there.
         SpecError: the spec is invalid.
     """
-    try:
-        trio.lowlevel.current_trio_token()
-    except RuntimeError:
-        pass
-    else:
-        raise RuntimeError(
-            "run_virtual starts its own trio.run with a virtual clock; inside async code "
-            "(e.g. a pytest-trio test) use `await arun_virtual(...)` instead"
-        )
+    refuse_inside_trio(
+        "run_virtual starts its own trio.run with a virtual clock; inside async code "
+        "(e.g. a pytest-trio test) use `await arun_virtual(...)` instead"
+    )
     options = RunOptions(
         mode=mode,
         variables=dict(variables or {}),
