@@ -136,34 +136,19 @@ class _Builder:
         self.count = 0
         self.active: set[int] = set()
 
+    def fatal(self, node: yaml.Node, path: Path, message: str) -> SpecError:
+        """An error that stops the build, located at *node*."""
+        line, col = _mark(node)
+        return SpecError([SpecIssue(self.locator.file, line, col, format_path(path), message)])
+
     def build(self, node: yaml.Node, path: Path, constructor: yaml.SafeLoader) -> Any:
         self.count += 1
         if self.count > MAX_SPEC_VALUES:
-            line, col = _mark(node)
-            raise SpecError(
-                [
-                    SpecIssue(
-                        self.locator.file,
-                        line,
-                        col,
-                        format_path(path),
-                        f"the spec expands to more than {MAX_SPEC_VALUES} values (through YAML aliases?)",
-                    )
-                ]
+            raise self.fatal(
+                node, path, f"the spec expands to more than {MAX_SPEC_VALUES} values (through YAML aliases?)"
             )
         if id(node) in self.active:
-            line, col = _mark(node)
-            raise SpecError(
-                [
-                    SpecIssue(
-                        self.locator.file,
-                        line,
-                        col,
-                        format_path(path),
-                        "a YAML alias refers to itself",
-                    )
-                ]
-            )
+            raise self.fatal(node, path, "a YAML alias refers to itself")
         if not isinstance(node, yaml.ScalarNode):
             self.active.add(id(node))
             try:
