@@ -439,13 +439,20 @@ class _H11Body:
     ``RemoteProtocolError`` for a malformed or cut body.
     """
 
-    __slots__ = ("_buf", "_closed", "_crlf", "_h11", "_left", "_own", "_pool_stream", "_read_size", "_socket_stream")
+    __slots__ = (
+        "_buf", "_closed", "_crlf", "_fd", "_full", "_h11", "_left", "_own", "_pool_stream", "_read_size",
+        "_socket_stream",
+    )
 
     def __init__(self, pool_stream: Any, connection: Any) -> None:
         self._pool_stream = pool_stream
         self._h11: h11.Connection = connection._h11_state
         self._socket_stream = connection._network_stream._stream
         self._read_size: int = connection.READ_NUM_BYTES
+        self._fd = _socket_fd(self._socket_stream)
+        """The socket's descriptor for ``_read_fd`` (-1: read through the trio stream instead)."""
+        self._full = False
+        """True when the last read filled ``_read_size``: more is likely waiting, so read before waiting."""
         self._closed = False
         self._own = False
         """True while the chunked framing is parsed here rather than by h11."""
@@ -491,12 +498,47 @@ class _H11Body:
             raise httpcore2.ReadError(str(exc)) from exc
 
     async def _receive_into_buffer(self) -> None:
-        data = await self._receive()
+        data = await (self._read_fd() if self._fd >= 0 else self._receive())
         if not data:
             raise httpcore2.RemoteProtocolError(
                 "peer closed connection without sending complete message body (incomplete chunked read)"
             )
         self._buf = self._buf + data if self._buf else data
+
+    async def _read_fd(self) -> bytes:
+        """Read from the socket's descriptor: wait until readable, then one ``os.read``.
+
+        Trio's ``receive_some`` tries the read first and waits on ``EAGAIN``. A
+        paced stream has nothing waiting when we come back for more, so that try
+        fails on almost every event: here we wait first (``wait_readable`` is
+        the checkpoint), unless the last read filled the buffer. That saves a
+        failed system call, an exception and five Python frames per read
+        (~6 µs of ~56 per event at 1,000 streams).
+        """
+        fd = self._fd
+        size = self._read_size
+        try:
+            if self._full:
+                await trio.lowlevel.checkpoint()
+                try:
+                    data = os.read(fd, size)
+                except BlockingIOError:
+                    data = None
+                if data is not None:
+                    self._full = len(data) == size
+                    return data
+            while True:
+                await trio.lowlevel.wait_readable(fd)
+                try:
+                    data = os.read(fd, size)
+                except BlockingIOError:
+                    continue  # woken without data (a spurious readiness): wait again
+                self._full = len(data) == size
+                return data
+        except (trio.ClosedResourceError, trio.BusyResourceError) as exc:
+            raise httpcore2.ReadError(str(exc)) from exc
+        except OSError as exc:
+            raise httpcore2.ReadError(str(exc) or type(exc).__name__) from exc
 
     def _parse(self) -> bytes:
         """Return the chunk data complete in the buffer (maybe b""); hand the last chunk to h11."""
@@ -551,6 +593,16 @@ class _H11Body:
         if not self._closed:
             self._closed = True
             await self._pool_stream.aclose()
+
+
+def _socket_fd(stream: Any) -> int:
+    """The file descriptor under a trio ``SocketStream``, or -1 (another kind of stream: TLS, say)."""
+    if type(stream) is not trio.SocketStream:
+        return -1
+    try:
+        return stream.socket.fileno()
+    except (AttributeError, OSError):
+        return -1
 
 
 def _at_chunk_boundary(state: h11.Connection) -> bool:

@@ -119,3 +119,89 @@ def test_aclose_closes_the_pool_stream_once() -> None:
 
     trio.run(main)
     assert pool.closed == 1
+
+
+# -- over a real socket: the descriptor path (wait_readable + os.read) ---------------------
+
+
+def _socket_body(head_extra: bytes = b"") -> tuple[_H11Body, h11.Connection, trio.SocketStream, trio.SocketStream]:
+    state = h11.Connection(h11.CLIENT)
+    state.send(h11.Request(method="POST", target="/", headers=[("Host", "x"), ("Content-Length", "0")]))
+    state.send(h11.EndOfMessage())
+    state.receive_data(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + head_extra)
+    assert type(state.next_event()) is h11.Response
+    ours, theirs = (trio.SocketStream(s) for s in trio.socket.socketpair())
+    connection = SimpleNamespace(_h11_state=state, _network_stream=SimpleNamespace(_stream=ours), READ_NUM_BYTES=64)
+    return _H11Body(_Pool(), connection), state, ours, theirs
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    datas=st.lists(st.binary(min_size=1, max_size=200), min_size=1, max_size=6),
+    cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=8),
+    pause=st.booleans(),
+)
+def test_socket_body_matches_the_sent_chunks_on_any_split(datas: list[bytes], cuts: list[int], pause: bool) -> None:
+    # READ_NUM_BYTES is 64 so that reads fill the buffer (the read-before-wait path) as well as not
+    raw = _chunked(datas)
+    points = sorted({c % (len(raw) + 1) for c in cuts} | {0, len(raw)})
+    pieces = [raw[a:b] for a, b in zip(points, points[1:], strict=False) if b > a]
+
+    async def main() -> tuple[bytes, int]:
+        body, state, ours, theirs = _socket_body()
+        assert body._fd == ours.socket.fileno()  # the descriptor path, not the stream's receive_some
+        got: list[bytes] = []
+
+        async def write() -> None:
+            for piece in pieces:
+                await theirs.send_all(piece)
+                if pause:
+                    await trio.sleep(0.001)  # the reader waits for each piece
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(write)
+            got.extend([chunk async for chunk in body])
+        assert state.their_state is h11.DONE
+        await theirs.aclose()
+        await ours.aclose()
+        return b"".join(got), len(got)
+
+    got, _ = trio.run(main)
+    assert got == b"".join(datas)
+
+
+async def test_socket_body_peer_closing_mid_body_is_a_remote_protocol_error() -> None:
+    body, state, ours, theirs = _socket_body()
+    await theirs.send_all(b"5\r\nhello\r\n3\r\nwo")
+    assert await body.__anext__() == b"hellowo"  # a chunk's data is passed on as it arrives
+    await theirs.aclose()
+    with pytest.raises(httpcore2.RemoteProtocolError, match="incomplete chunked read"):
+        await body.__anext__()
+    assert state.their_state is h11.SEND_BODY  # the pool drops the connection
+    await ours.aclose()
+
+
+async def test_socket_body_reset_by_peer_is_a_read_error() -> None:
+    import socket
+    import struct
+
+    body, _, ours, theirs = _socket_body()
+    await theirs.send_all(b"5\r\nhello\r\n")
+    assert await body.__anext__() == b"hello"
+    # RST instead of FIN: SO_LINGER with a zero timeout, then close
+    theirs.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    await theirs.aclose()
+    with pytest.raises((httpcore2.ReadError, httpcore2.RemoteProtocolError)):
+        await body.__anext__()
+    await ours.aclose()
+
+
+async def test_socket_body_cancelled_while_waiting_reads_nothing_and_resumes() -> None:
+    body, _, ours, theirs = _socket_body()
+    with trio.move_on_after(0.05) as scope:
+        await body.__anext__()  # nothing sent: waits on the descriptor
+    assert scope.cancelled_caught
+    await theirs.send_all(b"3\r\nabc\r\n0\r\n\r\n")
+    assert [chunk async for chunk in body] == [b"abc"]
+    await theirs.aclose()
+    await ours.aclose()
