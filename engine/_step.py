@@ -28,6 +28,7 @@ from ._actors import (
     HandlerWarning,
     handler_actor,
 )
+from ._channel import EventReceiver, open_event_channel
 from ._events import (
     Cancelled,
     ContentBlock,
@@ -520,7 +521,7 @@ async def _attempts(
             state.status = "ok"
 
 
-Actor = tuple[trio.MemoryReceiveChannel[Event], Any, Outlet, str]
+Actor = tuple[EventReceiver[Event] | trio.MemoryReceiveChannel[Event], Any, Outlet, str]
 """What a handler actor is started with: its channel, the handler, its outlet, its name."""
 
 
@@ -550,7 +551,7 @@ async def wire_consumers(
     try:
         for consumer in consumers:
             if isinstance(consumer, HandlerConsumer):
-                send, receive = trio.open_memory_channel[Event](consumer.buffer_size)
+                send, receive = open_event_channel(consumer.buffer_size)
                 outlet = Outlet(
                     send,
                     coalesce=consumer.policy == "coalesce",
@@ -560,7 +561,7 @@ async def wire_consumers(
                 outlet.actor = True
                 actors.append((receive, consumer.handler, outlet, consumer.name))
             elif consumer.policy == "coalesce":  # the relay actor closes it
-                send, receive = trio.open_memory_channel[Event](consumer.buffer_size)
+                send, receive = open_event_channel(consumer.buffer_size)
                 outlet = Outlet(send, coalesce=True, name="channel", buffer_size=consumer.buffer_size)
                 outlet.actor = True
                 actors.append((receive, ChannelRelay(consumer.send_channel), outlet, "channel"))

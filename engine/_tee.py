@@ -27,6 +27,7 @@ from typing import Final
 import attrs
 import trio
 
+from ._channel import EventSender
 from ._events import Delta, Event, ThinkingDelta, ToolInputDelta
 
 __all__ = ("DEFAULT_BUFFER_SIZE", "Outlet", "Tee")
@@ -46,7 +47,7 @@ class Outlet:
 
     def __init__(
         self,
-        send: trio.MemorySendChannel[Event],
+        send: trio.MemorySendChannel[Event] | EventSender[Event],
         *,
         coalesce: bool = False,
         name: str = "",

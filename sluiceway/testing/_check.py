@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from ..engine import TERMINAL_EVENTS, Cancelled, Delta, Event, Response
 from ..engine._actors import TERMINAL_DELIVERY_TIMEOUT, handler_actor
+from ..engine._channel import open_event_channel
 from ..engine._tee import Outlet, Tee
 from ._invariants import InvariantError, check_delivery, describe_event
 from ._strategies import event_streams
@@ -344,7 +345,7 @@ async def feed_handler(
         cancellation and the ``Cancelled`` terminals.
     """
     sent: list[Event] = []
-    send_events, receive_events = trio.open_memory_channel[Event](buffer_size)
+    send_events, receive_events = open_event_channel(buffer_size)  # the engine's own link
     outlet = Outlet(
         send_events, coalesce=policy == "coalesce", name="handler under test", buffer_size=buffer_size
     )

@@ -1,0 +1,273 @@
+"""A bounded one-consumer event channel: the tee's link to a handler actor.
+
+It behaves as a trio memory channel of the same buffer size (the same errors:
+``WouldBlock``, ``EndOfChannel``, ``BrokenResourceError``,
+``ClosedResourceError``; ``send`` and ``receive`` are checkpoints; a cancelled
+``send`` sent nothing and a cancelled ``receive`` took nothing), with one
+consumer and no ``clone``. What it adds is ``receive_batch``: everything
+waiting, in one call, parking only when nothing is.
+
+Why not trio's: at a paced stream's rate (one event per read) the actor is
+woken once per event, and trio's ``receive`` raises and catches ``WouldBlock``
+on each empty try, parks through an ``OrderedDict`` and builds a closure per
+wait. Measured with 1,000 sockets at 20 events/s each and one actor per
+socket: 34.6 µs per event through trio's channel, 27-31 µs through this one
+(the same loop otherwise).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Generic, TypeVar
+
+import trio
+from trio.lowlevel import (
+    Abort,
+    Task,
+    current_task,
+    enable_ki_protection,
+    reschedule,
+    wait_task_rescheduled,
+)
+
+__all__ = ("EventReceiver", "EventSender", "open_event_channel")
+
+T = TypeVar("T")
+
+
+class _State(Generic[T]):
+    __slots__ = (
+        "capacity", "data", "handed", "receive_closed", "receiver", "refused", "send_closed", "senders",
+    )
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.data: deque[T] = deque()
+        # 1 when data[0] was handed to a parked receiver (trio does not count that one in the buffer)
+        self.handed = 0
+        self.receiver: Task | None = None
+        # senders parked on a full buffer, in order: {task: value}
+        self.senders: dict[Task, T] = {}
+        # parked senders woken by the receiver's close: their values were not sent
+        self.refused: set[Task] = set()
+        self.send_closed = False
+        self.receive_closed = False
+
+    def abort_receive(self, _: Any) -> Abort:
+        self.receiver = None
+        return Abort.SUCCEEDED
+
+    def take_senders(self) -> None:
+        """Move the parked senders' values into the buffer, in order, and wake them (sent)."""
+        senders = self.senders
+        data = self.data
+        for task, value in senders.items():
+            data.append(value)
+            reschedule(task)
+        senders.clear()
+
+
+def open_event_channel(max_buffer_size: int) -> tuple[EventSender[T], EventReceiver[T]]:
+    """A bounded channel with one consumer: ``(send side, receive side)``.
+
+    Args:
+        max_buffer_size: Events held before ``send`` blocks (0: a hand-off, as in trio).
+    """
+    if max_buffer_size < 0:
+        raise ValueError("max_buffer_size must be >= 0")
+    state: _State[T] = _State(int(max_buffer_size))
+    return EventSender(state), EventReceiver(state)
+
+
+class EventSender(Generic[T]):
+    """The send side (the tee's outlet): ``send_nowait``, ``send``, ``close``."""
+
+    __slots__ = ("_closed", "_state")
+
+    def __init__(self, state: _State[T]) -> None:
+        self._state = state
+        self._closed = False
+
+    @enable_ki_protection
+    def send_nowait(self, value: T) -> None:
+        """Put *value* in the buffer, or raise ``WouldBlock`` when it is full."""
+        if self._closed:
+            raise trio.ClosedResourceError
+        state = self._state
+        if state.receive_closed:
+            raise trio.BrokenResourceError
+        receiver = state.receiver
+        if receiver is not None:  # parked, so the buffer is empty: hand the value over
+            state.data.append(value)
+            state.handed = 1
+            state.receiver = None
+            reschedule(receiver)
+            return
+        if len(state.data) - state.handed < state.capacity and not state.senders:
+            state.data.append(value)
+            return
+        raise trio.WouldBlock
+
+    @enable_ki_protection
+    async def send(self, value: T) -> None:
+        """Send *value*, waiting while the buffer is full (a cancelled send sent nothing)."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            self.send_nowait(value)
+        except trio.WouldBlock:
+            pass
+        else:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
+        state = self._state
+        task = current_task()
+        state.senders[task] = value
+
+        def abort(_: Any) -> Abort:
+            del state.senders[task]
+            return Abort.SUCCEEDED
+
+        await wait_task_rescheduled(abort)
+        if task in state.refused:
+            state.refused.discard(task)
+            raise trio.BrokenResourceError
+
+    @enable_ki_protection
+    def close(self) -> None:
+        """Close this side: the receiver gets what is buffered, then ``EndOfChannel``."""
+        if self._closed:
+            return
+        self._closed = True
+        state = self._state
+        state.send_closed = True
+        receiver = state.receiver
+        if receiver is not None:
+            state.receiver = None
+            reschedule(receiver)
+
+    async def aclose(self) -> None:
+        self.close()
+        await trio.lowlevel.checkpoint()
+
+    def __enter__(self) -> EventSender[T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class EventReceiver(Generic[T]):
+    """The receive side (a handler actor's): ``receive_batch``, ``receive``, ``receive_nowait``."""
+
+    __slots__ = ("_closed", "_state")
+
+    def __init__(self, state: _State[T]) -> None:
+        self._state = state
+        self._closed = False
+
+    def waiting(self) -> bool:
+        """True when an event is waiting (in the buffer, or with a parked sender)."""
+        state = self._state
+        return bool(state.data) or bool(state.senders)
+
+    @enable_ki_protection
+    def receive_nowait(self) -> T:
+        """The next event, or ``WouldBlock`` (nothing waiting) / ``EndOfChannel`` (sender closed, drained)."""
+        if self._closed:
+            raise trio.ClosedResourceError
+        state = self._state
+        if state.senders:
+            state.take_senders()
+        if state.data:
+            state.handed = 0
+            return state.data.popleft()
+        if state.send_closed:
+            raise trio.EndOfChannel
+        raise trio.WouldBlock
+
+    @enable_ki_protection
+    async def receive_batch(self) -> list[T]:
+        """Every event waiting (at least one), in order; waits while there is none.
+
+        Like ``receive_nowait`` then ``receive``: when events are waiting they are
+        taken at once, with no checkpoint (so events already in the channel reach
+        the actor before a pending cancellation does); otherwise it waits, a
+        checkpoint. Raises ``EndOfChannel`` once the sender closed and all is taken.
+        """
+        if self._closed:
+            raise trio.ClosedResourceError
+        state = self._state
+        if state.send_closed and not state.data and not state.senders:
+            await trio.lowlevel.checkpoint()
+        elif not state.data and not state.senders:
+            if state.receiver is not None:
+                raise trio.BusyResourceError("another task is already receiving from this channel")
+            state.receiver = current_task()
+            await wait_task_rescheduled(state.abort_receive)
+        while True:
+            if state.senders:
+                state.take_senders()
+            data = state.data
+            if data:
+                state.handed = 0
+                if len(data) == 1:
+                    return [data.popleft()]
+                batch = list(data)
+                data.clear()
+                return batch
+            if state.send_closed:
+                raise trio.EndOfChannel
+            # woken with nothing to take: cannot happen with one consumer, but never return empty
+            state.receiver = current_task()
+            await wait_task_rescheduled(state.abort_receive)
+
+    async def receive(self) -> T:
+        """The next event; waits while there is none. A checkpoint."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            value = self.receive_nowait()
+        except trio.WouldBlock:
+            pass
+        else:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return value
+        state = self._state
+        if state.receiver is not None:
+            raise trio.BusyResourceError("another task is already receiving from this channel")
+        state.receiver = current_task()
+        await wait_task_rescheduled(state.abort_receive)
+        return self.receive_nowait()  # what woke us: an event, or the sender's close (EndOfChannel)
+
+    @enable_ki_protection
+    def close(self) -> None:
+        """Close this side: the sender gets ``BrokenResourceError`` (parked senders too)."""
+        if self._closed:
+            return
+        self._closed = True
+        state = self._state
+        state.receive_closed = True
+        senders = list(state.senders)
+        state.senders.clear()
+        state.data.clear()
+        for task in senders:
+            state.refused.add(task)
+            reschedule(task)
+
+    async def aclose(self) -> None:
+        self.close()
+        await trio.lowlevel.checkpoint()
+
+    def __enter__(self) -> EventReceiver[T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __aiter__(self) -> EventReceiver[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        try:
+            return await self.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
