@@ -13,6 +13,7 @@ import trio
 from fake_api_helpers import collect, provider, request, text_of
 from sluiceway.engine._events import Usage
 from sluiceway.engine._pricing import cost_usd
+from sluiceway.engine._protocols import ModelRequest
 from sluiceway.engine._provider_events import (
     BlockStart,
     BlockStop,
@@ -527,3 +528,56 @@ def test_provider_satisfies_the_protocol():
 
     p = AnthropicProvider(api_key="x")
     assert isinstance(p, Provider) and p.name == "anthropic"
+
+
+async def test_concurrent_streams_spread_over_clients_of_bounded_size(fake_api, monkeypatch):
+    # httpcore's pool scans every connection per request and per close: the provider keeps
+    # at most streams_per_client open streams on each client it makes
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test")
+    provider = AnthropicProvider(base_url=fake_api.url, streams_per_client=2)
+    request = ModelRequest(
+        step="draft", model="fake:text?text=a b c&delay_ms=20", messages=({"role": "user", "content": "hi"},)
+    )
+    peak: list[list[int]] = []
+    texts: list[str] = []
+
+    async def one() -> None:
+        async with provider.stream(request) as events:
+            peak.append(sorted(provider._open.values()))
+            texts.append("".join(e.text for e in [e async for e in events] if isinstance(e, TextChunk)))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(5):
+            nursery.start_soon(one)
+    assert texts == ["a b c"] * 5
+    assert len(provider._clients) == 3  # 2 + 2 + 1
+    assert max(max(p) for p in peak) == 2
+    assert sorted(provider._open.values()) == [0, 0, 0]  # all checked back in
+    assert provider.client() is provider._clients[0]
+    await provider.aclose()
+    assert provider._clients == []
+
+
+async def test_a_failed_or_cancelled_request_checks_its_client_back_in(fake_api, monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test")
+    provider = AnthropicProvider(base_url=fake_api.url, streams_per_client=1)
+    failing = ModelRequest(step="draft", model="fake:status?code=500", messages=({"role": "user", "content": "x"},))
+    with pytest.raises(ProviderError):
+        async with provider.stream(failing):
+            pass
+    assert list(provider._open.values()) == [0]
+    text = ModelRequest(step="draft", model="fake:text?text=a", messages=({"role": "user", "content": "x"},))
+    with trio.move_on_after(0) as scope:  # cancelled inside the request
+        async with provider.stream(text):
+            pass
+    assert scope.cancelled_caught
+    assert list(provider._open.values()) == [0]  # one client, nothing counted open
+    async with provider.stream(text) as events:  # and the client is still the one used
+        assert [e async for e in events]
+    assert len(provider._clients) == 1
+    await provider.aclose()
+
+
+def test_streams_per_client_must_be_positive():
+    with pytest.raises(ValueError, match="streams_per_client"):
+        AnthropicProvider(streams_per_client=0)
