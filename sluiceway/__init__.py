@@ -27,6 +27,7 @@ from ._api import run as run
 from ._api import run_sync as run_sync
 from ._executor import ModeUnavailableError as ModeUnavailableError
 from ._executor import StepContext as StepContext
+from ._gc import tune_gc as tune_gc
 from ._load import load as load
 from ._load import loads as loads
 from ._result import RunResult as RunResult

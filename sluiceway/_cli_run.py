@@ -26,6 +26,7 @@ import yaml
 
 from ._errors import AuthenticationError, SluicewayError, SpecError
 from ._executor import ModeUnavailableError, RunOptions, execute, prepare
+from ._gc import tune_gc
 from ._result import RunResult, result_to_json
 
 __all__ = ("format_summary", "parse_assignments", "run_command")
@@ -203,6 +204,7 @@ def _run_command(args: argparse.Namespace, err: TextIO) -> int:
     )
     spec = _load(args.file)
     prepare(spec, options)  # bad conditions, handlers, callables: exit 2 before anything runs
+    tune_gc()  # start-up is over: freeze it, collect the young less often (see sluiceway._gc)
     result, interrupted = trio.run(_run_with_sigint, spec, options)
     if result is not None and as_json:
         sys.stdout.write(json.dumps(result_to_json(result), indent=2, default=str) + "\n")
