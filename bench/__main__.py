@@ -807,15 +807,15 @@ def _concurrency_rows(c: dict[str, Any], ok: Callable[[bool], str]) -> list[tupl
             f"p99 <= 50 ms: {ok((c['lag_ms']['p99'] or 1e9) <= 50)}",
         ),
         (
-            f"... while all {n} were open ({window['from_s']:.1f}-{window['to_s']:.1f} s, "
-            f"{window['events']:,} deltas)",
-            f"{_fmt(window['p50_ms'])} / {_fmt(window['p99_ms'])} ms; client CPU "
-            f"{_fmt(window['cpu_utilisation'], '.2f')} of a core",
+            f"... while all {n} streams were open",
+            f"{_fmt(window['p50_ms'])} / {_fmt(window['p99_ms'])} ms ({window['from_s']:.1f}-{window['to_s']:.1f} s, "
+            f"{window['events']:,} deltas); client CPU {_fmt(window['cpu_utilisation'], '.2f')} of a core",
             f"p99 <= 50 ms: {ok((window['p99_ms'] or 1e9) <= 50)}",
         ),
         (
-            f"... start-up ({n} requests in {c['ramp']:g} s, {start['events']:,} deltas before all were open)",
-            f"{_fmt(start['p50_ms'])} / {_fmt(start['p99_ms'])} ms; {start['cpu_s']:.2f} s of CPU",
+            f"... start-up: {n} requests in {c['ramp']:g} s",
+            f"{_fmt(start['p50_ms'])} / {_fmt(start['p99_ms'])} ms ({start['events']:,} deltas before all were "
+            f"open); {start['cpu_s']:.2f} s of CPU",
             "",
         ),
         (

@@ -20,8 +20,11 @@ ROWS = (
     "(c)/(a)",
     "(c)/(b), (c)/(d)",
     "TTFT added, (c) - (a), median",
-    "10 streams x 20/s, lag p50 / p99 (all deltas)",
-    "... sent from 1 s on (after the start-up ramp)",
+    "10 streams x 20/s, `tune_gc()`: lag p50 / p99, all deltas",
+    "... while all 10 streams were open",
+    "... start-up: 10 requests in 0.05 s",
+    "... full GC collections during the run",
+    "10 streams, CPython's default GC: all deltas / while all open",
     "10 streams: client CPU per 1,000 events",
     "10 streams: peak RSS",
     "backpressure 3,000 deltas, block: peak RSS growth beyond the text",
@@ -58,6 +61,12 @@ def test_quick_bench_prints_the_table_and_writes_results(tmp_path: Path) -> None
     assert c["streams"] == 10 and c["failures"] == 0
     assert c["events"] == c["expected_events"] == 10 * 6  # every paced delta reached the handler
     assert c["server_cpu_s"] > 0 and c["peak_rss_mb"] > 0
+    assert c["gc_mode"] == "tuned" and c["default_gc"]["gc_mode"] == "default"
+    assert c["default_gc"]["events"] == c["default_gc"]["expected_events"] == 10 * 6
+    assert c["sdk_clients"] == 1  # 10 streams fit one client (64 per client)
+    window = c["all_open"]
+    assert 0 < window["from_s"] <= window["to_s"] and window["events"] + c["start_up"]["events"] <= c["events"]
+    assert isinstance(c["full_collections"], list)
     for policy in ("block", "coalesce"):
         b = results["backpressure"][policy]
         assert b["policy"] == policy and b["delta_count"] == 3000
