@@ -141,10 +141,22 @@ async def _feed(
     handle_batch = None if held.atomic else getattr(handler, "handle_batch", None)
     handle = handler.handle
     next_batch = _batches(receive_events, outlet)
+    # the common case, a block outlet on our channel: receive_batch itself, one coroutine level fewer
+    receive_batch = (
+        receive_events.receive_batch
+        if isinstance(receive_events, EventReceiver) and not outlet.coalesce
+        else None
+    )
     while True:
-        batch = await next_batch()
-        if batch is None:
-            return
+        if receive_batch is not None:
+            try:
+                batch = await receive_batch()
+            except trio.EndOfChannel:
+                return
+        else:
+            batch = await next_batch()  # type: ignore[assignment]
+            if batch is None:
+                return
         if len(batch) > outlet.high_water:  # the batch is what was waiting (+ a blocked sender's)
             outlet.high_water = min(len(batch), max(outlet.buffer_size, 1))
         held.batch = batch

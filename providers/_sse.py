@@ -53,6 +53,15 @@ class SSEParser:
             self._pending.clear()
         else:
             buf = chunk
+            if buf.find(b"\n\n") == len(buf) - 2:  # exactly one whole event (a paced stream's read)
+                self._tail_newline = False
+                block = buf[:-2].decode("utf-8")
+                if block.startswith("event: "):
+                    name, sep, data_line = block.partition("\n")
+                    if sep and data_line.startswith("data: ") and "\n" not in data_line:
+                        return [(name[7:] or None, data_line[6:])]
+                event = self._decode_block(block)
+                return [event] if event is not None else []
         end = buf.rfind(b"\n\n")
         if end + 2 < len(buf):
             rest = buf[end + 2 :]
