@@ -49,6 +49,7 @@ PY = sys.executable
 
 FULL: dict[str, Any] = {
     "reps": 7,
+    "conc_reps": 5,
     "deltas": 20_000,
     "ttft_reps": 40,
     "streams": 1000,
@@ -60,6 +61,7 @@ FULL: dict[str, Any] = {
 }
 QUICK: dict[str, Any] = {
     "reps": 1,
+    "conc_reps": 1,
     "deltas": 300,
     "ttft_reps": 3,
     "streams": 10,
@@ -274,12 +276,16 @@ async def _throughput_and_ttft(url: str, sizes: dict[str, Any]) -> dict[str, Any
                     raise RuntimeError(f"variant {key}: {n} deltas, expected {deltas}")
                 rates[key].append(n / elapsed)
         # time to first token: small streams on the warm connection, (a) and (c) alternating
+        # and the CPU of each whole small call (request, 3 deltas, close): the start-up cost per stream
         ttft: dict[str, list[float]] = {"a": [], "c": []}
+        call_cpu: dict[str, list[float]] = {"a": [], "c": []}
         small = "fake:text?deltas=3"
         for _ in range(sizes["ttft_reps"]):
             for key in ("a", "c"):
+                cpu = time.process_time()
                 start = time.perf_counter()
                 _, first = await variants[key](small)
+                call_cpu[key].append(time.process_time() - cpu)
                 assert first is not None
                 ttft[key].append(first - start)
     finally:
@@ -302,6 +308,7 @@ async def _throughput_and_ttft(url: str, sizes: dict[str, Any]) -> dict[str, Any
             "added_median_of_pairs": statistics.median(diffs) * 1e3,
             "reps": sizes["ttft_reps"],
         },
+        "call_cpu_ms": {k: statistics.median(v) * 1e3 for k, v in call_cpu.items()},
     }
 
 
@@ -484,6 +491,28 @@ def child_concurrency(
         rss_before_mb=rss_before / 2**20,
         peak_rss_mb=_peak_rss() / 2**20,
     )
+    return out
+
+
+def _concurrency_medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median run's figures, each the median over *runs* (``runs`` keeps every one)."""
+
+    def med(get: Callable[[dict[str, Any]], Any]) -> Any:
+        values = [get(r) for r in runs if get(r) is not None]
+        return statistics.median(values) if values else None
+
+    out = dict(runs[0])  # shape, sizes and the first run's timeline
+    out["lag_ms"] = {k: med(lambda r, k=k: r["lag_ms"][k]) for k in ("p50", "p99", "max")}
+    out["all_open"] = {k: med(lambda r, k=k: r["all_open"][k]) for k in runs[0]["all_open"]}
+    out["start_up"] = {k: med(lambda r, k=k: r["start_up"][k]) for k in runs[0]["start_up"]}
+    out["full_collections"] = max((r["full_collections"] for r in runs), key=len)  # the worst run's
+    for key in ("cpu_s_per_1000_events", "server_cpu_s_per_1000_events", "cpu_s", "wall_s"):
+        out[key] = med(lambda r, key=key: r.get(key))
+    out["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
+    out["failures"] = sum(r["failures"] for r in runs)
+    out["events"] = min(r["events"] for r in runs)
+    out["reps"] = len(runs)
+    out["runs"] = runs
     return out
 
 
@@ -792,6 +821,11 @@ def _throughput_rows(t: dict[str, Any], ok: Callable[[bool], str]) -> list[tuple
             f"{ttft['added_median']:+.3f} ms (a: {ttft['a_median']:.3f} ms)",
             f"<= 0.3 ms: {ok(ttft['added_median'] <= 0.3)}",
         ),
+        (
+            "CPU per 3-delta call (request to close), (a) / (c), median",
+            f"{t['call_cpu_ms']['a']:.2f} / {t['call_cpu_ms']['c']:.2f} ms",
+            "",
+        ),
     ]
 
 
@@ -802,7 +836,7 @@ def _concurrency_rows(c: dict[str, Any], ok: Callable[[bool], str]) -> list[tupl
     pauses = c["full_collections"]
     rows = [
         (
-            f"{n} streams x {c['rate']}/s, `tune_gc()`: lag p50 / p99, all deltas",
+            f"{n} streams x {c['rate']}/s, `tune_gc()` ({c['reps']} runs, medians): lag p50 / p99, all deltas",
             f"{_fmt(c['lag_ms']['p50'])} / {_fmt(c['lag_ms']['p99'])} ms",
             f"p99 <= 50 ms: {ok((c['lag_ms']['p99'] or 1e9) <= 50)}",
         ),
@@ -819,7 +853,7 @@ def _concurrency_rows(c: dict[str, Any], ok: Callable[[bool], str]) -> list[tupl
             "",
         ),
         (
-            "... full GC collections during the run",
+            "... full GC collections in a run (the most in any run)",
             f"{len(pauses)}" + (f" (longest {max(p['ms'] for p in pauses):.0f} ms)" if pauses else ""),
             "",
         ),
@@ -829,7 +863,7 @@ def _concurrency_rows(c: dict[str, Any], ok: Callable[[bool], str]) -> list[tupl
         dpauses = default["full_collections"]
         rows.append(
             (
-                f"{n} streams, CPython's default GC: all deltas / while all open",
+                f"{n} streams, CPython's default GC (1 run): all deltas / while all open",
                 f"{_fmt(default['lag_ms']['p50'])} / {_fmt(default['lag_ms']['p99'])} ms; "
                 f"{_fmt(default['all_open']['p50_ms'])} / {_fmt(default['all_open']['p99_ms'])} ms; "
                 f"{len(dpauses)} full collections"
@@ -900,10 +934,11 @@ def main(argv: list[str] | None = None) -> int:
             results["throughput"] = trio.run(_throughput_and_ttft, server.url, sizes)
         if "concurrency" in only:
             print(f"3. {sizes['streams']} concurrent streams for {sizes['seconds']} s ...", flush=True)
-            runs = {}
-            for gc_mode in ("tuned", "default"):
+            runs: dict[str, list[dict[str, Any]]] = {"tuned": [], "default": []}
+            # the tuned set-up (the documented one) conc_reps times; CPython's default GC once
+            for gc_mode in ["tuned"] * sizes["conc_reps"] + ["default"]:
                 before = server.report()
-                runs[gc_mode] = run = _child(
+                run = _child(
                     ["concurrency", server.url, str(sizes["streams"]), str(sizes["rate"]), str(sizes["seconds"]),
                      str(sizes["ramp"]), gc_mode]
                 )
@@ -911,9 +946,9 @@ def main(argv: list[str] | None = None) -> int:
                 run["server_cpu_s"] = server_cpu
                 if run["events"]:
                     run["server_cpu_s_per_1000_events"] = server_cpu / run["events"] * 1000
-            conc = runs["tuned"]
-            conc["default_gc"] = runs["default"]
-            results["concurrency"] = conc
+                runs[gc_mode].append(run)
+            results["concurrency"] = _concurrency_medians(runs["tuned"])
+            results["concurrency"]["default_gc"] = runs["default"][0]
     if "hop" in only:
         print("5. hop cost ...", flush=True)
         results["hop"] = _hops(sizes)

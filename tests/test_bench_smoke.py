@@ -20,11 +20,12 @@ ROWS = (
     "(c)/(a)",
     "(c)/(b), (c)/(d)",
     "TTFT added, (c) - (a), median",
-    "10 streams x 20/s, `tune_gc()`: lag p50 / p99, all deltas",
+    "CPU per 3-delta call (request to close), (a) / (c), median",
+    "10 streams x 20/s, `tune_gc()` (1 runs, medians): lag p50 / p99, all deltas",
     "... while all 10 streams were open",
     "... start-up: 10 requests in 0.05 s",
-    "... full GC collections during the run",
-    "10 streams, CPython's default GC: all deltas / while all open",
+    "... full GC collections in a run (the most in any run)",
+    "10 streams, CPython's default GC (1 run): all deltas / while all open",
     "10 streams: client CPU per 1,000 events",
     "10 streams: peak RSS",
     "backpressure 3,000 deltas, block: peak RSS growth beyond the text",
@@ -67,6 +68,8 @@ def test_quick_bench_prints_the_table_and_writes_results(tmp_path: Path) -> None
     window = c["all_open"]
     assert 0 < window["from_s"] <= window["to_s"] and window["events"] + c["start_up"]["events"] <= c["events"]
     assert isinstance(c["full_collections"], list)
+    assert c["reps"] == len(c["runs"]) == 1 and c["runs"][0]["events"] == 10 * 6
+    assert set(t["call_cpu_ms"]) == {"a", "c"} and all(v > 0 for v in t["call_cpu_ms"].values())
     for policy in ("block", "coalesce"):
         b = results["backpressure"][policy]
         assert b["policy"] == policy and b["delta_count"] == 3000
