@@ -116,29 +116,44 @@ _CHUNK: Final = 1024
 
 
 class _Block:
-    """A content block being accumulated: ``chunks`` (joined) then ``parts`` (the latest pieces)."""
+    """A content block being accumulated: ``text`` (joined so far) then ``parts`` (the latest pieces)."""
 
-    __slots__ = ("chunks", "kind", "name", "parsed", "parts", "signature", "tool_use_id")
+    __slots__ = ("kind", "name", "parsed", "parts", "signature", "text", "tool_use_id")
 
     def __init__(self, kind: str, tool_use_id: str | None, name: str | None) -> None:
         self.kind = kind
         self.tool_use_id = tool_use_id
         self.name = name
         self.parts: list[str] = []
-        self.chunks: list[str] = []
+        self.text = ""
+        """The pieces joined so far, grown in place."""
         self.signature: str | None = None
         self.parsed: Any = _UNPARSED
 
     def compact(self) -> None:
-        """Join the pieces so far into one chunk (called every ``_CHUNK`` pieces)."""
-        self.chunks.append("".join(self.parts))
+        """Append the pieces so far to ``text`` (called every ``_CHUNK`` pieces, and by ``joined``).
+
+        ``text`` is grown in place: with the attribute cleared, the local is the
+        string's only reference, and CPython then resizes it rather than copying
+        (a large string is ``realloc``'d, which the allocator moves by remapping
+        pages). A 1,000,000-delta text thus peaks at once its size, where joining
+        a list of chunks at the end held the chunks and the result together (twice).
+        Anyone else holding ``text`` (a partial response) costs one copy, not
+        correctness.
+        """
+        if not self.parts:
+            return
+        tail = "".join(self.parts)
         self.parts.clear()
+        text = self.text
+        self.text = ""
+        text += tail
+        self.text = text
 
     def joined(self) -> str:
-        """The block's text so far (each piece copied once more: linear)."""
-        if self.chunks:
-            return "".join([*self.chunks, *self.parts])
-        return "".join(self.parts)
+        """The block's text so far."""
+        self.compact()
+        return self.text
 
 
 class _Attempt:
