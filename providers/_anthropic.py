@@ -571,11 +571,16 @@ class _H11Body:
                 if fd < 0:
                     await self._receive_into_buffer()
                     continue
-                # the descriptor read, inline (two coroutine levels fewer per read)
+                # the descriptor read, inline (two coroutine levels fewer per read); before each
+                # read, the socket must still own the descriptor: closed under us (the client shut
+                # mid-stream), its number could already name another connection's socket
                 size = self._read_size
+                sock = self._socket_stream.socket
                 try:
                     if self._full:
                         await trio.lowlevel.checkpoint()
+                        if sock.fileno() != fd:
+                            raise trio.ClosedResourceError("the connection was closed")
                         try:
                             data = os.read(fd, size)
                         except BlockingIOError:
@@ -583,7 +588,11 @@ class _H11Body:
                     else:
                         data = None
                     while data is None:
+                        if sock.fileno() != fd:
+                            raise trio.ClosedResourceError("the connection was closed")
                         await trio.lowlevel.wait_readable(fd)
+                        if sock.fileno() != fd:
+                            raise trio.ClosedResourceError("the connection was closed")
                         try:
                             data = os.read(fd, size)
                         except BlockingIOError:

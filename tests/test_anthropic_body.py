@@ -205,3 +205,33 @@ async def test_socket_body_cancelled_while_waiting_reads_nothing_and_resumes() -
     assert [chunk async for chunk in body] == [b"abc"]
     await theirs.aclose()
     await ours.aclose()
+
+
+async def test_socket_body_closed_under_a_waiting_reader_is_a_read_error() -> None:
+    body, _, ours, theirs = _socket_body()
+    await theirs.send_all(b"5\r\nhel")
+    assert await body.__anext__() == b"hel"
+    raised: list[BaseException] = []
+
+    async def reader() -> None:
+        try:
+            await body.__anext__()
+        except httpcore2.ReadError as exc:
+            raised.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader)
+        await trio.testing.wait_all_tasks_blocked()
+        await ours.aclose()  # the pool closing the connection while the body waits on it
+    assert len(raised) == 1
+    await theirs.aclose()
+
+
+async def test_socket_body_never_reads_a_descriptor_its_socket_gave_up() -> None:
+    body, _, ours, theirs = _socket_body()
+    await theirs.send_all(b"5\r\nhello\r\n")
+    assert await body.__anext__() == b"hello"
+    await ours.aclose()  # closed between reads: the number may be reused by the next socket
+    with pytest.raises(httpcore2.ReadError, match="closed"):
+        await body.__anext__()
+    await theirs.aclose()
