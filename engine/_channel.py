@@ -18,7 +18,7 @@ socket: 34.6 µs per event through trio's channel, 27-31 µs through this one
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 import trio
 from trio.lowlevel import (
@@ -67,6 +67,25 @@ class _State(Generic[T]):
         senders.clear()
 
 
+class _Endpoint:
+    """What both sides share: ``aclose`` and the context manager, over their own ``close``."""
+
+    __slots__ = ()
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        self.close()
+        await trio.lowlevel.checkpoint()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def open_event_channel(max_buffer_size: int) -> tuple[EventSender[T], EventReceiver[T]]:
     """A bounded channel with one consumer: ``(send side, receive side)``.
 
@@ -79,7 +98,7 @@ def open_event_channel(max_buffer_size: int) -> tuple[EventSender[T], EventRecei
     return EventSender(state), EventReceiver(state)
 
 
-class EventSender(Generic[T]):
+class EventSender(_Endpoint, Generic[T]):
     """The send side (the tee's outlet): ``send_nowait``, ``send``, ``close``."""
 
     __slots__ = ("_closed", "_state")
@@ -145,18 +164,8 @@ class EventSender(Generic[T]):
             state.receiver = None
             reschedule(receiver)
 
-    async def aclose(self) -> None:
-        self.close()
-        await trio.lowlevel.checkpoint()
 
-    def __enter__(self) -> EventSender[T]:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class EventReceiver(Generic[T]):
+class EventReceiver(_Endpoint, Generic[T]):
     """The receive side (a handler actor's): ``receive_batch``, ``receive``, ``receive_nowait``."""
 
     __slots__ = ("_closed", "_state")
@@ -252,16 +261,6 @@ class EventReceiver(Generic[T]):
         for task in senders:
             state.refused.add(task)
             reschedule(task)
-
-    async def aclose(self) -> None:
-        self.close()
-        await trio.lowlevel.checkpoint()
-
-    def __enter__(self) -> EventReceiver[T]:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __aiter__(self) -> EventReceiver[T]:
         return self
