@@ -702,12 +702,13 @@ def child_backpressure(policy: str, n: int) -> dict[str, Any]:
 async def _hop(n_handlers: int, events: int) -> float:
     from sluiceway.engine import Delta
     from sluiceway.engine._actors import handler_actor
+    from sluiceway.engine._channel import open_event_channel
     from sluiceway.engine._tee import Outlet, Tee
 
     outlets = []
     receives = []
     for _ in range(n_handlers):
-        send, receive = trio.open_memory_channel[Any](64)
+        send, receive = open_event_channel(64)  # what wire_consumers gives a handler
         outlet = Outlet(send, name="noop")
         outlet.actor = True
         outlets.append(outlet)

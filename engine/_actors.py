@@ -14,7 +14,7 @@ flight, not half handled.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, Final, Literal
 
 import trio
@@ -62,7 +62,7 @@ class ChannelRelay:
 
 
 async def handler_actor(
-    receive_events: EventReceiver[Event] | trio.MemoryReceiveChannel[Event],
+    receive_events: EventReceiver[Event],
     handler: Any,
     outlet: Outlet,
     *,
@@ -72,7 +72,7 @@ async def handler_actor(
 ) -> None:
     """Feed *handler* from *receive_events* until end-of-stream; always close it.
 
-    Batches only what is already waiting (``receive_nowait``), plus the outlet's
+    Batches only what is already waiting (``receive_batch``), plus the outlet's
     pending merged delta once the channel is empty. A handler error under
     ``isolate`` warns once (``HandlerWarning``) and stops feeding the handler;
     its channel is closed so the producer skips it and never blocks on it.
@@ -132,7 +132,7 @@ async def handler_actor(
 
 
 async def _feed(
-    receive_events: EventReceiver[Event] | trio.MemoryReceiveChannel[Event],
+    receive_events: EventReceiver[Event],
     handler: Any,
     outlet: Outlet,
     failed: Callable[[Exception, str], None],
@@ -140,26 +140,23 @@ async def _feed(
 ) -> None:
     handle_batch = None if held.atomic else getattr(handler, "handle_batch", None)
     handle = handler.handle
-    next_batch = _batches(receive_events, outlet)
-    # the common case, a block outlet on our channel: receive_batch itself, one coroutine level fewer
-    receive_batch = (
-        receive_events.receive_batch
-        if isinstance(receive_events, EventReceiver) and not outlet.coalesce
-        else None
-    )
+    receive_batch = receive_events.receive_batch
+    waiting = receive_events.waiting
     while True:
-        if receive_batch is not None:
+        # what is waiting (at least one event), then the outlet's pending merged delta;
+        # waits only when nothing is waiting
+        if outlet.pending is not None and not waiting():
+            batch = [outlet.take_pending()]
+        else:
             try:
                 batch = await receive_batch()
             except trio.EndOfChannel:
                 return
-        else:
-            batch = await next_batch()  # type: ignore[assignment]
-            if batch is None:
-                return
+            if outlet.pending is not None:
+                batch.append(outlet.take_pending())
         if len(batch) > outlet.high_water:  # the batch is what was waiting (+ a blocked sender's)
             outlet.high_water = min(len(batch), max(outlet.buffer_size, 1))
-        held.batch = batch
+        held.batch = batch  # type: ignore[assignment]
         held.busy = True
         try:
             if handle_batch is not None:
@@ -180,62 +177,6 @@ async def _feed(
             return  # leaving closes the channel: the producer skips this handler from now on
 
 
-def _batches(
-    receive_events: EventReceiver[Event] | trio.MemoryReceiveChannel[Event], outlet: Outlet
-) -> Callable[[], Awaitable[list[Event] | None]]:
-    """The actor's next batch: what is waiting (at least one event), then the outlet's pending
-    merged delta; ``None`` at the end of the stream. Waits only when nothing is waiting."""
-    take_pending = outlet.take_pending
-
-    if isinstance(receive_events, EventReceiver):
-        receive_batch = receive_events.receive_batch
-        waiting = receive_events.waiting
-
-        async def next_batch() -> list[Event] | None:
-            if outlet.pending is not None and not waiting():
-                return [take_pending()]  # type: ignore[list-item]
-            try:
-                batch = await receive_batch()
-            except trio.EndOfChannel:
-                return None
-            if outlet.pending is not None:
-                batch.append(take_pending())  # type: ignore[arg-type]
-            return batch
-
-        return next_batch
-
-    # a trio memory channel (the same order, through receive_nowait and WouldBlock)
-    receive = receive_events.receive
-    receive_nowait = receive_events.receive_nowait
-
-    async def next_trio_batch() -> list[Event] | None:
-        try:
-            event = receive_nowait()
-        except trio.WouldBlock:
-            event = take_pending()
-            if event is None:
-                try:
-                    event = await receive()
-                except trio.EndOfChannel:
-                    return None
-        except trio.EndOfChannel:
-            return None
-        batch = [event]
-        while True:  # take what is already waiting, never wait to fill a batch
-            try:
-                batch.append(receive_nowait())
-            except trio.WouldBlock:
-                pending = take_pending()
-                if pending is not None:
-                    batch.append(pending)
-                break
-            except trio.EndOfChannel:
-                break
-        return batch
-
-    return next_trio_batch
-
-
 class _Held:
     """The batch a handler is working on, and how much of it was handed over."""
 
@@ -252,7 +193,7 @@ class _Held:
 
 
 async def _after_cancel(
-    receive_events: EventReceiver[Event] | trio.MemoryReceiveChannel[Event], held: _Held
+    receive_events: EventReceiver[Event], held: _Held
 ) -> tuple[list[Event], list[Event]]:
     """After a cancellation: what the handler still gets, ending with the step's terminal event.
 

@@ -536,7 +536,7 @@ async def _attempts(
             state.status = "ok"
 
 
-Actor = tuple[EventReceiver[Event] | trio.MemoryReceiveChannel[Event], Any, Outlet, str]
+Actor = tuple[EventReceiver[Event], Any, Outlet, str]
 """What a handler actor is started with: its channel, the handler, its outlet, its name."""
 
 
