@@ -362,21 +362,14 @@ class _AnthropicCall:
             else:
                 what = f"no first token from the API within the first-token deadline ({first} s)"
             raise ProviderTimeoutError(what, step=self._step)
-        parsed = self._parser.feed(chunk)
-        if len(parsed) == 1:  # a paced stream: one event per read
-            name, data = parsed[0]
-            if name not in _HANDLERS or not data:
-                return  # a ping or a comment: not progress
-            names: Any = (name,)
-            payloads = self._loads([data])
-        else:
-            events = [(name, data) for name, data in parsed if name in _HANDLERS and data]
-            if not events:
-                return  # pings, comments or a partial event: not progress
-            names = [name for name, _ in events]
-            payloads = self._loads([data for _, data in events])
+        events = [
+            (name, data) for name, data in self._parser.feed(chunk) if name in _HANDLERS and data
+        ]
+        if not events:
+            return  # pings, comments or a partial event: not progress
+        payloads = self._loads([data for _, data in events])
         ready = self._ready
-        for name, payload in zip(names, payloads, strict=True):
+        for (name, _), payload in zip(events, payloads, strict=True):
             event = _HANDLERS[name](self, payload)
             if event is None:
                 if self._error is not None:
