@@ -104,7 +104,7 @@ class AnthropicProvider:
             scheduler passes, and the streams already flowing wait for it:
             measured with 1,000 streams started within a second on loopback,
             ``max_opening=16`` took the p99 lag of the deltas sent during the
-            start-up from ~180-230 ms to ~40-70 ms. Against a remote API a
+            start-up from ~150-300 ms to ~40-120 ms. Against a remote API a
             limit slows a burst to about ``max_opening`` starts per round trip.
     """
 
