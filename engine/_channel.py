@@ -67,12 +67,24 @@ class _State(Generic[T]):
         senders.clear()
 
 
-class _Endpoint:
-    """What both sides share: ``aclose`` and the context manager, over their own ``close``."""
+class _Endpoint(Generic[T]):
+    """What both sides share: the state, ``close`` once, ``aclose`` and the context manager."""
 
-    __slots__ = ()
+    __slots__ = ("_closed", "_state")
 
+    def __init__(self, state: _State[T]) -> None:
+        self._state = state
+        self._closed = False
+
+    @enable_ki_protection
     def close(self) -> None:
+        """Close this side (idempotent); see ``_close`` on each side."""
+        if self._closed:
+            return
+        self._closed = True
+        self._close(self._state)
+
+    def _close(self, state: _State[T]) -> None:
         raise NotImplementedError
 
     async def aclose(self) -> None:
@@ -98,14 +110,10 @@ def open_event_channel(max_buffer_size: int) -> tuple[EventSender[T], EventRecei
     return EventSender(state), EventReceiver(state)
 
 
-class EventSender(_Endpoint, Generic[T]):
+class EventSender(_Endpoint[T]):
     """The send side (the tee's outlet): ``send_nowait``, ``send``, ``close``."""
 
-    __slots__ = ("_closed", "_state")
-
-    def __init__(self, state: _State[T]) -> None:
-        self._state = state
-        self._closed = False
+    __slots__ = ()
 
     @enable_ki_protection
     def send_nowait(self, value: T) -> None:
@@ -151,13 +159,8 @@ class EventSender(_Endpoint, Generic[T]):
             state.refused.discard(task)
             raise trio.BrokenResourceError
 
-    @enable_ki_protection
-    def close(self) -> None:
-        """Close this side: the receiver gets what is buffered, then ``EndOfChannel``."""
-        if self._closed:
-            return
-        self._closed = True
-        state = self._state
+    def _close(self, state: _State[T]) -> None:
+        """The receiver gets what is buffered, then ``EndOfChannel``."""
         state.send_closed = True
         receiver = state.receiver
         if receiver is not None:
@@ -165,14 +168,10 @@ class EventSender(_Endpoint, Generic[T]):
             reschedule(receiver)
 
 
-class EventReceiver(_Endpoint, Generic[T]):
+class EventReceiver(_Endpoint[T]):
     """The receive side (a handler actor's): ``receive_batch``, ``receive``, ``receive_nowait``."""
 
-    __slots__ = ("_closed", "_state")
-
-    def __init__(self, state: _State[T]) -> None:
-        self._state = state
-        self._closed = False
+    __slots__ = ()
 
     def waiting(self) -> bool:
         """True when an event is waiting (in the buffer, or with a parked sender)."""
@@ -247,13 +246,8 @@ class EventReceiver(_Endpoint, Generic[T]):
         await wait_task_rescheduled(state.abort_receive)
         return self.receive_nowait()  # what woke us: an event, or the sender's close (EndOfChannel)
 
-    @enable_ki_protection
-    def close(self) -> None:
-        """Close this side: the sender gets ``BrokenResourceError`` (parked senders too)."""
-        if self._closed:
-            return
-        self._closed = True
-        state = self._state
+    def _close(self, state: _State[T]) -> None:
+        """The sender gets ``BrokenResourceError`` (parked senders too)."""
         state.receive_closed = True
         senders = list(state.senders)
         state.senders.clear()
