@@ -562,44 +562,34 @@ class _H11Body:
                         continue
                 fd = self._fd
                 if fd < 0:
-                    await self._receive_into_buffer()
+                    self._append(await self._receive())
                     continue
                 # the descriptor read, inline (two coroutine levels fewer per read); before each
-                # read, the socket must still own the descriptor: closed under us (the client shut
-                # mid-stream), its number could already name another connection's socket
+                # wait and read, the socket must still own the descriptor: closed under us (the
+                # client shut mid-stream), its number could already name another connection's socket
                 size = self._read_size
                 sock = self._socket_stream.socket
                 try:
-                    if self._full:
-                        await trio.lowlevel.checkpoint()
+                    while True:
+                        if self._full:  # the last read filled the buffer: more is likely waiting
+                            await trio.lowlevel.checkpoint()
+                        else:
+                            if sock.fileno() != fd:
+                                raise trio.ClosedResourceError("the connection was closed")
+                            await trio.lowlevel.wait_readable(fd)
                         if sock.fileno() != fd:
                             raise trio.ClosedResourceError("the connection was closed")
                         try:
                             data = os.read(fd, size)
+                            break
                         except BlockingIOError:
-                            data = None
-                    else:
-                        data = None
-                    while data is None:
-                        if sock.fileno() != fd:
-                            raise trio.ClosedResourceError("the connection was closed")
-                        await trio.lowlevel.wait_readable(fd)
-                        if sock.fileno() != fd:
-                            raise trio.ClosedResourceError("the connection was closed")
-                        try:
-                            data = os.read(fd, size)
-                        except BlockingIOError:
-                            continue  # woken without data (a spurious readiness): wait again
+                            self._full = False  # nothing there (or a spurious readiness): wait for it
                 except (trio.ClosedResourceError, trio.BusyResourceError) as exc:
                     raise httpcore2.ReadError(str(exc)) from exc
                 except OSError as exc:
                     raise httpcore2.ReadError(str(exc) or type(exc).__name__) from exc
                 self._full = len(data) == size
-                if not data:
-                    raise httpcore2.RemoteProtocolError(
-                        "peer closed connection without sending complete message body (incomplete chunked read)"
-                    )
-                self._buf = self._buf + data if self._buf else data
+                self._append(data)
                 continue
             state = self._h11
             try:
@@ -624,8 +614,8 @@ class _H11Body:
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise httpcore2.ReadError(str(exc)) from exc
 
-    async def _receive_into_buffer(self) -> None:
-        data = await self._receive()
+    def _append(self, data: bytes) -> None:
+        """Add a read's bytes to the buffer; none (the peer closed) mid-body is an error."""
         if not data:
             raise httpcore2.RemoteProtocolError(
                 "peer closed connection without sending complete message body (incomplete chunked read)"
