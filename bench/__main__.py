@@ -458,13 +458,12 @@ def child_concurrency(
     window = sorted(lag for sent, lag in zip(stamps, lags, strict=True) if all_open[0] <= sent <= all_open[1])
     before = sorted(lag for sent, lag in zip(stamps, lags, strict=True) if sent < all_open[0])
 
-    def cpu_at(t: float) -> float:
-        return min(cpu_marks, key=lambda m: abs(m[0] - t))[1] if cpu_marks else 0.0
+    def mark_at(t: float) -> tuple[float, float]:
+        """The CPU sample nearest *t*: (its time, the CPU seconds then)."""
+        return min(cpu_marks, key=lambda m: abs(m[0] - t)) if cpu_marks else (t, 0.0)
 
-    def mark_at(t: float) -> float:
-        return min(cpu_marks, key=lambda m: abs(m[0] - t))[0] if cpu_marks else t
-
-    open_wall = mark_at(all_open[1]) - mark_at(all_open[0])
+    (open_from, cpu_from), (open_to, cpu_to) = mark_at(all_open[0]), mark_at(all_open[1])
+    open_wall = open_to - open_from
     ttfts = sorted(
         r.first_receipt - r.started for r in recorders if r.first_receipt is not None and r.started is not None
     )
@@ -497,13 +496,13 @@ def child_concurrency(
             "events": len(window),
             "p50_ms": _ms(_pct(window, 0.50)),
             "p99_ms": _ms(_pct(window, 0.99)),
-            "cpu_utilisation": (cpu_at(all_open[1]) - cpu_at(all_open[0])) / open_wall if open_wall > 0 else None,
+            "cpu_utilisation": (cpu_to - cpu_from) / open_wall if open_wall > 0 else None,
         },
         start_up={
             "events": len(before),
             "p50_ms": _ms(_pct(before, 0.50)),
             "p99_ms": _ms(_pct(before, 0.99)),
-            "cpu_s": cpu_at(all_open[0]) - cpu_at(t0),
+            "cpu_s": cpu_from - mark_at(t0)[1],
         },
         full_collections=[{"at_s": round(at - t0, 2), "ms": round(d * 1e3, 1)} for at, d in full_collections],
         p99_lag_ms_by_second=timeline,
