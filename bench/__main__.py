@@ -522,10 +522,8 @@ def _concurrency_medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
         return statistics.median(values) if values else None
 
     out = dict(runs[0])  # shape, sizes and the first run's timeline
-    out["lag_ms"] = {k: med(lambda r, k=k: r["lag_ms"][k]) for k in ("p50", "p99", "max")}
-    out["all_open"] = {k: med(lambda r, k=k: r["all_open"][k]) for k in runs[0]["all_open"]}
-    out["start_up"] = {k: med(lambda r, k=k: r["start_up"][k]) for k in runs[0]["start_up"]}
-    out["first_delta_ms"] = {k: med(lambda r, k=k: r["first_delta_ms"][k]) for k in runs[0]["first_delta_ms"]}
+    for part in ("lag_ms", "all_open", "start_up", "first_delta_ms"):
+        out[part] = {k: med(lambda r, part=part, k=k: r[part][k]) for k in runs[0][part]}
     out["full_collections"] = max((r["full_collections"] for r in runs), key=len)  # the worst run's
     for key in ("cpu_s_per_1000_events", "server_cpu_s_per_1000_events", "cpu_s", "wall_s"):
         out[key] = med(lambda r, key=key: r.get(key))
@@ -851,6 +849,11 @@ def _throughput_rows(t: dict[str, Any], ok: Callable[[bool], str]) -> list[tuple
     ]
 
 
+def _collections(pauses: list[dict[str, Any]], noun: str = "") -> str:
+    """How many full collections (then *noun*), and the longest."""
+    return f"{len(pauses)}{noun}" + (f" (longest {max(p['ms'] for p in pauses):.0f} ms)" if pauses else "")
+
+
 def _concurrency_rows(c: dict[str, Any], ok: Callable[[bool], str]) -> list[tuple[str, str, str]]:
     n = f"{c['streams']:,}"
     window = c["all_open"]
@@ -877,20 +880,18 @@ def _concurrency_rows(c: dict[str, Any], ok: Callable[[bool], str]) -> list[tupl
         ),
         (
             "... full GC collections in a run (the most in any run)",
-            f"{len(pauses)}" + (f" (longest {max(p['ms'] for p in pauses):.0f} ms)" if pauses else ""),
+            _collections(pauses),
             "",
         ),
     ]
     default = c.get("default_gc")
     if default is not None:
-        dpauses = default["full_collections"]
         rows.append(
             (
                 f"{n} streams, CPython's default GC (1 run): all deltas / while all open",
                 f"{_fmt(default['lag_ms']['p50'])} / {_fmt(default['lag_ms']['p99'])} ms; "
                 f"{_fmt(default['all_open']['p50_ms'])} / {_fmt(default['all_open']['p99_ms'])} ms; "
-                f"{len(dpauses)} full collections"
-                + (f" (longest {max(p['ms'] for p in dpauses):.0f} ms)" if dpauses else ""),
+                f"{_collections(default['full_collections'], ' full collections')}",
                 "",
             )
         )
