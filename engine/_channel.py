@@ -205,29 +205,26 @@ class EventReceiver(_Endpoint[T]):
         if self._closed:
             raise trio.ClosedResourceError
         state = self._state
-        if state.send_closed and not state.data and not state.senders:
-            await trio.lowlevel.checkpoint()
-        elif not state.data and not state.senders:
+        if not state.data and not state.senders:
+            if state.send_closed:
+                await trio.lowlevel.checkpoint()
+                raise trio.EndOfChannel
             if state.receiver is not None:
                 raise trio.BusyResourceError("another task is already receiving from this channel")
             state.receiver = current_task()
+            # woken by a send (its value is in the buffer) or by the sender's close
             await wait_task_rescheduled(state.abort_receive)
-        while True:
-            if state.senders:
-                state.take_senders()
-            data = state.data
-            if data:
-                state.handed = 0
-                if len(data) == 1:
-                    return [data.popleft()]
-                batch = list(data)
-                data.clear()
-                return batch
-            if state.send_closed:
-                raise trio.EndOfChannel
-            # woken with nothing to take: cannot happen with one consumer, but never return empty
-            state.receiver = current_task()
-            await wait_task_rescheduled(state.abort_receive)
+        if state.senders:
+            state.take_senders()
+        data = state.data
+        if not data:
+            raise trio.EndOfChannel  # the sender closed while we waited
+        state.handed = 0
+        if len(data) == 1:
+            return [data.popleft()]
+        batch = list(data)
+        data.clear()
+        return batch
 
     async def receive(self) -> T:
         """The next event; waits while there is none. A checkpoint."""
