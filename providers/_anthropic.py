@@ -15,6 +15,7 @@ first-token timeout, the idle one applies from the request on).
 from __future__ import annotations
 
 import collections
+import contextvars
 import inspect
 import json
 import json.scanner
@@ -61,6 +62,8 @@ __all__ = ("AnthropicProvider", "map_error")
 CLOSE_TIMEOUT: Final = 2.0
 #: Seconds to wait for the body's end after ``message_stop`` (then the connection is dropped).
 DRAIN_TIMEOUT: Final = 1.0
+#: ``AnthropicProvider``'s default ``max_starting``.
+DEFAULT_MAX_STARTING: Final = 16
 
 # request.extra keys passed to messages.create as they are
 _PASSTHROUGH: Final = frozenset(
@@ -97,15 +100,20 @@ class AnthropicProvider:
         default_model: The model when the request names none.
         max_tokens: The output cap when the request sets none.
         streams_per_client: Open streams per client the provider makes (see above).
-        max_opening: At most this many requests waiting for their response head
-            at once; the others wait their turn (inside the first-token
-            deadline). Default: no limit. A client starting many streams at
-            once on a busy CPU runs all their request code in the same
-            scheduler passes, and the streams already flowing wait for it:
-            measured with 1,000 streams started within a second on loopback,
-            ``max_opening=16`` took the p99 lag of the deltas sent during the
-            start-up from ~150-300 ms to ~40-120 ms. Against a remote API a
-            limit slows a burst to about ``max_opening`` starts per round trip.
+        max_starting: At most this many calls run the CPU-bound part of their
+            start at once: building the request and sending its head (the
+            SDK, httpx, httpcore and h11 take ~1.3 ms of CPU per call here). A
+            call gives its turn back when it connects (TCP, TLS) and for good
+            once its body is being sent, so it waits for the response with no
+            turn held, and against a remote API the limit does not cap a burst
+            at so many starts per round trip. Without it, a burst of starts
+            runs in the same scheduler passes as the streams already flowing,
+            and their deltas wait: measured with 1,000 streams started within
+            a second on loopback, the p99 lag of the deltas sent during the
+            start-up was 42-49 ms with 8 or 16 and 147-202 ms with no limit
+            (bench/README.md). Waiting for a turn counts against the
+            first-token deadline. ``None``: no limit. Applies to the clients
+            the provider makes, not to a ``client`` given.
     """
 
     name = "anthropic"
@@ -119,20 +127,20 @@ class AnthropicProvider:
         default_model: str = "claude-sonnet-4-5",
         max_tokens: int = 4096,
         streams_per_client: int = 64,
-        max_opening: int | None = None,
+        max_starting: int | None = DEFAULT_MAX_STARTING,
     ) -> None:
         if streams_per_client < 1:
             raise ValueError("streams_per_client must be at least 1")
-        if max_opening is not None and max_opening < 1:
-            raise ValueError("max_opening must be at least 1 (or None: no limit)")
+        if max_starting is not None and max_starting < 1:
+            raise ValueError("max_starting must be at least 1 (or None: no limit)")
         self.api_key = api_key or os.environ.get("ANTHROPIC_API_KEY") or None
         self._auth_token = None if self.api_key else os.environ.get("ANTHROPIC_AUTH_TOKEN") or None
         self.base_url = base_url or os.environ.get("ANTHROPIC_BASE_URL") or None
         self.default_model = default_model
         self.max_tokens = max_tokens
         self.streams_per_client = streams_per_client
-        self.max_opening = max_opening
-        self._opening = trio.CapacityLimiter(max_opening) if max_opening is not None else None
+        self.max_starting = max_starting
+        self._starting = trio.CapacityLimiter(max_starting) if max_starting is not None else None
         self._client = client
         self._owns_client = client is None
         # the clients we made, the first one first, and each one's open streams
@@ -161,6 +169,8 @@ class AnthropicProvider:
             auth_token=self._auth_token,
             base_url=self.base_url,
             max_retries=0,
+            # the SDK's own httpx client, plus the trace that gives a call's start-up turn back
+            http_client=anthropic.DefaultAsyncHttpxClient(event_hooks={"request": [_install_trace]}),
         )
         self._clients.append(client)
         self._open[id(client)] = 0
@@ -266,12 +276,18 @@ class _AnthropicCall:
         try:
             try:
                 with trio.move_on_at(self._deadline) as scope:
-                    opening = self._provider._opening
-                    if opening is None:
+                    starting = self._provider._starting
+                    if starting is None or not self._provider._owns_client:
                         sdk_stream = await client.messages.create(**params)
                     else:  # wait our turn (within the first-token deadline)
-                        async with opening:
+                        turn = _Turn(starting)
+                        await turn.take()
+                        reset = _TURN.set(turn)
+                        try:
                             sdk_stream = await client.messages.create(**params)
+                        finally:
+                            _TURN.reset(reset)
+                            turn.give_back()
             except Exception as exc:
                 raise map_error(exc, self._step) from exc
             if scope.cancelled_caught:
@@ -675,6 +691,76 @@ class _H11Body:
         if not self._closed:
             self._closed = True
             await self._pool_stream.aclose()
+
+
+class _Turn:
+    """One call's turn at the start-up CPU (``max_starting``), given back while it waits on the network."""
+
+    __slots__ = ("held", "limiter")
+
+    def __init__(self, limiter: trio.CapacityLimiter) -> None:
+        self.limiter = limiter
+        self.held = False
+
+    async def take(self) -> None:
+        await self.limiter.acquire_on_behalf_of(self)
+        self.held = True
+
+    def give_back(self) -> None:
+        if self.held:
+            self.held = False
+            self.limiter.release_on_behalf_of(self)
+
+
+#: The turn of the call this task is starting, for ``_trace``.
+_TURN: contextvars.ContextVar[_Turn | None] = contextvars.ContextVar("sluiceway_anthropic_turn", default=None)
+
+# httpcore trace events around network waits: the turn is given back at their ".started" and
+# taken again at ".complete" of the connection's (not at ".failed": the error is on its way out).
+# Not after the body: the response head may arrive with deltas behind it, which must not wait
+# for a turn (measured: retaking it there took the start-up p99 lag from ~45 to ~900 ms).
+_GIVE_BACK: Final = frozenset(
+    {
+        "connection.connect_tcp.started",
+        "connection.connect_unix_socket.started",
+        "connection.start_tls.started",
+        "proxy.start_tls.started",
+        "socks.connect_tcp.started",
+        "socks.setup_socks5_connection.started",
+        "socks.start_tls.started",
+        "http11.send_request_body.started",
+        "http11.receive_response_headers.started",
+        "http2.send_request_body.started",
+        "http2.receive_response_headers.started",
+    }
+)
+_TAKE_AGAIN: Final = frozenset(
+    {
+        "connection.connect_tcp.complete",
+        "connection.connect_unix_socket.complete",
+        "connection.start_tls.complete",
+        "proxy.start_tls.complete",
+        "socks.connect_tcp.complete",
+        "socks.setup_socks5_connection.complete",
+        "socks.start_tls.complete",
+    }
+)
+
+
+async def _trace(name: str, info: dict[str, Any]) -> None:
+    """httpcore's ``trace`` extension: give the start-up turn back while waiting on the network."""
+    turn = _TURN.get()
+    if turn is None:
+        return
+    if name in _GIVE_BACK:
+        turn.give_back()
+    elif name in _TAKE_AGAIN and not turn.held:
+        await turn.take()
+
+
+async def _install_trace(request: httpx2.Request) -> None:
+    """httpx request hook: every request of the provider's clients gets ``_trace``."""
+    request.extensions["trace"] = _trace
 
 
 def _socket_fd(stream: Any) -> int:

@@ -583,24 +583,25 @@ def test_streams_per_client_must_be_positive():
         AnthropicProvider(streams_per_client=0)
 
 
-async def test_max_opening_bounds_requests_in_flight_and_every_stream_still_runs(fake_api, monkeypatch):
+class CountingTurns:
+    """The provider's start-up limiter, counting the turns taken and the most held at once."""
+
+    def __init__(self, inner: trio.CapacityLimiter) -> None:
+        self.inner, self.peak, self.taken = inner, 0, 0
+
+    async def acquire_on_behalf_of(self, borrower: object) -> None:
+        await self.inner.acquire_on_behalf_of(borrower)
+        self.taken += 1
+        self.peak = max(self.peak, self.inner.borrowed_tokens)
+
+    def release_on_behalf_of(self, borrower: object) -> None:
+        self.inner.release_on_behalf_of(borrower)
+
+
+async def test_max_starting_bounds_the_calls_starting_and_every_stream_still_runs(fake_api, monkeypatch):
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test")
-    provider = AnthropicProvider(base_url=fake_api.url, max_opening=2)
-
-    class Counting:  # the provider's limiter, counting the requests in flight
-        def __init__(self, inner: trio.CapacityLimiter) -> None:
-            self.inner, self.peak, self.entered = inner, 0, 0
-
-        async def __aenter__(self) -> None:
-            await self.inner.acquire()
-            self.entered += 1
-            self.peak = max(self.peak, self.inner.borrowed_tokens)
-
-        async def __aexit__(self, *exc: object) -> None:
-            self.inner.release()
-
-    counting = Counting(provider._opening)
-    provider._opening = counting
+    provider = AnthropicProvider(base_url=fake_api.url, max_starting=2)
+    counting = provider._starting = CountingTurns(provider._starting)  # type: ignore[assignment]
     request = ModelRequest(step="draft", model="fake:text?text=a b", messages=({"role": "user", "content": "hi"},))
     texts: list[str] = []
 
@@ -612,13 +613,78 @@ async def test_max_opening_bounds_requests_in_flight_and_every_stream_still_runs
         for _ in range(6):
             nursery.start_soon(one)
     assert texts == ["a b"] * 6
-    assert counting.entered == 6
-    assert counting.peak == 2  # six started at once: two requests in flight at most
+    # each call takes a turn to build its request, gives it back to connect and takes it again
+    # to send; six at once: two turns held at most
+    assert counting.taken == 12
+    assert counting.peak == 2
     assert counting.inner.borrowed_tokens == 0
     await provider.aclose()
 
 
-def test_max_opening_must_be_positive_or_none():
-    assert AnthropicProvider(max_opening=None)._opening is None
-    with pytest.raises(ValueError, match="max_opening"):
-        AnthropicProvider(max_opening=0)
+async def test_a_call_waiting_for_its_response_head_holds_no_turn(fake_api, monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test")
+    provider = AnthropicProvider(base_url=fake_api.url, max_starting=1)
+    request = ModelRequest(
+        step="draft", model="fake:text?text=a&head_delay_ms=400", messages=({"role": "user", "content": "hi"},)
+    )
+    heads: list[float] = []
+
+    async def one() -> None:
+        async with provider.stream(request) as events:
+            heads.append(trio.current_time() - began)
+            assert [e.text async for e in events if isinstance(e, TextChunk)] == ["a"]
+
+    began = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        for _ in range(8):
+            nursery.start_soon(one)
+    # one turn, eight calls: all eight waited for their heads at the same time (a turn held
+    # through the wait would have taken 8 x 0.4 s)
+    assert len(heads) == 8
+    assert 0.4 <= min(heads) and max(heads) < 1.2
+    assert provider._starting.borrowed_tokens == 0
+    await provider.aclose()
+
+
+async def test_waiting_for_a_turn_counts_against_the_first_token_deadline(fake_api, monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test")
+    provider = AnthropicProvider(base_url=fake_api.url, max_starting=1)
+    holder = object()
+    await provider._starting.acquire_on_behalf_of(holder)  # the only turn, held elsewhere
+    request = ModelRequest(
+        step="draft", model="fake:text?text=a", messages=({"role": "user", "content": "hi"},),
+        first_token_timeout=0.2,
+    )
+    requests = fake_api.stats()["requests"]
+    began = trio.current_time()
+    with pytest.raises(ProviderTimeoutError, match="0.2 s"):
+        async with provider.stream(request):
+            pass
+    assert 0.2 <= trio.current_time() - began < 0.6
+    assert fake_api.stats()["requests"] == requests  # it never got to send
+    assert provider._starting.borrowed_tokens == 1  # the holder's only
+    assert list(provider._open.values()) == [0]
+    provider._starting.release_on_behalf_of(holder)
+    async with provider.stream(request) as events:  # the turn is free again
+        assert [e.text async for e in events if isinstance(e, TextChunk)] == ["a"]
+    await provider.aclose()
+
+
+async def test_a_client_given_is_not_limited_and_gets_no_trace(fake_api):
+    client = anthropic.AsyncAnthropic(api_key="sk-test", base_url=fake_api.url, max_retries=0)
+    provider = AnthropicProvider(client=client, max_starting=1)
+    holder = object()
+    await provider._starting.acquire_on_behalf_of(holder)  # would block every call if it applied
+    request = ModelRequest(step="draft", model="fake:text?text=a", messages=({"role": "user", "content": "hi"},))
+    with trio.fail_after(5):
+        async with provider.stream(request) as events:
+            assert [e.text async for e in events if isinstance(e, TextChunk)] == ["a"]
+    assert not client._client.event_hooks["request"]
+    await client.close()
+
+
+def test_max_starting_must_be_positive_or_none():
+    assert AnthropicProvider(max_starting=None)._starting is None
+    assert AnthropicProvider()._starting.total_tokens == 16
+    with pytest.raises(ValueError, match="max_starting"):
+        AnthropicProvider(max_starting=0)

@@ -34,7 +34,8 @@ Scenarios:
                (default 2 for 429 and 529)
 =============  ==============================================================
 
-Common parameters: ``delay_ms`` (between deltas), ``first_delay_ms`` (before
+Common parameters: ``head_delay_ms`` (before the response head, as a real
+API's time to answer), ``delay_ms`` (between deltas), ``first_delay_ms`` (before
 the first delta), ``input_tokens`` (25), ``cache_read``, ``cache_write`` (0),
 ``reply_model`` (the model reported in ``message_start``; default: the
 request's model, or ``claude-sonnet-4-5-20250929`` for ``fake:`` models).
@@ -291,6 +292,8 @@ class FakeAPI:
         if bad:
             await _send_json(stream, 400, _error_body(400, bad), headers)
             return True
+        if "head_delay_ms" in params:
+            await trio.sleep(_int(params, "head_delay_ms", 0) / 1000)
         if name == "status":
             code = int(params.get("code", "500"))
             if "retry_after" in params or code in (429, 529):
@@ -443,7 +446,7 @@ async def _write_events(
 
 
 _INT_PARAMS = (
-    "deltas", "delay_ms", "first_delay_ms", "input_tokens", "cache_read", "cache_write",
+    "deltas", "head_delay_ms", "delay_ms", "first_delay_ms", "input_tokens", "cache_read", "cache_write",
     "pieces", "after", "ping_ms", "code",
 )  # fmt: skip
 
