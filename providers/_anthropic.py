@@ -715,10 +715,14 @@ class _Turn:
 #: The turn of the call this task is starting, for ``_trace``.
 _TURN: contextvars.ContextVar[_Turn | None] = contextvars.ContextVar("sluiceway_anthropic_turn", default=None)
 
-# httpcore trace events around network waits: the turn is given back at their ".started" and
-# taken again at ".complete" of the connection's (not at ".failed": the error is on its way out).
-# Not after the body: the response head may arrive with deltas behind it, which must not wait
-# for a turn (measured: retaking it there took the start-up p99 lag from ~45 to ~900 ms).
+# httpcore trace events: the turn is given back as a network wait starts (connecting, TLS, a
+# proxy's set-up, sending the body, then waiting for the response head) and taken again when the
+# request's head is about to be sent on the connection (only after connecting: a connection from
+# the pool is used with the turn still held). Taking it there rather than as the connect
+# completes keeps a cancellation during the wait inside httpcore's request handling, which
+# closes the new connection; the new socket would otherwise be dropped unclosed. Not after the
+# body: the response head may arrive with deltas behind it, which must not wait for a turn
+# (measured: retaking it there took the start-up p99 lag from ~45 to ~900 ms).
 _GIVE_BACK: Final = frozenset(
     {
         "connection.connect_tcp.started",
@@ -734,17 +738,7 @@ _GIVE_BACK: Final = frozenset(
         "http2.receive_response_headers.started",
     }
 )
-_TAKE_AGAIN: Final = frozenset(
-    {
-        "connection.connect_tcp.complete",
-        "connection.connect_unix_socket.complete",
-        "connection.start_tls.complete",
-        "proxy.start_tls.complete",
-        "socks.connect_tcp.complete",
-        "socks.setup_socks5_connection.complete",
-        "socks.start_tls.complete",
-    }
-)
+_TAKE_AGAIN: Final = frozenset({"http11.send_request_headers.started", "http2.send_request_headers.started"})
 
 
 async def _trace(name: str, info: dict[str, Any]) -> None:

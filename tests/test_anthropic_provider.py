@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import json
 import time
+import warnings
 
 import anthropic
 import httpx2
@@ -667,6 +668,50 @@ async def test_waiting_for_a_turn_counts_against_the_first_token_deadline(fake_a
     provider._starting.release_on_behalf_of(holder)
     async with provider.stream(request) as events:  # the turn is free again
         assert [e.text async for e in events if isinstance(e, TextChunk)] == ["a"]
+    await provider.aclose()
+
+
+async def test_a_call_cancelled_waiting_for_its_turn_after_connecting_closes_the_new_connection(
+    fake_api, monkeypatch
+):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test")
+    provider = AnthropicProvider(base_url=fake_api.url, max_starting=1)
+
+    class SecondTakeWaits:  # the turn after connecting never comes
+        def __init__(self, inner: trio.CapacityLimiter) -> None:
+            self.inner, self.takes, self.waiting = inner, 0, trio.Event()
+
+        async def acquire_on_behalf_of(self, borrower: object) -> None:
+            self.takes += 1
+            if self.takes == 2:
+                self.waiting.set()
+                await trio.sleep_forever()
+            await self.inner.acquire_on_behalf_of(borrower)
+
+        def release_on_behalf_of(self, borrower: object) -> None:
+            self.inner.release_on_behalf_of(borrower)
+
+    turns = provider._starting = SecondTakeWaits(provider._starting)  # type: ignore[assignment]
+    request = ModelRequest(step="draft", model="fake:text?text=a", messages=({"role": "user", "content": "hi"},))
+    requests = fake_api.stats()["requests"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        async with trio.open_nursery() as nursery:
+
+            async def call() -> None:
+                async with provider.stream(request):
+                    pass
+
+            nursery.start_soon(call)
+            with trio.fail_after(5):
+                await turns.waiting.wait()
+            nursery.cancel_scope.cancel()
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+    assert fake_api.stats()["requests"] == requests  # connected, never sent
+    pool = provider._clients[0]._client._transport._pool
+    assert pool.connections == []  # the new connection was closed, not left in the pool
+    assert turns.inner.borrowed_tokens == 0 and list(provider._open.values()) == [0]
     await provider.aclose()
 
 
