@@ -336,3 +336,43 @@ class Cancelled(Event):
 
 #: Exactly one of these ends every step's stream.
 TERMINAL_EVENTS: tuple[type[Event], ...] = (Done, Failed, Cancelled)
+
+
+# --------------------------------------------------------------------------- hot-path builders
+
+
+def _builder(cls: type, fields: tuple[str, ...]) -> Any:
+    """A positional builder of *cls* from *fields*, for the per-delta hot path.
+
+    attrs' frozen ``__init__`` sets each field through ``object.__setattr__``
+    looked up by name (1.0 µs for a ``Delta``); this sets the slots through
+    their descriptors (~0.4 µs). The value is the same: the test suite checks
+    each builder against the class's own ``__init__``.
+    """
+    slots = {f.name: _slot(cls, f.name) for f in attrs.fields(cls)}
+    if set(slots) != set(fields):
+        raise TypeError(f"{cls.__name__} has fields {sorted(slots)}, not {sorted(fields)}")
+    setters = [slots[name].__set__ for name in fields]
+    args = ", ".join(fields)
+    body = "\n".join(f"    _s{i}(o, {name})" for i, name in enumerate(fields))
+    namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
+    namespace.update({f"_s{i}": setter for i, setter in enumerate(setters)})
+    exec(f"def build({args}):\n    o = _new(_cls)\n{body}\n    return o\n", namespace)  # noqa: S102
+    build = namespace["build"]
+    build.__qualname__ = build.__name__ = f"new_{cls.__name__}"
+    build.__doc__ = f"``{cls.__name__}({', '.join(f'{n}={n}' for n in fields)})``, faster."
+    return build
+
+
+def _slot(cls: type, name: str) -> Any:
+    for klass in cls.__mro__:
+        if name in klass.__dict__:
+            return klass.__dict__[name]
+    raise TypeError(f"{cls.__name__} has no slot {name!r}")
+
+
+new_delta = _builder(Delta, ("run_id", "step", "attempt", "seq", "at", "content", "index"))
+new_thinking_delta = _builder(ThinkingDelta, ("run_id", "step", "attempt", "seq", "at", "content", "index"))
+new_tool_input_delta = _builder(
+    ToolInputDelta, ("run_id", "step", "attempt", "seq", "at", "tool_use_id", "partial_json", "index")
+)

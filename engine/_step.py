@@ -32,7 +32,6 @@ from ._channel import EventReceiver, open_event_channel
 from ._events import (
     Cancelled,
     ContentBlock,
-    Delta,
     Done,
     Event,
     Failed,
@@ -43,13 +42,14 @@ from ._events import (
     StepStarted,
     TextBlock,
     ThinkingBlock,
-    ThinkingDelta,
-    ToolInputDelta,
     ToolResult,
     ToolResultBlock,
     ToolUse,
     ToolUseBlock,
     Usage,
+    new_delta,
+    new_thinking_delta,
+    new_tool_input_delta,
 )
 from ._protocols import HandlerPolicy, ModelRequest, Provider
 from ._provider_events import (
@@ -257,7 +257,8 @@ class _StepRun:
     async def call(self, provider: Provider, request: ModelRequest) -> Message:
         """Stream one model call; return its assistant ``Message`` (also emitted)."""
         run_id, path, attempt_no, origin = self.run_id, self.path, self.attempt_no, self.origin
-        send = self.tee.send
+        tee = self.tee
+        offer = tee.offer  # the tee's send without a coroutine while every outlet has room
         attempt = self.attempt
         blocks: dict[int, _Block] = {}
         attempt.blocks = blocks
@@ -279,12 +280,10 @@ class _StepRun:
                     if len(parts) >= _CHUNK:
                         block.compact()
                     attempt.delta_count += 1
-                    await send(
-                        Delta(
-                            run_id=run_id, step=path, attempt=attempt_no, seq=self.seq,
-                            at=now - origin, content=piece, index=item.index,
-                        )
-                    )
+                    event = new_delta(run_id, path, attempt_no, self.seq, now - origin, piece, item.index)
+                    rest = offer(event)
+                    if rest >= 0:
+                        await tee.send_from(event, rest)
                 elif kind is InputJsonChunk:
                     now = current_time()
                     if self.first_token is None:
@@ -295,13 +294,13 @@ class _StepRun:
                     if len(block.parts) >= _CHUNK:
                         block.compact()
                     attempt.delta_count += 1
-                    await send(
-                        ToolInputDelta(
-                            run_id=run_id, step=path, attempt=attempt_no, seq=self.seq,
-                            at=now - origin, tool_use_id=block.tool_use_id or "",
-                            partial_json=item.partial_json, index=item.index,
-                        )
+                    event = new_tool_input_delta(
+                        run_id, path, attempt_no, self.seq, now - origin, block.tool_use_id or "",
+                        item.partial_json, item.index,
                     )
+                    rest = offer(event)
+                    if rest >= 0:
+                        await tee.send_from(event, rest)
                 elif kind is ThinkingChunk:
                     block = blocks.get(item.index) or _open_block(blocks, item.index, "thinking")
                     if item.signature is not None:
@@ -315,12 +314,12 @@ class _StepRun:
                         if len(block.parts) >= _CHUNK:
                             block.compact()
                         attempt.delta_count += 1
-                        await send(
-                            ThinkingDelta(
-                                run_id=run_id, step=path, attempt=attempt_no, seq=self.seq,
-                                at=now - origin, content=item.text, index=item.index,
-                            )
+                        event = new_thinking_delta(
+                            run_id, path, attempt_no, self.seq, now - origin, item.text, item.index
                         )
+                        rest = offer(event)
+                        if rest >= 0:
+                            await tee.send_from(event, rest)
                 elif kind is BlockStart:
                     blocks[item.index] = _Block(item.kind, item.tool_use_id, item.name)
                 elif kind is BlockStop:

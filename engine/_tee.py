@@ -136,7 +136,36 @@ class Tee:
 
         Cancellation: an event may have reached some outlets and not others.
         """
-        for outlet in self.outlets:
+        start = self.offer(event)
+        if start >= 0:
+            await self.send_from(event, start)
+
+    def offer(self, event: Event) -> int:
+        """Deliver *event* to the outlets that take it now; return -1 when all did.
+
+        Else return the index of the first outlet that cannot (full, or holding a
+        pending merged delta): the caller then awaits ``send_from(event, index)``,
+        which delivers to it and the rest. ``offer`` then ``send_from`` is
+        ``send`` without a coroutine on the common path (the per-delta hot path).
+        """
+        for i, outlet in enumerate(self.outlets):
+            if outlet.gone:
+                continue
+            if outlet.pending is not None:
+                return i
+            try:
+                outlet.send.send_nowait(event)
+            except trio.WouldBlock:
+                return i
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                outlet.gone = True
+        return -1
+
+    async def send_from(self, event: Event, start: int) -> None:
+        """Deliver *event* to the outlets from index *start* on (after ``offer``)."""
+        outlets = self.outlets
+        await self._send_slow(outlets[start], event)
+        for outlet in outlets[start + 1 :]:
             if outlet.gone:
                 continue
             if outlet.pending is None:

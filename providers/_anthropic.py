@@ -338,7 +338,16 @@ class _AnthropicCall:
             if self._done or self._chunks is None:
                 await self._drain()
                 raise StopAsyncIteration
-            await self._read()
+            if self._deadline == math.inf:  # no deadline: no cancel scope, and the read inline
+                try:
+                    chunk = await self._chunks.__anext__()
+                except StopAsyncIteration:
+                    raise self._ended() from None
+                except Exception as exc:
+                    raise map_error(exc, self._step) from exc
+            else:
+                chunk = await self._read_by_deadline()
+            self._take(chunk)
         return ready.popleft()
 
     async def _drain(self) -> None:
@@ -354,30 +363,30 @@ class _AnthropicCall:
                 return  # the close will drop the connection instead
             self._chunks = None
 
-    async def _read(self) -> None:
-        """Read one chunk within the current deadline and normalize its events."""
+    def _ended(self) -> StreamInterruptedError:
+        self._chunks = None
+        return StreamInterruptedError("the stream ended before message_stop", step=self._step)
+
+    async def _read_by_deadline(self) -> bytes:
+        """Read one chunk within the current deadline."""
         try:
-            if self._deadline == math.inf:  # no deadline: no cancel scope (a few µs per read)
-                chunk = await self._chunks.__anext__()
-                timed_out = False
-            else:
-                with trio.move_on_at(self._deadline) as scope:
-                    chunk = await self._chunks.__anext__()
-                timed_out = scope.cancelled_caught
+            with trio.move_on_at(self._deadline) as scope:
+                chunk: bytes = await self._chunks.__anext__()
         except StopAsyncIteration:
-            self._chunks = None
-            raise StreamInterruptedError(
-                "the stream ended before message_stop", step=self._step
-            ) from None
+            raise self._ended() from None
         except Exception as exc:
             raise map_error(exc, self._step) from exc
-        if timed_out:
+        if scope.cancelled_caught:
             first = self._request.first_token_timeout
             if self._started or first is None:
                 what = f"no progress from the API within the idle deadline ({self._request.idle_timeout} s)"
             else:
                 what = f"no first token from the API within the first-token deadline ({first} s)"
             raise ProviderTimeoutError(what, step=self._step)
+        return chunk
+
+    def _take(self, chunk: bytes) -> None:
+        """Normalize a chunk's events into ``_ready``; a deadline moves on with progress."""
         events = [
             (name, data) for name, data in self._parser.feed(chunk) if name in _HANDLERS and data
         ]

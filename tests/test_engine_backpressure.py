@@ -214,3 +214,24 @@ async def test_tee_skips_consumers_that_hung_up():
         await tee.send(ev(seq=seq))
     assert outlets[0].gone and not outlets[1].gone
     assert [recv_b.receive_nowait().seq for _ in range(3)] == [1, 2, 3]
+
+
+async def test_offer_delivers_to_the_outlets_with_room_and_names_the_first_without():
+    from sluiceway.engine._channel import open_event_channel
+    from sluiceway.engine._events import new_delta
+
+    sends, receives = zip(*(open_event_channel(size) for size in (4, 1, 4)), strict=True)
+    tee = Tee([Outlet(s, name=f"o{i}") for i, s in enumerate(sends)])
+    first, second = (new_delta("r", "p", 1, seq, 0.0, f"t{seq}", 0) for seq in (1, 2))
+    assert tee.offer(first) == -1  # room everywhere: delivered to all three, no coroutine
+    assert [r.receive_nowait() for r in receives] == [first] * 3
+    sends[1].send_nowait(first)  # the middle outlet is full now
+    assert tee.offer(second) == 1  # the first outlet has it; the middle one cannot take it
+    assert receives[0].receive_nowait() is second
+    with pytest.raises(trio.WouldBlock):
+        receives[2].receive_nowait()  # not past the full outlet: order per outlet is kept by send_from
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(tee.send_from, second, 1)
+        await trio.testing.wait_all_tasks_blocked()
+        assert receives[1].receive_nowait() is first  # room again: send_from delivers the rest
+    assert receives[1].receive_nowait() is second and receives[2].receive_nowait() is second
