@@ -387,26 +387,46 @@ class _AnthropicCall:
 
     def _take(self, chunk: bytes) -> None:
         """Normalize a chunk's events into ``_ready``; a deadline moves on with progress."""
-        events = [
-            (name, data) for name, data in self._parser.feed(chunk) if name in _HANDLERS and data
-        ]
-        if not events:
-            return  # pings, comments or a partial event: not progress
-        payloads = self._loads([data for _, data in events])
+        pairs = self._parser.feed(chunk)
         ready = self._ready
-        for (name, _), payload in zip(events, payloads, strict=True):
-            event = _HANDLERS[name](self, payload)
-            if event is None:
-                if self._error is not None:
-                    break
-                continue
-            if not self._started and isinstance(event, _DELTAS):
-                self._started = True
-            ready.append(event)
+        if len(pairs) == 1:  # a paced stream's read: one event, no lists
+            name, data = pairs[0]
+            on_event = _HANDLERS.get(name)  # type: ignore[arg-type]
+            if on_event is None or not data:
+                return  # a ping, or nothing we pass on: not progress
+            event = on_event(self, self._load(data))
+            if event is not None:
+                if not self._started and isinstance(event, _DELTAS):
+                    self._started = True
+                ready.append(event)
+        else:
+            events = [(name, data) for name, data in pairs if name in _HANDLERS and data]
+            if not events:
+                return  # pings, comments or a partial event: not progress
+            payloads = self._loads([data for _, data in events])
+            for (name, _), payload in zip(events, payloads, strict=True):
+                event = _HANDLERS[name](self, payload)
+                if event is None:
+                    if self._error is not None:
+                        break
+                    continue
+                if not self._started and isinstance(event, _DELTAS):
+                    self._started = True
+                ready.append(event)
         request = self._request
         if self._started or request.first_token_timeout is None:
             idle = request.idle_timeout
             self._deadline = trio.current_time() + idle if idle is not None else math.inf
+
+    def _load(self, data: str) -> Any:
+        """One event's JSON (``_loads`` of one, without its lists)."""
+        try:
+            value, end = _scan_json(data, 0)
+            if end == len(data):
+                return value
+        except (ValueError, StopIteration):
+            pass
+        return self._loads([data])[0]  # whitespace around it, or an error: the general path
 
     def _loads(self, datas: list[str]) -> list[Any]:
         # one scan for the whole chunk (about 2.5x faster than one json.loads per event), with
@@ -650,6 +670,16 @@ class _H11Body:
     def _parse(self) -> bytes:
         """Return the chunk data complete in the buffer (maybe b""); hand the last chunk to h11."""
         buf = self._buf
+        if not self._left and not self._crlf:  # at a chunk's start: a read of one whole chunk is the rule
+            line_end = buf.find(b"\r\n")
+            if line_end > 0:
+                try:
+                    size = int(buf[:line_end], 16)  # what the loop below accepts, or it decides
+                except ValueError:
+                    size = 0
+                if size > 0 and len(buf) == line_end + size + 4 and buf.endswith(b"\r\n"):
+                    self._buf = b""
+                    return buf[line_end + 2 : -2]
         end_of_buf = len(buf)
         pos = 0
         parts: list[bytes] = []

@@ -95,6 +95,36 @@ def test_cut_body_is_a_remote_protocol_error_and_leaves_h11_mid_body() -> None:
     assert state.their_state is h11.SEND_BODY  # the pool will drop the connection
 
 
+@pytest.mark.parametrize("header", [b"5", b"05", b"5 ", b"5\t", b"5;ext=1", b"5;a=b;c"])
+def test_a_read_of_one_whole_chunk_takes_any_header_form_h11_takes(header: bytes) -> None:
+    # each read is exactly one chunk (a paced stream's reads): the whole-chunk shortcut
+    chunk = header + b"\r\nhello\r\n"
+    pieces = [b"3\r\nabc\r\n", chunk, chunk, b"0\r\n\r\n"]
+    body, state, stream = _body(b"", [])
+    stream.pieces = list(pieces)
+    got = trio.run(lambda: _read_chunks(body))
+    assert got == [b"abc", b"hello", b"hello"]  # one chunk per read, in order
+    assert state.their_state is h11.DONE
+    h11_state = h11.Connection(h11.CLIENT)  # and h11 itself reads the same bytes the same way
+    h11_state.send(h11.Request(method="POST", target="/", headers=[("Host", "x"), ("Content-Length", "0")]))
+    h11_state.send(h11.EndOfMessage())
+    h11_state.receive_data(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + b"".join(pieces))
+    events = [h11_state.next_event() for _ in range(4)]
+    assert b"".join(bytes(e.data) for e in events if type(e) is h11.Data) == b"abchellohello"
+
+
+@pytest.mark.parametrize("header", [b"-5", b"zz", b"+-5"])
+def test_a_read_of_one_whole_chunk_with_a_bad_header_is_an_error(header: bytes) -> None:
+    body, _, stream = _body(b"", [])
+    stream.pieces = [b"3\r\nabc\r\n", header + b"\r\nhello\r\n"]
+    with pytest.raises(httpcore2.RemoteProtocolError, match="illegal chunk header"):
+        trio.run(_read_all, body)
+
+
+async def _read_chunks(body: _H11Body) -> list[bytes]:
+    return [chunk async for chunk in body]
+
+
 @pytest.mark.parametrize(
     "raw, message",
     [
