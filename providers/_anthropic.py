@@ -103,10 +103,11 @@ class AnthropicProvider:
         max_starting: At most this many calls run the CPU-bound part of their
             start at once: building the request and sending its head (the
             SDK, httpx, httpcore and h11 take ~1.3 ms of CPU per call here). A
-            call gives its turn back when it connects (TCP, TLS) and for good
-            once its body is being sent, so it waits for the response with no
-            turn held, and against a remote API the limit does not cap a burst
-            at so many starts per round trip. Without it, a burst of starts
+            call gives its turn back while it connects (TCP, TLS), takes it
+            again to send the request head, and gives it back for good once
+            the body is being sent, so it waits for the response with no turn
+            held, and against a remote API the limit does not cap a burst at
+            so many starts per round trip. Without it, a burst of starts
             runs in the same scheduler passes as the streams already flowing,
             and their deltas wait: measured with 1,000 streams started within
             a second on loopback, the p99 lag of the deltas sent during the
