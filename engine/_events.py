@@ -163,6 +163,11 @@ class Response:
     """``ok``, or a softer ending such as ``max_turns``."""
     output: Any = None
     """A structured result: extracted JSON, a python step's return value, batch results."""
+    superseded_usage: Usage = Usage()
+    """Summed over the attempts a retry superseded (tokens billed for output that was
+    discarded), as far as their streams reported it; not in ``usage``."""
+    superseded_cost_usd: float | None = 0.0
+    """The superseded attempts' cost (0.0 without retries); ``None`` when a price is unknown."""
 
 
 # --------------------------------------------------------------------------- events
@@ -304,6 +309,10 @@ class Retrying(Event):
     """True when deltas of the superseded attempt were already delivered."""
     next_attempt: int
     """The attempt number that follows."""
+    usage: Usage = Usage()
+    """The superseded attempt's usage, as far as its stream reported it (billed, then discarded)."""
+    cost_usd: float | None = None
+    """The superseded attempt's cost; ``None`` when the model's price is unknown."""
 
 
 @attrs.frozen(kw_only=True)

@@ -194,6 +194,9 @@ class _StepRun:
         self.first_token: float | None = None
         self.open_usage: Usage | None = None
         """The usage of the call in progress (counted in a partial response)."""
+        self.superseded_usage = Usage()
+        """The usage of the attempts retries superseded."""
+        self.superseded_cost: float | None = 0.0
         self.status = "ok"
         self.handler_failure: HandlerError | None = None
 
@@ -242,6 +245,8 @@ class _StepRun:
             model=attempt.model,
             metrics=metrics,
             status=self.status,
+            superseded_usage=self.superseded_usage,
+            superseded_cost_usd=self.superseded_cost,
         )
 
     def _cost(self, model: str | None, usage: Usage) -> float | None:
@@ -518,12 +523,20 @@ async def _attempts(
                 delay = float(retry_after)
             started = state.attempt.delta_count > 0 or bool(state.attempt.messages)
             next_attempt = state.attempt_no + 1
+            superseded = state.response()  # what the attempt got (and was billed for) so far
+            state.superseded_usage = state.superseded_usage + superseded.usage
+            if state.superseded_cost is not None:
+                state.superseded_cost = (
+                    None if superseded.cost_usd is None else state.superseded_cost + superseded.cost_usd
+                )
             await state.emit(
                 Retrying,
                 reason=error.message,
                 delay=delay,
                 output_may_have_started=started,
                 next_attempt=next_attempt,
+                usage=superseded.usage,
+                cost_usd=superseded.cost_usd,
             )
             model_for = getattr(retry, "model_for", None)
             if model_for is not None:

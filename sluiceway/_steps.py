@@ -398,19 +398,26 @@ async def run_robust_step(state: RunState, step: ClaudeRobustStep, consumers: Se
 
 
 def _composite_response(outputs: list[Any], responses: Sequence[Response | None], started: float) -> Response:
-    usage = Usage()
+    usage = superseded = Usage()
     cost: float | None = 0.0
+    superseded_cost: float | None = 0.0
     for response in responses:
         if response is None:
             continue
         usage = usage + response.usage
         cost = None if cost is None or response.cost_usd is None else cost + response.cost_usd
+        superseded = superseded + response.superseded_usage
+        if superseded_cost is not None:
+            more = response.superseded_cost_usd
+            superseded_cost = None if more is None else superseded_cost + more
     models = {r.model for r in responses if r is not None and r.model}
     return Response(
         text="",  # the sub-steps streamed the text; ``output`` holds each one's
         output=outputs,
         usage=usage,
         cost_usd=cost,
+        superseded_usage=superseded,
+        superseded_cost_usd=superseded_cost,
         model=models.pop() if len(models) == 1 else None,
         metrics=Metrics(duration=trio.current_time() - started),
     )

@@ -299,6 +299,42 @@ async def test_retry_emits_retrying_sleeps_and_keeps_only_last_attempt(autojump_
     check_invariants(ev)
 
 
+async def test_a_retry_carries_the_superseded_attempts_usage_and_cost(autojump_clock):
+    provider = ScriptedProvider(
+        [
+            failing_call(["old"], OverloadedError("overloaded")),  # streamed, then failed: billed
+            [RateLimitedError("slow down")],  # refused before any stream: nothing billed
+            call_script([("text", ["new"])], input_tokens=12),
+        ]
+    )
+
+    def cost(model, usage):
+        return usage.input_tokens * 0.01 + usage.output_tokens * 0.1
+
+    rec = Recorder()
+    response = await run_step(provider, [HandlerConsumer(rec, "r")], retry=Policy([1.0, 1.0]), cost=cost)
+    retries = [e for e in rec.events if isinstance(e, Retrying)]
+    assert [r.usage for r in retries] == [Usage(input_tokens=10, output_tokens=1), Usage()]
+    assert [r.cost_usd for r in retries] == [pytest.approx(0.2), 0.0]
+    assert response.text == "new" and response.usage.input_tokens == 12  # the final attempt's alone
+    assert response.cost_usd == pytest.approx(cost(None, response.usage))
+    assert response.superseded_usage == Usage(input_tokens=10, output_tokens=1)
+    assert response.superseded_cost_usd == pytest.approx(0.2)
+    assert rec.events[-1].response == response
+    check_invariants(rec.events)
+
+
+async def test_superseded_cost_is_none_when_a_price_is_unknown_and_zero_without_retries(autojump_clock):
+    retried = ScriptedProvider(
+        [failing_call(["old"], OverloadedError("overloaded")), call_script([("text", ["new"])])]
+    )
+    response = await run_step(retried, [], retry=Policy([1.0]), cost=lambda model, usage: None)
+    assert response.superseded_usage == Usage(input_tokens=10, output_tokens=1)
+    assert response.superseded_cost_usd is None
+    once = await run_step(ScriptedProvider([call_script([("text", ["a"])])]), [], cost=lambda m, u: 1.0)
+    assert once.superseded_usage == Usage() and once.superseded_cost_usd == 0.0
+
+
 async def test_retry_after_wins_when_larger_and_give_up_fails(autojump_clock):
     provider = ScriptedProvider(
         [

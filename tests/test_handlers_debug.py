@@ -45,7 +45,8 @@ async def test_every_event_one_line_on_stderr_by_default():
     assert lines[3].startswith("Message step=draft attempt=1 seq=3 at=0.030 role='assistant' content=(")
     assert lines[4] == (
         "Retrying step=draft attempt=1 seq=4 at=0.040 reason='overloaded' delay=1.0 "
-        "output_may_have_started=True next_attempt=2"
+        "output_may_have_started=True next_attempt=2 usage=Usage(input_tokens=0, output_tokens=0, "
+        "cache_creation_input_tokens=0, cache_read_input_tokens=0) cost_usd=None"
     )
     assert lines[5].startswith("Done step=draft attempt=1 seq=5 at=0.050 response=Response(text='Hello'")
     assert [line.split(" ", 1)[0] for line in lines] == [

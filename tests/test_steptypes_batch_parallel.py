@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import attrs
+import pytest
 import trio
 from sluiceway.engine import Cancelled, Delta, Done, Failed, StepStarted
 from sluiceway.specs import MockSpec, loads
@@ -212,3 +213,21 @@ async def test_parallel_all_ok_outputs_in_branch_order(autojump_clock, tmp_path)
     # concurrently: a 8-delta branch at 200 ms runs ~1.6 s, not the sum of all three
     assert result.steps["par"].response.metrics.duration < 2.0
     check_invariants(events)
+
+
+async def test_a_composite_response_sums_its_sub_steps_superseded_usage_and_cost():
+    from sluiceway.engine import Response, Usage
+
+    from sluiceway._steps import _composite_response
+
+    retried = Response(
+        usage=Usage(input_tokens=5), cost_usd=0.5,
+        superseded_usage=Usage(input_tokens=3, output_tokens=2), superseded_cost_usd=0.25,
+    )
+    clean = Response(usage=Usage(input_tokens=7), cost_usd=0.7)
+    both = _composite_response([1, 2, 3], [retried, clean, None], trio.current_time())
+    assert both.usage == Usage(input_tokens=12) and both.cost_usd == pytest.approx(1.2)
+    assert both.superseded_usage == Usage(input_tokens=3, output_tokens=2)
+    assert both.superseded_cost_usd == pytest.approx(0.25)
+    unknown = Response(superseded_usage=Usage(output_tokens=1), superseded_cost_usd=None)
+    assert _composite_response([1, 2], [retried, unknown], trio.current_time()).superseded_cost_usd is None
