@@ -715,6 +715,40 @@ async def test_a_call_cancelled_waiting_for_its_turn_after_connecting_closes_the
     await provider.aclose()
 
 
+async def test_the_turn_follows_httpcores_trace_through_a_tls_connection_and_a_request():
+    from sluiceway.providers._anthropic import _TURN, _trace, _Turn
+
+    limiter = trio.CapacityLimiter(1)
+    turn = _Turn(limiter)
+    await turn.take()
+    held: list[tuple[str, bool]] = []
+    reset = _TURN.set(turn)
+    try:
+        for name in (
+            "connection.connect_tcp.started",  # network: given back
+            "connection.connect_tcp.complete",
+            "connection.start_tls.started",
+            "connection.start_tls.complete",
+            "http11.send_request_headers.started",  # CPU: taken again
+            "http11.send_request_headers.complete",
+            "http11.send_request_body.started",  # given back for good
+            "http11.send_request_body.complete",
+            "http11.receive_response_headers.started",
+            "http11.receive_response_headers.complete",  # the deltas behind the head must not wait
+            "http11.response_closed.started",
+        ):
+            await _trace(name, {})
+            held.append((name, turn.held))
+    finally:
+        _TURN.reset(reset)
+    assert [name for name, is_held in held if is_held] == [
+        "http11.send_request_headers.started", "http11.send_request_headers.complete"
+    ]
+    assert limiter.borrowed_tokens == 0
+    await _trace("connection.connect_tcp.started", {})  # no call starting in this task: nothing happens
+    assert limiter.borrowed_tokens == 0
+
+
 async def test_a_client_given_is_not_limited_and_gets_no_trace(fake_api):
     client = anthropic.AsyncAnthropic(api_key="sk-test", base_url=fake_api.url, max_retries=0)
     provider = AnthropicProvider(client=client, max_starting=1)
