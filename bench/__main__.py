@@ -797,6 +797,11 @@ def _fmt(x: float | None, spec: str = ".1f") -> str:
     return "-" if x is None else format(x, spec)
 
 
+def _ms_pair(d: dict[str, Any], suffix: str = "") -> str:
+    """``"p50 / p99 ms"`` of *d* (keys ``p50``/``p99``, or with *suffix*: ``p50_ms``/``p99_ms``)."""
+    return f"{_fmt(d['p50' + suffix])} / {_fmt(d['p99' + suffix])} ms"
+
+
 SECTIONS = ("throughput", "concurrency", "backpressure", "hop")
 
 
@@ -865,20 +870,20 @@ def _concurrency_rows(c: dict[str, Any], ok: Callable[[bool], str]) -> list[tupl
     rows = [
         (
             f"{n} streams x {c['rate']}/s, `tune_gc()` ({c['reps']} runs, medians): lag p50 / p99, all deltas",
-            f"{_fmt(c['lag_ms']['p50'])} / {_fmt(c['lag_ms']['p99'])} ms",
+            _ms_pair(c["lag_ms"]),
             f"p99 <= 50 ms: {ok((c['lag_ms']['p99'] or 1e9) <= 50)}",
         ),
         (
             f"... while all {n} streams were open",
-            f"{_fmt(window['p50_ms'])} / {_fmt(window['p99_ms'])} ms ({window['from_s']:.1f}-{window['to_s']:.1f} s, "
+            f"{_ms_pair(window, '_ms')} ({window['from_s']:.1f}-{window['to_s']:.1f} s, "
             f"{window['events']:,} deltas); client CPU {_fmt(window['cpu_utilisation'], '.2f')} of a core",
             f"p99 <= 50 ms: {ok((window['p99_ms'] or 1e9) <= 50)}",
         ),
         (
             f"... start-up: {n} requests in {c['ramp']:g} s",
-            f"{_fmt(start['p50_ms'])} / {_fmt(start['p99_ms'])} ms ({start['events']:,} deltas before all were "
+            f"{_ms_pair(start, '_ms')} ({start['events']:,} deltas before all were "
             f"open); {start['cpu_s']:.2f} s of CPU; a step's first delta after "
-            f"{_fmt(c['first_delta_ms']['p50'])} / {_fmt(c['first_delta_ms']['p99'])} ms (p50 / p99)",
+            f"{_ms_pair(c['first_delta_ms'])} (p50 / p99)",
             "",
         ),
         (
@@ -887,28 +892,21 @@ def _concurrency_rows(c: dict[str, Any], ok: Callable[[bool], str]) -> list[tupl
             "",
         ),
     ]
-    default = c.get("default_gc")
-    if default is not None:
-        rows.append(
-            (
-                f"{n} streams, CPython's default GC (1 run): all deltas / while all open",
-                f"{_fmt(default['lag_ms']['p50'])} / {_fmt(default['lag_ms']['p99'])} ms; "
-                f"{_fmt(default['all_open']['p50_ms'])} / {_fmt(default['all_open']['p99_ms'])} ms; "
-                f"{_collections(default['full_collections'], ' full collections')}",
-                "",
-            )
-        )
-    unlimited = c.get("no_start_limit")
-    if unlimited is not None:
-        rows.append(
-            (
-                f"{n} streams, `tune_gc()`, `max_starting=None` (1 run): all deltas / start-up / first delta",
-                f"{_fmt(unlimited['lag_ms']['p50'])} / {_fmt(unlimited['lag_ms']['p99'])} ms; "
-                f"{_fmt(unlimited['start_up']['p50_ms'])} / {_fmt(unlimited['start_up']['p99_ms'])} ms; "
-                f"{_fmt(unlimited['first_delta_ms']['p50'])} / {_fmt(unlimited['first_delta_ms']['p99'])} ms",
-                "",
-            )
-        )
+    # the single comparison runs: (key in results, row title, row value)
+    single: list[tuple[str, str, Callable[[dict[str, Any]], str]]] = [
+        (
+            "default_gc",
+            f"{n} streams, CPython's default GC (1 run): all deltas / while all open",
+            lambda r: f"{_ms_pair(r['lag_ms'])}; {_ms_pair(r['all_open'], '_ms')}; "
+            f"{_collections(r['full_collections'], ' full collections')}",
+        ),
+        (
+            "no_start_limit",
+            f"{n} streams, `tune_gc()`, `max_starting=None` (1 run): all deltas / start-up / first delta",
+            lambda r: f"{_ms_pair(r['lag_ms'])}; {_ms_pair(r['start_up'], '_ms')}; {_ms_pair(r['first_delta_ms'])}",
+        ),
+    ]
+    rows += [(title, value(c[key]), "") for key, title, value in single if c.get(key) is not None]
     rows += [
         (
             f"{n} streams: client CPU per 1,000 events",
