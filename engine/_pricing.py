@@ -20,7 +20,7 @@ import attrs
 
 from ._events import Usage
 
-__all__ = ("PRICES", "Pricing", "cost_usd", "find_pricing")
+__all__ = ("PRICES", "Pricing", "add_cost", "cost_usd", "find_pricing")
 
 _log = logging.getLogger("sluiceway.pricing")
 
@@ -146,3 +146,8 @@ def cost_usd(
         + usage.cache_creation_input_tokens * pricing.cache_write
         + usage.cache_read_input_tokens * pricing.cache_read
     ) / 1_000_000
+
+
+def add_cost(total: float | None, more: float | None) -> float | None:
+    """*total* + *more*, where ``None`` (a price unknown) makes the sum ``None``."""
+    return None if total is None or more is None else total + more

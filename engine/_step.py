@@ -51,6 +51,7 @@ from ._events import (
     new_thinking_delta,
     new_tool_input_delta,
 )
+from ._pricing import add_cost
 from ._protocols import HandlerPolicy, ModelRequest, Provider
 from ._provider_events import (
     BlockStart,
@@ -525,10 +526,7 @@ async def _attempts(
             next_attempt = state.attempt_no + 1
             superseded = state.response()  # what the attempt got (and was billed for) so far
             state.superseded_usage = state.superseded_usage + superseded.usage
-            if state.superseded_cost is not None:
-                state.superseded_cost = (
-                    None if superseded.cost_usd is None else state.superseded_cost + superseded.cost_usd
-                )
+            state.superseded_cost = add_cost(state.superseded_cost, superseded.cost_usd)
             await state.emit(
                 Retrying,
                 reason=error.message,

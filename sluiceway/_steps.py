@@ -48,6 +48,7 @@ from .engine import (
 )
 from .engine import _step as _engine_step
 from .engine._group import SubConsumer, stream_group
+from .engine._pricing import add_cost
 from .specs import (
     ClaudeBatchStep,
     ClaudeExtractStep,
@@ -405,11 +406,9 @@ def _composite_response(outputs: list[Any], responses: Sequence[Response | None]
         if response is None:
             continue
         usage = usage + response.usage
-        cost = None if cost is None or response.cost_usd is None else cost + response.cost_usd
+        cost = add_cost(cost, response.cost_usd)
         superseded = superseded + response.superseded_usage
-        if superseded_cost is not None:
-            more = response.superseded_cost_usd
-            superseded_cost = None if more is None else superseded_cost + more
+        superseded_cost = add_cost(superseded_cost, response.superseded_cost_usd)
     models = {r.model for r in responses if r is not None and r.model}
     return Response(
         text="",  # the sub-steps streamed the text; ``output`` holds each one's
