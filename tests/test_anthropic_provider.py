@@ -749,6 +749,45 @@ async def test_the_turn_follows_httpcores_trace_through_a_tls_connection_and_a_r
     assert limiter.borrowed_tokens == 0
 
 
+async def test_a_burst_with_deadlines_under_a_small_limit_leaks_no_turn_socket_or_stream(fake_api, monkeypatch):
+    # 60 calls, 2 turns, a first-token deadline that some meet and some miss at every stage
+    # (waiting for a turn, connecting, waiting for the head, waiting for the first delta)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test")
+    provider = AnthropicProvider(base_url=fake_api.url, max_starting=2, streams_per_client=8)
+    outcomes: dict[int, str] = {}
+
+    async def one(i: int) -> None:
+        # every 5th: all the time it needs; every 5th + 1: a head later than its deadline
+        head_ms, deadline = (0, 30.0) if i % 5 == 0 else (300, 0.08) if i % 5 == 1 else (i % 4 * 20, 0.08)
+        model = f"fake:text?text=a b&head_delay_ms={head_ms}&first_delay_ms={i % 3 * 30}"
+        request = ModelRequest(
+            step=f"s{i}", model=model, messages=({"role": "user", "content": "hi"},), first_token_timeout=deadline
+        )
+        try:
+            async with provider.stream(request) as events:
+                texts = [e.text async for e in events if isinstance(e, TextChunk)]
+            outcomes[i] = "ok" if texts == ["a ", "b"] else f"bad {texts}"
+        except ProviderTimeoutError:
+            outcomes[i] = "timeout"
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        async with trio.open_nursery() as nursery:
+            for i in range(60):
+                nursery.start_soon(one, i)
+        gc.collect()
+    assert len(outcomes) == 60 and set(outcomes.values()) <= {"ok", "timeout"}
+    assert [outcomes[i] for i in range(0, 60, 5)] == ["ok"] * 12
+    assert [outcomes[i] for i in range(1, 60, 5)] == ["timeout"] * 12
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+    assert provider._starting.borrowed_tokens == 0  # every turn came back
+    assert set(provider._open.values()) == {0}  # every stream checked back in
+    for client in provider._clients:  # every connection left idle or closed, none mid-request
+        for connection in client._client._transport._pool.connections:
+            assert connection.is_idle() or connection.is_closed()
+    await provider.aclose()
+
+
 async def test_a_client_given_is_not_limited_and_gets_no_trace(fake_api):
     client = anthropic.AsyncAnthropic(api_key="sk-test", base_url=fake_api.url, max_retries=0)
     provider = AnthropicProvider(client=client, max_starting=1)
