@@ -166,18 +166,8 @@ class Tee:
         outlets = self.outlets
         await self._send_slow(outlets[start], event)
         for outlet in outlets[start + 1 :]:
-            if outlet.gone:
-                continue
-            if outlet.pending is None:
-                try:
-                    outlet.send.send_nowait(event)
-                    continue
-                except trio.WouldBlock:
-                    pass
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    outlet.gone = True
-                    continue
-            await self._send_slow(outlet, event)
+            if not outlet.gone and (outlet.pending is not None or not _try_nowait(outlet, event)):
+                await self._send_slow(outlet, event)
 
     async def _send_slow(self, outlet: Outlet, event: Event) -> None:
         if outlet.coalesce:

@@ -524,6 +524,18 @@ async def test_malformed_event_data_is_a_provider_error():
     assert type(info.value) is ProviderError and info.value.step == "draft"
 
 
+async def test_a_malformed_event_alone_in_its_read_is_a_provider_error_and_spaces_are_not():
+    spaced = b'event: content_block_start\ndata:  {"type": "content_block_start", "index": 0, ' \
+        b'"content_block": {"type": "text", "text": ""}} \n\n'
+    call = _call_on(_sse(_START), spaced, b"event: content_block_delta\ndata: {not json\n\n")
+    seen = []
+    with pytest.raises(ProviderError, match="malformed event") as info:
+        async for e in call:
+            seen.append(e)
+    assert [type(e) for e in seen] == [MessageStart, BlockStart]  # whitespace around JSON is fine
+    assert type(info.value) is ProviderError and info.value.step == "draft"
+
+
 def test_provider_satisfies_the_protocol():
     from sluiceway.engine._protocols import Provider
 
