@@ -5,6 +5,14 @@ batches of what is already waiting (never waiting to fill a batch), through
 ``handle_batch`` when it has one, else ``handle`` per event. Its ``aclose``
 runs exactly once, shielded and bounded, whatever happens.
 
+A handler with a synchronous ``handle_nowait(event)`` gets events through it
+while its actor is parked with nothing waiting: the step's task calls it as it
+sends, so the event skips a task switch and a scheduler pass, and order holds
+(everything sent before was already handled). ``handle_nowait`` raising
+``trio.WouldBlock`` hands that event to the actor instead (``handle_batch`` or
+``handle``, awaited); raising anything else is a handler error, as from
+``handle``. The actor keeps the lifecycle: ``aclose``, cancellation, errors.
+
 A ``ChannelRelay`` (the handler of a ``coalesce`` channel consumer) forwards
 into a caller's channel; a channel send is atomic under cancellation, so an
 event whose forwarding was cancelled was not forwarded at all: it is still in
@@ -21,7 +29,7 @@ import trio
 
 from sluiceway._errors import HandlerError
 
-from ._channel import EventReceiver
+from ._channel import DirectError, EventReceiver
 from ._events import TERMINAL_EVENTS, Cancelled, Done, Event, StepStarted
 from ._tee import Outlet
 
@@ -140,18 +148,23 @@ async def _feed(
 ) -> None:
     handle_batch = None if held.atomic else getattr(handler, "handle_batch", None)
     handle = handler.handle
+    handle_nowait = None if held.atomic else getattr(handler, "handle_nowait", None)
     receive_batch = receive_events.receive_batch
     waiting = receive_events.waiting
     while True:
         # what is waiting (at least one event), then the outlet's pending merged delta;
-        # waits only when nothing is waiting
+        # waits only when nothing is waiting (and meanwhile, handle_nowait takes events
+        # in the sender's task: nothing sent before them is waiting or being handled)
         if outlet.pending is not None and not waiting():
             batch = [outlet.take_pending()]
         else:
             try:
-                batch = await receive_batch()
+                batch = await receive_batch(handle_nowait)
             except trio.EndOfChannel:
                 return
+            except DirectError as exc:
+                failed(exc.error, "handle_nowait")
+                return  # as for handle: the channel closes, the producer skips this handler
             if outlet.pending is not None:
                 batch.append(outlet.take_pending())
         if len(batch) > outlet.high_water:  # the batch is what was waiting (+ a blocked sender's)

@@ -79,6 +79,13 @@ class Handler(Protocol):
     instance attribute ``policy`` (``"block"``, the default, or ``"coalesce"``).
     ``aclose`` is called exactly once, shielded and bounded, even on error or
     cancellation; it must flush what it holds.
+
+    A handler may also define a synchronous ``handle_nowait(self, event)``: while
+    its actor has nothing waiting, the step calls it as the event is sent (no
+    task switch, no scheduler pass; order holds). It must not block. Raising
+    ``trio.WouldBlock`` (having done nothing) hands that event to ``handle`` /
+    ``handle_batch`` instead; any other exception is a handler error, as from
+    ``handle``.
     """
 
     async def handle(self, event: Event) -> None: ...

@@ -77,6 +77,10 @@ class BufferHandler:
         """Keep one event."""
         self._keep(event)
 
+    def handle_nowait(self, event: Event) -> None:
+        """Keep one event, in the step's task as it is sent (see ``Handler``): no task switch per event."""
+        self._keep(event)
+
     async def handle_batch(self, events: Sequence[Event]) -> None:
         """Keep *events*, in order. Never blocks; no checkpoint."""
         for event in events:

@@ -53,7 +53,8 @@ class CallbackHandler:
     """Call a user function with each event, in order.
 
     The function is ``fn(event)``, plain or ``async def`` (detected once, at
-    construction). A plain function runs on the event loop, so it must be quick;
+    construction). A plain function runs on the event loop, so it must be quick
+    (while nothing waits, it is called in the step's task, as ``handle_nowait``);
     an async one may await, and the step waits for it (policy ``block``: this
     is backpressure). Its exceptions propagate to the engine, which applies the
     step's ``on_handler_error`` policy.
@@ -61,6 +62,9 @@ class CallbackHandler:
 
     policy: ClassVar[HandlerPolicy] = "block"
     """The function sees every event as it was sent."""
+
+    handle_nowait: Callable[[Event], Any] | None = None
+    """A plain function itself (the engine calls it in the step's task while nothing waits); None for an async one."""
 
     @attrs.frozen(kw_only=True)
     class Options:
@@ -77,6 +81,8 @@ class CallbackHandler:
         self._function = _load_function(options.module, options.function)
         self._is_async = _is_async(self._function)
         self._closed = False
+        if not self._is_async:
+            self.handle_nowait = self._function
 
     @classmethod
     def for_callable(cls, function: Callable[[Event], Any], context: HandlerContext) -> CallbackHandler:
@@ -90,6 +96,8 @@ class CallbackHandler:
         self._function = function
         self._is_async = _is_async(function)
         self._closed = False
+        if not self._is_async:
+            self.handle_nowait = function
         return self
 
     async def handle(self, event: Event) -> None:

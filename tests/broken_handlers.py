@@ -99,6 +99,31 @@ class GoodHandler:
         return "".join(self.shown)
 
 
+class GoodDirectHandler(GoodHandler):
+    """``GoodHandler`` that also takes events synchronously (``handle_nowait``); counts both paths."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.direct = 0
+        self.batches = 0
+
+    def handle_nowait(self, event: Event) -> None:
+        self.direct += 1
+        if isinstance(event, Delta):
+            self.shown.append(event.content)
+
+    async def handle_batch(self, events) -> None:
+        self.batches += 1
+        await super().handle_batch(events)
+
+
+class DirectForgetsDeltasHandler(GoodHandler):
+    """Broken: its ``handle_nowait`` accepts deltas and drops them (only the actor's path keeps them)."""
+
+    def handle_nowait(self, event: Event) -> None:
+        pass
+
+
 #: What ``collect`` received; ``tests/test_testing_builtin_handlers.py`` resets it per handler.
 COLLECTED: list[Event] = []
 

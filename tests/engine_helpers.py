@@ -146,7 +146,7 @@ class Recorder:
     """A handler that records what it gets and when; *delay* seconds per event (virtual time)."""
 
     def __init__(self, *, delay: float = 0.0, batch: bool = True, policy: str = "block", fail_at: int | None = None,
-                 fail_close: bool = False) -> None:
+                 fail_close: bool = False, direct: int | None = None) -> None:
         self.events: list[Event] = []
         self.times: list[float] = []
         self.delay = delay
@@ -156,8 +156,14 @@ class Recorder:
         self.fail_at = fail_at
         self.fail_close = fail_close
         self.calls = 0
+        self.direct = direct
+        """None: no ``handle_nowait``; N: one that declines (``WouldBlock``) every Nth call (0: never)."""
+        self.direct_calls = 0
+        self.direct_taken = 0
         if batch:
             self.handle_batch = self._handle_batch
+        if direct is not None:
+            self.handle_nowait = self._handle_nowait
 
     def _record(self, event: Event) -> None:
         if self.close_count:
@@ -166,6 +172,13 @@ class Recorder:
             raise RuntimeError(f"boom at {len(self.events)}")
         self.events.append(event)
         self.times.append(trio.current_time())
+
+    def _handle_nowait(self, event: Event) -> None:
+        self.direct_calls += 1
+        if self.direct and self.direct_calls % self.direct == 0:
+            raise trio.WouldBlock
+        self._record(event)
+        self.direct_taken += 1
 
     async def handle(self, event: Event) -> None:
         self.calls += 1

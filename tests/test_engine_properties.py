@@ -64,12 +64,14 @@ def scenarios(draw):
                 st.integers(0, 8),
                 st.sampled_from([0.0, 0.005, 0.05]),
                 st.booleans(),
+                st.none() | st.integers(0, 3),  # handle_nowait: none, or declining every Nth call (0: never)
             ),
             min_size=1,
             max_size=3,
         )
     )
-    failing = draw(st.none() | st.integers(0, 12))  # one extra handler failing at its Nth event (isolated)
+    # one extra handler failing at its Nth event (isolated), in handle or in handle_nowait
+    failing = draw(st.none() | st.tuples(st.integers(0, 12), st.none() | st.integers(0, 3)))
     cancel_at = draw(st.none() | st.floats(0.0, 1.5))
     # a passthrough channel the caller reads (policy, buffer, reader's seconds per event)
     channel = draw(
@@ -133,7 +135,7 @@ def scripts_for(calls, delays, fail_first):
         [[("thinking", ["a"]), ("text", ["a"] * 7)]],
         [0.0],
         2,
-        [("block", 0, 0.0, False), ("coalesce", 0, 0.05, False)],
+        [("block", 0, 0.0, False, None), ("coalesce", 0, 0.05, False, None)],
         None,
         0.75,
         ("coalesce", 2, 0.05),
@@ -144,13 +146,13 @@ def test_stream_invariants(scenario):
     expected_text = "".join("".join(b[1]) for c in calls for b in c if b[0] == "text")
     expected_tools = {b[1]: json.loads("".join(b[3])) for c in calls for b in c if b[0] == "tool"}
     recorders = [
-        (Recorder(delay=delay, batch=batch, policy=policy), policy, size)
-        for policy, size, delay, batch in handler_specs
+        (Recorder(delay=delay, batch=batch, policy=policy, direct=direct), policy, size)
+        for policy, size, delay, batch, direct in handler_specs
     ]
     consumers = [HandlerConsumer(r, f"h{i}", p, s) for i, (r, p, s) in enumerate(recorders)]
     bad = None
     if failing is not None:
-        bad = Recorder(fail_at=failing)
+        bad = Recorder(fail_at=failing[0], direct=failing[1])
         consumers.append(HandlerConsumer(bad, "bad", "block", 1))
     provider = ScriptedProvider(scripts_for(calls, delays, fail_first))
     chan_events: list = []

@@ -96,3 +96,35 @@ async def test_for_callable_sync_async_and_async_callable_object():
     assert got == ["x", "X", "xx"]
     with pytest.raises(HandlerConfigError):
         CallbackHandler.for_callable(handler_helpers.NOT_CALLABLE, make_context())
+
+
+async def test_a_plain_function_is_called_in_the_steps_task_an_async_one_through_the_actor(autojump_clock):
+    from engine_helpers import ScriptedProvider, call_script, request
+    from sluiceway.engine import HandlerConsumer, RunContext, stream_step
+
+    tasks = {"sync": set(), "async": set()}
+
+    def plain(event):
+        tasks["sync"].add(trio.lowlevel.current_task())
+
+    async def awaited(event):
+        tasks["async"].add(trio.lowlevel.current_task())
+
+    handlers = [CallbackHandler.for_callable(fn, make_context()) for fn in (plain, awaited)]
+    assert handlers[0].handle_nowait is plain and handlers[1].handle_nowait is None
+    assert make(module="handler_helpers", function="sync_callback").handle_nowait is handler_helpers.sync_callback
+
+    step_task = []
+
+    def on_chunk(n):
+        step_task.append(trio.lowlevel.current_task())
+
+    provider = ScriptedProvider([call_script([("text", list("abc"))], delay=0.1)], on_chunk=on_chunk)
+    await stream_step(
+        run=RunContext(run_id="r", origin=trio.current_time()), path="s", provider=provider, request=request(),
+        consumers=[HandlerConsumer(h, f"h{i}") for i, h in enumerate(handlers)],
+    )
+    (step,) = set(step_task)
+    # the plain function: its actor took StepStarted (before it parked), the step's task the rest
+    assert step in tasks["sync"] and len(tasks["sync"]) == 2
+    assert tasks["async"] and step not in tasks["async"]

@@ -9,7 +9,9 @@ import pytest
 import trio
 from broken_handlers import (
     BlocksOnRetryHandler,
+    DirectForgetsDeltasHandler,
     DropsLastDeltaHandler,
+    GoodDirectHandler,
     GoodHandler,
     NeverFlushesHandler,
 )
@@ -38,6 +40,30 @@ def test_a_correct_handler_passes():
     # Fresh handler per example, each closed exactly once by the run.
     assert len(made) >= 60
     assert all(h.closed for h in made)
+
+
+def test_a_handler_with_handle_nowait_is_driven_through_both_paths():
+    made = []
+
+    def factory():
+        made.append(GoodDirectHandler())
+        return made[-1]
+
+    check_handler(factory, max_examples=60)
+    assert all(h.closed for h in made)
+    # events taken directly, and batches through the actor (before it parks, after a decline)
+    assert sum(h.direct for h in made) > 100 and sum(h.batches for h in made) > 60
+
+
+def test_a_broken_handle_nowait_is_caught_and_the_mode_named():
+    with pytest.raises(HandlerCheckError) as info:
+        check_handler(DirectForgetsDeltasHandler, max_examples=100)
+    message = str(info.value)
+    assert "reports the text '', expected 'a'" in message
+    assert "handle_nowait took every event offered" in message
+    assert "1 delta(s) came through handle_nowait, first Delta(step='draft'" in message
+    assert "did not flush in aclose" not in message
+    assert _events_fed(message) == ["StepStarted", "Delta", "Message", "Done"]
 
 
 def test_drops_last_delta_is_caught_and_named():

@@ -41,6 +41,7 @@ CONSUMER_DELAYS: Final = (0.0, 0.0078125, 0.25, 2.0)
 
 _DELAYS: Final = st.sampled_from(CONSUMER_DELAYS)
 _BOOLS: Final = st.booleans()
+_DECLINE_EVERY: Final = st.integers(0, 3)
 
 
 @functools.lru_cache(maxsize=512)
@@ -136,9 +137,56 @@ class _BatchProbe(_Probe):
         await self._call(what, events, lambda: self.inner.handle_batch(events))
 
 
-def _make_probe(handler: Any, policy: str, delay: float, text_of: Callable[[Any], str] | None) -> _Probe:
-    cls = _BatchProbe if callable(getattr(handler, "handle_batch", None)) else _Probe
-    return cls(handler, policy, delay, text_of)
+class _DirectMixin:
+    """The probe's ``handle_nowait``, for handlers that define one: the engine calls it in the sender's task.
+
+    ``decline_every`` N > 0: the probe itself declines every Nth call (``WouldBlock``,
+    without calling the handler), so that event reaches the handler through its
+    actor instead; the engine mixes both paths the same way. The consumer delay
+    applies to the actor's calls only: a direct call cannot wait.
+    """
+
+    decline_every = 0
+    direct_calls = 0
+    taken_directly: list[Event]
+
+    def handle_nowait(self: Any, event: Event) -> None:
+        self.direct_calls += 1
+        if self.decline_every and self.direct_calls % self.decline_every == 0:
+            raise trio.WouldBlock
+        if self.close_count:
+            self.after_close.append(event)
+        try:
+            self.inner.handle_nowait(event)
+        except trio.WouldBlock:
+            raise  # declined by the handler: it received nothing
+        except BaseException as exc:
+            self.received.append(event)
+            self.errors.append((f"handle_nowait({describe_event(event)})", exc))
+            raise
+        self.received.append(event)
+        self.taken_directly.append(event)
+        self._snapshot()
+
+
+class _DirectProbe(_DirectMixin, _Probe):
+    pass
+
+
+class _DirectBatchProbe(_DirectMixin, _BatchProbe):
+    pass
+
+
+def _make_probe(
+    handler: Any, policy: str, delay: float, text_of: Callable[[Any], str] | None, decline_every: int = 0
+) -> _Probe:
+    batch = callable(getattr(handler, "handle_batch", None))
+    if callable(getattr(handler, "handle_nowait", None)):
+        probe: _Probe = (_DirectBatchProbe if batch else _DirectProbe)(handler, policy, delay, text_of)
+        probe.decline_every = decline_every  # type: ignore[attr-defined]
+        probe.taken_directly = []  # type: ignore[attr-defined]
+        return probe
+    return (_BatchProbe if batch else _Probe)(handler, policy, delay, text_of)
 
 
 @attrs.frozen
@@ -150,8 +198,10 @@ class _Case:
     buffer_size: int
     delay: float
     cancel_at: int | None
+    decline_every: int = 0
+    """For a handler with ``handle_nowait``: the check declines every Nth call (0: none)."""
 
-    def describe(self) -> str:
+    def describe(self, direct: bool = False) -> str:
         lines = [f"  {i:>3}. {describe_event(e)}" for i, e in enumerate(self.events)]
         cancel = (
             "none: the stream ran to its end"
@@ -160,9 +210,16 @@ class _Case:
             if self.cancel_at
             else "the run was cancelled before any event was sent"
         )
+        declined = (
+            ""
+            if not direct
+            else "; handle_nowait took every event offered"
+            if not self.decline_every
+            else f"; every {self.decline_every}th handle_nowait call was declined (sent through handle instead)"
+        )
         return (
             f"policy={self.policy!r}, buffer size {self.buffer_size}, "
-            f"consumer delay {self.delay} s per call; cancellation: {cancel}\n"
+            f"consumer delay {self.delay} s per call{declined}; cancellation: {cancel}\n"
             f"events fed ({len(self.events)}):\n" + "\n".join(lines)
         )
 
@@ -182,7 +239,7 @@ def _cases(
     cancel_at = None
     if cancellation and draw(_BOOLS):
         cancel_at = draw(_cancel_points(len(events)))
-    return _Case(events, policy, buffer_size, delay, cancel_at)
+    return _Case(events, policy, buffer_size, delay, cancel_at, draw(_DECLINE_EVERY))
 
 
 def _text_reader(handler: Any, text_of: Callable[[Any], str] | None) -> Callable[[Any], str] | None:
@@ -245,6 +302,13 @@ def _diagnose_text(probe: _Probe, case: _Case, expected: str) -> str | None:
     unchanged = (
         f" aclose left its text unchanged at {observed!r}." if before is not None and before == observed else ""
     )
+    direct = [e for e in getattr(probe, "taken_directly", ()) if isinstance(e, Delta) and e.content]
+    if direct and missing:
+        return (
+            f"{head}.\nThe end of the stream, {missing!r}, never showed; {len(direct)} delta(s) came "
+            f"through handle_nowait, first {describe_event(direct[0])}. handle_nowait must handle an "
+            "event as handle does, or raise trio.WouldBlock having done nothing."
+        )
     return (
         f"{head}.\nThe handler did not flush in aclose: the end of the stream, {missing!r}, "
         f"was never written.{unchanged} (aclose must flush what the handler holds.)"
@@ -261,7 +325,7 @@ def _run_case(
     timeout: float,
 ) -> None:
     handler = factory()
-    probe = _make_probe(handler, case.policy, case.delay, _text_reader(handler, text_of))
+    probe = _make_probe(handler, case.policy, case.delay, _text_reader(handler, text_of), case.decline_every)
     outcome: dict[str, Any] = {}
 
     async def main() -> None:
@@ -318,7 +382,7 @@ def _run_case(
         raise HandlerCheckError(
             f"handler {type(handler).__name__} broke the handler protocol:\n- "
             + "\n- ".join(problems)
-            + f"\nCounterexample (shrunk): {case.describe()}{noted}"
+            + f"\nCounterexample (shrunk): {case.describe(isinstance(probe, _DirectMixin))}{noted}"
         )
 
 
