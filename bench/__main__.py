@@ -334,9 +334,16 @@ class LagRecorder:
         self.first_receipt: float | None = None
 
     async def handle(self, event: Any) -> None:
-        await self.handle_batch([event])
+        self.record((event,))
+
+    def handle_nowait(self, event: Any) -> None:
+        """Synchronous: the engine calls it in the step's task while the actor has nothing waiting."""
+        self.record((event,))
 
     async def handle_batch(self, events: Sequence[Any]) -> None:
+        self.record(events)
+
+    def record(self, events: Sequence[Any]) -> None:
         now = time.monotonic()
         lags, stamps, delta = self.lags, self.stamps, self.delta
         sent = None
@@ -356,6 +363,12 @@ class LagRecorder:
         pass
 
 
+class ActorLagRecorder(LagRecorder):
+    """``LagRecorder`` without ``handle_nowait``: every event goes through its actor."""
+
+    handle_nowait = None  # type: ignore[assignment]
+
+
 def child_concurrency(
     url: str,
     streams: int,
@@ -364,12 +377,15 @@ def child_concurrency(
     ramp: float = 1.0,
     gc_mode: str = "tuned",
     max_starting: int | None | str = "default",
+    handler: str = "direct",
 ) -> dict[str, Any]:
     """*streams* stream_steps at *rate* deltas/s for *seconds*, arriving over *ramp* seconds.
 
     *gc_mode* ``tuned``: ``sluiceway.tune_gc()`` after start-up (a warm-up stream
     included), as docs/python_api.md recommends; ``default``: CPython's settings.
     *max_starting*: the provider's ``max_starting`` (None: no limit; ``"default"``: its default).
+    *handler* ``direct``: each stream's lag recorder has ``handle_nowait`` (deltas reach it in
+    the step's task); ``actor``: it has not (every delta wakes its actor).
     """
     import gc
     import random
@@ -386,7 +402,8 @@ def child_concurrency(
     model = f"fake:text?deltas={per_stream}&delay_ms={1000 // rate}&stamp=1"
     lags: array.array[float] = array.array("d")
     stamps: array.array[float] = array.array("d")
-    recorders = [LagRecorder(lags, stamps) for _ in range(streams)]
+    recorder = {"direct": LagRecorder, "actor": ActorLagRecorder}[handler]
+    recorders = [recorder(lags, stamps) for _ in range(streams)]
     failures: list[str] = []
     full_collections: list[tuple[float, float]] = []  # (start, seconds), gc.callbacks
     cpu_marks: list[tuple[float, float]] = []  # (monotonic, process CPU), every 0.25 s
@@ -479,6 +496,7 @@ def child_concurrency(
         ramp=ramp,
         gc_mode=gc_mode,
         max_starting=provider_limit[0],
+        handler=handler,
         first_delta_ms={  # per stream: its step started -> its first delta at the handler
             "p50": _ms(_pct(ttfts, 0.50)),
             "p99": _ms(_pct(ttfts, 0.99)),
@@ -898,6 +916,13 @@ def _concurrency_rows(c: dict[str, Any], ok: Callable[[bool], str]) -> list[tupl
     # the single comparison runs: (key in results, row title, row value)
     single: list[tuple[str, str, Callable[[dict[str, Any]], str]]] = [
         (
+            "actor_only",
+            f"{n} streams, the lag recorder without `handle_nowait` (1 run, mid-series): all deltas / "
+            "while all open / client CPU per 1,000 events",
+            lambda r: f"{_ms_pair(r['lag_ms'])}; {_ms_pair(r['all_open'], '_ms')}; "
+            f"{_fmt(r['cpu_s_per_1000_events'], '.3f')} s",
+        ),
+        (
             "default_gc",
             f"{n} streams, CPython's default GC (1 run): all deltas / while all open",
             lambda r: f"{_ms_pair(r['lag_ms'])}; {_ms_pair(r['all_open'], '_ms')}; "
@@ -945,7 +970,8 @@ def main(argv: list[str] | None = None) -> int:
         kind, *rest = args.child
         if kind == "concurrency":
             out = child_concurrency(
-                rest[0], int(rest[1]), int(rest[2]), float(rest[3]), float(rest[4]), rest[5], _limit_arg(rest[6])
+                rest[0], int(rest[1]), int(rest[2]), float(rest[3]), float(rest[4]), rest[5], _limit_arg(rest[6]),
+                rest[7],
             )
         elif kind == "backpressure":
             out = child_backpressure(rest[0], int(rest[1]))
@@ -980,17 +1006,21 @@ def main(argv: list[str] | None = None) -> int:
             results["throughput"] = trio.run(_throughput_and_ttft, server.url, sizes)
         if "concurrency" in only:
             print(f"3. {sizes['streams']} concurrent streams for {sizes['seconds']} s ...", flush=True)
-            runs: dict[str, list[dict[str, Any]]] = {"tuned": [], "default": [], "unlimited": []}
-            # the documented set-up (tune_gc, the provider's defaults) conc_reps times; CPython's
-            # default GC once; and once with no start-up limit (max_starting=None)
-            plan = [("tuned", "tuned", "default")] * sizes["conc_reps"] + [
-                ("default", "default", "default"), ("unlimited", "tuned", "none")
+            runs: dict[str, list[dict[str, Any]]] = {"tuned": [], "default": [], "unlimited": [], "actor": []}
+            # the documented set-up (tune_gc, the provider's defaults, a handler with handle_nowait)
+            # conc_reps times; between them, once with the handler on its actor only; then CPython's
+            # default GC once, and once with no start-up limit (max_starting=None)
+            tuned = [("tuned", "tuned", "default", "direct")] * sizes["conc_reps"]
+            middle = len(tuned) // 2
+            plan = [
+                *tuned[:middle], ("actor", "tuned", "default", "actor"), *tuned[middle:],
+                ("default", "default", "default", "direct"), ("unlimited", "tuned", "none", "direct"),
             ]
-            for key, gc_mode, starting in plan:
+            for key, gc_mode, starting, handler in plan:
                 before = server.report()
                 run = _child(
                     ["concurrency", server.url, str(sizes["streams"]), str(sizes["rate"]), str(sizes["seconds"]),
-                     str(sizes["ramp"]), gc_mode, starting]
+                     str(sizes["ramp"]), gc_mode, starting, handler]
                 )
                 server_cpu = server.report()["cpu_s"] - before["cpu_s"]
                 run["server_cpu_s"] = server_cpu
@@ -1000,6 +1030,7 @@ def main(argv: list[str] | None = None) -> int:
             results["concurrency"] = _concurrency_medians(runs["tuned"])
             results["concurrency"]["default_gc"] = runs["default"][0]
             results["concurrency"]["no_start_limit"] = runs["unlimited"][0]
+            results["concurrency"]["actor_only"] = runs["actor"][0]
     if "hop" in only:
         print("5. hop cost ...", flush=True)
         results["hop"] = _hops(sizes)
