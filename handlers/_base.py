@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Sequence
 from typing import TextIO
 
 from .._errors import SluicewayError
-from ..engine import Failed, HandlerContext, Response, Retrying
+from ..engine import Event, Failed, HandlerContext, Response, Retrying
 
 __all__ = (
     "HandlerConfigError",
     "LineTracker",
+    "SyncHandler",
     "clock",
     "completion_text",
     "failure_text",
@@ -34,6 +36,33 @@ class HandlerConfigError(SluicewayError, ValueError):
 
     Raised when the handler is constructed, before any event flows.
     """
+
+
+class SyncHandler:
+    """A handler whose work never waits on trio: ``_handle_events(events)`` does it all.
+
+    ``handle``, ``handle_batch`` and ``handle_nowait`` all call it, so the engine
+    hands such a handler each event in the step's task while its actor has nothing
+    waiting (no task switch), and a batch of what was waiting otherwise (one write
+    per batch). See ``Handler`` in ``sluiceway.engine``.
+    """
+
+    __slots__ = ()
+
+    def _handle_events(self, events: Sequence[Event]) -> None:
+        raise NotImplementedError
+
+    async def handle(self, event: Event) -> None:
+        """Handle one event."""
+        self._handle_events((event,))
+
+    async def handle_batch(self, events: Sequence[Event]) -> None:
+        """Handle *events*, in order, at once. No checkpoint."""
+        self._handle_events(events)
+
+    def handle_nowait(self, event: Event) -> None:
+        """Handle one event in the sender's task (the engine calls it while nothing waits)."""
+        self._handle_events((event,))
 
 
 def stdout_of(context: HandlerContext) -> TextIO:

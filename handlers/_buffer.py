@@ -9,11 +9,12 @@ from typing import ClassVar
 import attrs
 
 from ..engine import Delta, Event, HandlerContext, HandlerPolicy, Retrying, StepStarted
+from ._base import SyncHandler
 
 __all__ = ("BufferHandler",)
 
 
-class BufferHandler:
+class BufferHandler(SyncHandler):
     """Keep the last ``max_size`` events in memory.
 
     When full, the oldest event is dropped and counted in ``dropped``. On a
@@ -73,16 +74,8 @@ class BufferHandler:
             if isinstance(e, Delta) and (step is None or e.step == step)
         )
 
-    async def handle(self, event: Event) -> None:
-        """Keep one event."""
-        self._keep(event)
-
-    def handle_nowait(self, event: Event) -> None:
-        """Keep one event, in the step's task as it is sent (see ``Handler``): no task switch per event."""
-        self._keep(event)
-
-    async def handle_batch(self, events: Sequence[Event]) -> None:
-        """Keep *events*, in order. Never blocks; no checkpoint."""
+    def _handle_events(self, events: Sequence[Event]) -> None:
+        """Keep *events*, in order. Never blocks."""
         for event in events:
             self._keep(event)
 

@@ -31,7 +31,15 @@ from ..engine import (
     ToolResult,
     ToolUse,
 )
-from ._base import LineTracker, completion_text, failure_text, retry_text, stdout_of, substep_prefix
+from ._base import (
+    LineTracker,
+    SyncHandler,
+    completion_text,
+    failure_text,
+    retry_text,
+    stdout_of,
+    substep_prefix,
+)
 
 __all__ = ("ConsoleHandler",)
 
@@ -88,7 +96,7 @@ def _stats_rows(response: Response) -> list[tuple[str, str]]:
     ]
 
 
-class ConsoleHandler:
+class ConsoleHandler(SyncHandler):
     """Show the stream for a person at a terminal.
 
     A header (step, provider, model), the text as it arrives, tool calls and
@@ -135,11 +143,7 @@ class ConsoleHandler:
             self._console = _make_console(stream, self.options.color)
         return self._console
 
-    async def handle(self, event: Event) -> None:
-        """Show one event."""
-        await self.handle_batch((event,))
-
-    async def handle_batch(self, events: Sequence[Event]) -> None:
+    def _handle_events(self, events: Sequence[Event]) -> None:
         """Show *events*; rich buffers the batch into one write, then the stream is flushed.
 
         Blocks only in the stream's write; no checkpoint, so a cancellation takes

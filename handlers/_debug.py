@@ -8,7 +8,7 @@ from typing import ClassVar, Literal, TextIO
 import attrs
 
 from ..engine import Event, HandlerContext, HandlerPolicy
-from ._base import stderr_of, stdout_of
+from ._base import SyncHandler, stderr_of, stdout_of
 
 __all__ = ("DebugHandler", "describe_event")
 
@@ -39,7 +39,7 @@ def describe_event(event: Event, max_field_len: int = 200) -> str:
     return " ".join(parts)
 
 
-class DebugHandler:
+class DebugHandler(SyncHandler):
     """Print every event on one line, start and terminal events included.
 
     ::
@@ -70,11 +70,7 @@ class DebugHandler:
             return stdout_of(self.context)
         return stderr_of(self.context)
 
-    async def handle(self, event: Event) -> None:
-        """Print one event line and flush."""
-        await self.handle_batch((event,))
-
-    async def handle_batch(self, events: Sequence[Event]) -> None:
+    def _handle_events(self, events: Sequence[Event]) -> None:
         """Print one line per event, with one write and one flush.
 
         Blocks only in the stream's write (policy ``block``: a stalled stream stalls

@@ -51,7 +51,7 @@ from ..engine import (
     ToolResult,
     ToolUse,
 )
-from ._base import HandlerConfigError, LineTracker, clock, substep_prefix
+from ._base import HandlerConfigError, LineTracker, SyncHandler, clock, substep_prefix
 
 __all__ = ("FileHandler", "event_from_dict", "event_to_dict", "render_file_path")
 
@@ -174,7 +174,7 @@ def render_file_path(template: str, context: HandlerContext) -> Path:
     return path
 
 
-class FileHandler:
+class FileHandler(SyncHandler):
     """Write the step's stream to a file, as readable text or one JSON object per event.
 
     Text format::
@@ -211,11 +211,7 @@ class FileHandler:
         self._unsynced = False
         self._closed = False
 
-    async def handle(self, event: Event) -> None:
-        """Write one event (see ``handle_batch``)."""
-        await self.handle_batch((event,))
-
-    async def handle_batch(self, events: Sequence[Event]) -> None:
+    def _handle_events(self, events: Sequence[Event]) -> None:
         """Write *events* with one write, flush it, and fsync if the step ended.
 
         Never waits on anything but the file; the fsync at the terminal event

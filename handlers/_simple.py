@@ -22,6 +22,7 @@ from ..engine import (
 )
 from ._base import (
     LineTracker,
+    SyncHandler,
     clock,
     completion_text,
     failure_text,
@@ -34,7 +35,7 @@ from ._base import (
 __all__ = ("SimpleHandler",)
 
 
-class SimpleHandler:
+class SimpleHandler(SyncHandler):
     """Print clean, timestamped lines; the assistant's text streams as it arrives.
 
     ::
@@ -69,11 +70,7 @@ class SimpleHandler:
         self._streamed: set[str] = set()  # steps whose current message showed deltas
         self._closed = False
 
-    async def handle(self, event: Event) -> None:
-        """Print one event. Writes and flushes; never blocks on anything but the stream."""
-        await self.handle_batch((event,))
-
-    async def handle_batch(self, events: Sequence[Event]) -> None:
+    def _handle_events(self, events: Sequence[Event]) -> None:
         """Print *events* with one write and one flush, so the text appears live.
 
         Blocks only in the stream's write (a full pipe or slow terminal blocks the

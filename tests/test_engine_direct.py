@@ -223,12 +223,38 @@ async def test_cancelled_mid_stream_the_direct_handler_gets_cancelled_once(autoj
     check_invariants(rec.events)
 
 
-async def test_the_buffer_handler_takes_deltas_directly(autojump_clock: Any) -> None:
-    buffer = BufferHandler(BufferHandler.Options(), None)  # type: ignore[arg-type]
-    lengths: list[int] = []
-    provider = ScriptedProvider(
-        [call_script([("text", list("xyz"))], first_delay=0.2)], on_chunk=lambda n: lengths.append(len(buffer.events))
-    )
-    await run_step(provider, [HandlerConsumer(buffer, "buffer")])
-    assert lengths == [1, 2, 3]  # StepStarted, then each delta already kept when the next is read
-    assert buffer.text() == "xyz" and buffer.closed
+def _built_ins(tmp_path: Any) -> list[tuple[Any, Any]]:
+    """(handler, what it has written so far) for each built-in handler, writing to memory or a file."""
+    from handler_helpers import make_context
+    from sluiceway.handlers import ConsoleHandler, DebugHandler, FileHandler, SimpleHandler
+
+    out = []
+    for cls, opts in ((SimpleHandler, {}), (ConsoleHandler, {"color": False}), (DebugHandler, {"file": "stdout"})):
+        context = make_context(step="s")
+        out.append((cls(cls.Options(**opts), context), context.stdout.getvalue))
+    path = tmp_path / "out.txt"
+    file = FileHandler(FileHandler.Options(file_path=str(path)), make_context(step="s", output_dir=str(tmp_path)))
+    out.append((file, lambda: path.read_text() if path.exists() else ""))
+    buffer = BufferHandler(BufferHandler.Options(), make_context(step="s"))
+    out.append((buffer, buffer.text))
+    return out
+
+
+async def test_every_built_in_handler_shows_each_delta_before_the_next_read(autojump_clock: Any, tmp_path: Any) -> None:
+    handlers = _built_ins(tmp_path)
+    pieces = ["alpha ", "beta ", "gamma ", "delta"]
+    seen: list[list[str]] = []
+
+    def on_chunk(n: int) -> None:
+        seen.append([written() for _, written in handlers])
+
+    provider = ScriptedProvider([call_script([("text", pieces)], first_delay=0.2)], on_chunk=on_chunk)
+    await run_step(provider, [HandlerConsumer(h, type(h).__name__) for h, _ in handlers])
+    for n, texts in enumerate(seen):  # at the read of delta n, deltas 0..n-1 are written everywhere
+        for (handler, _), text in zip(handlers, texts, strict=True):
+            assert pieces[n - 1] in text if n else pieces[0] not in text, (type(handler).__name__, n, text)
+            assert pieces[n] not in text, (type(handler).__name__, n, text)
+    for handler, written in handlers:
+        text = written()
+        assert all(piece in text for piece in pieces), (type(handler).__name__, text)
+        assert handler.handle_nowait is not None
