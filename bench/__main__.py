@@ -717,7 +717,14 @@ def child_backpressure(policy: str, n: int) -> dict[str, Any]:
 # -- 5. hop cost -------------------------------------------------------------------------
 
 
-async def _hop(n_handlers: int, events: int) -> float:
+class NoOpDirectHandler(NoOpHandler):
+    """``NoOpHandler`` with ``handle_nowait``: takes events in the sender's task while its actor is parked."""
+
+    def handle_nowait(self, event: Any) -> None:
+        pass
+
+
+async def _hop(n_handlers: int, events: int, direct: bool = False) -> float:
     from sluiceway.engine import Delta
     from sluiceway.engine._actors import handler_actor
     from sluiceway.engine._channel import open_event_channel
@@ -741,7 +748,8 @@ async def _hop(n_handlers: int, events: int) -> float:
 
     async with trio.open_nursery() as nursery:
         for receive, outlet in zip(receives, outlets, strict=True):
-            nursery.start_soon(lambda r=receive, o=outlet: handler_actor(r, NoOpHandler(), o, name="noop", fail=fail))
+            handler = NoOpDirectHandler() if direct else NoOpHandler()
+            nursery.start_soon(lambda r=receive, o=outlet, h=handler: handler_actor(r, h, o, name="noop", fail=fail))
         offer, send_from = tee.offer, tee.send_from
         start = time.perf_counter()
         for i in range(events):  # as the step delivers a delta: offer, awaiting only when an outlet is full
@@ -755,15 +763,18 @@ async def _hop(n_handlers: int, events: int) -> float:
 
 
 def _hops(sizes: dict[str, Any]) -> dict[str, Any]:
-    runs: dict[int, list[float]] = {1: [], 2: [], 4: []}
+    runs: dict[bool, dict[int, list[float]]] = {False: {1: [], 2: [], 4: []}, True: {1: [], 2: [], 4: []}}
     for _ in range(max(sizes["reps"], 5) if sizes["reps"] > 1 else 1):
-        for n in runs:
-            gc.collect()
-            runs[n].append(trio.run(_hop, n, sizes["hop_events"]))
+        for direct, by_n in runs.items():  # alternating: both kinds see the same machine
+            for n in by_n:
+                gc.collect()
+                by_n[n].append(trio.run(_hop, n, sizes["hop_events"], direct))
     return {
         "events": sizes["hop_events"],
-        "us_per_event": {str(n): statistics.median(v) for n, v in runs.items()},
-        "all": {str(n): v for n, v in runs.items()},
+        "us_per_event": {str(n): statistics.median(v) for n, v in runs[False].items()},
+        "all": {str(n): v for n, v in runs[False].items()},
+        "us_per_event_direct": {str(n): statistics.median(v) for n, v in runs[True].items()},
+        "all_direct": {str(n): v for n, v in runs[True].items()},
     }
 
 
@@ -846,10 +857,12 @@ def table(results: dict[str, Any]) -> str:
                 )
             )
     if "hop" in results:
-        hop = results["hop"]["us_per_event"]
-        rows.append(
-            ("hop: tee -> N actors, N = 1 / 2 / 4", " / ".join(f"{hop[k]:.2f}" for k in ("1", "2", "4")) + " µs/event", "")
-        )
+        for key, title in (
+            ("us_per_event", "hop: tee -> N actors, N = 1 / 2 / 4"),
+            ("us_per_event_direct", "hop: tee -> N handlers with `handle_nowait`, N = 1 / 2 / 4"),
+        ):
+            hop = results["hop"][key]
+            rows.append((title, " / ".join(f"{hop[k]:.2f}" for k in ("1", "2", "4")) + " µs/event", ""))
     lines = ["| Measure | Result | Target |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c_} |" for a, b, c_ in rows]
     return "\n".join(lines)
