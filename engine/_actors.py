@@ -148,7 +148,7 @@ async def _feed(
 ) -> None:
     handle_batch = None if held.atomic else getattr(handler, "handle_batch", None)
     handle = handler.handle
-    handle_nowait = None if held.atomic else getattr(handler, "handle_nowait", None)
+    handle_nowait = getattr(handler, "handle_nowait", None)  # (a ChannelRelay has none: its sends may wait)
     receive_batch = receive_events.receive_batch
     waiting = receive_events.waiting
     while True:

@@ -78,11 +78,7 @@ class CallbackHandler:
     def __init__(self, options: CallbackHandler.Options, context: HandlerContext) -> None:
         self.options = options
         self.context = context
-        self._function = _load_function(options.module, options.function)
-        self._is_async = _is_async(self._function)
-        self._closed = False
-        if not self._is_async:
-            self.handle_nowait = self._function
+        self._use(_load_function(options.module, options.function))
 
     @classmethod
     def for_callable(cls, function: Callable[[Event], Any], context: HandlerContext) -> CallbackHandler:
@@ -93,12 +89,15 @@ class CallbackHandler:
         name = getattr(function, "__qualname__", repr(function))
         self.options = cls.Options(function=name, module=getattr(function, "__module__", None))
         self.context = context
+        self._use(function)
+        return self
+
+    def _use(self, function: Callable[[Event], Any]) -> None:
         self._function = function
         self._is_async = _is_async(function)
         self._closed = False
         if not self._is_async:
             self.handle_nowait = function
-        return self
 
     async def handle(self, event: Event) -> None:
         """Call the function with *event*; await it when it is async."""
