@@ -146,9 +146,11 @@ class _DirectMixin:
     applies to the actor's calls only: a direct call cannot wait.
     """
 
-    decline_every = 0
-    direct_calls = 0
-    taken_directly: list[Event]
+    def __init__(self, *args: Any, decline_every: int = 0) -> None:
+        super().__init__(*args)
+        self.decline_every = decline_every
+        self.direct_calls = 0
+        self.taken_directly: list[Event] = []
 
     def handle_nowait(self: Any, event: Event) -> None:
         self.direct_calls += 1
@@ -182,10 +184,8 @@ def _make_probe(
 ) -> _Probe:
     batch = callable(getattr(handler, "handle_batch", None))
     if callable(getattr(handler, "handle_nowait", None)):
-        probe: _Probe = (_DirectBatchProbe if batch else _DirectProbe)(handler, policy, delay, text_of)
-        probe.decline_every = decline_every  # type: ignore[attr-defined]
-        probe.taken_directly = []  # type: ignore[attr-defined]
-        return probe
+        direct = _DirectBatchProbe if batch else _DirectProbe
+        return direct(handler, policy, delay, text_of, decline_every=decline_every)
     return (_BatchProbe if batch else _Probe)(handler, policy, delay, text_of)
 
 
@@ -215,7 +215,7 @@ class _Case:
             if not direct
             else "; handle_nowait took every event offered"
             if not self.decline_every
-            else f"; every {self.decline_every}th handle_nowait call was declined (sent through handle instead)"
+            else f"; the check declined 1 handle_nowait call in {self.decline_every} (sent through handle instead)"
         )
         return (
             f"policy={self.policy!r}, buffer size {self.buffer_size}, "
