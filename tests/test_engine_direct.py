@@ -22,7 +22,7 @@ from sluiceway.engine._channel import DirectError, open_event_channel
 from sluiceway.handlers import BufferHandler
 
 from sluiceway._errors import HandlerError
-from sluiceway.testing import check_invariants
+from sluiceway.testing import StreamingRecorder, check_invariants
 
 # -- the channel ------------------------------------------------------------------
 
@@ -224,7 +224,7 @@ async def test_cancelled_mid_stream_the_direct_handler_gets_cancelled_once(autoj
 
 
 def _built_ins(tmp_path: Any) -> list[tuple[Any, Any]]:
-    """(handler, what it has written so far) for each built-in handler, writing to memory or a file."""
+    """(handler, what it has written so far) for each built-in handler (and the testing kit's recorder)."""
     from handler_helpers import make_context
     from sluiceway.handlers import ConsoleHandler, DebugHandler, FileHandler, SimpleHandler
 
@@ -237,6 +237,8 @@ def _built_ins(tmp_path: Any) -> list[tuple[Any, Any]]:
     out.append((file, lambda: path.read_text() if path.exists() else ""))
     buffer = BufferHandler(BufferHandler.Options(), make_context(step="s"))
     out.append((buffer, buffer.text))
+    recorder = StreamingRecorder()  # the testing kit's
+    out.append((recorder, lambda: recorder.text("s")))
     return out
 
 

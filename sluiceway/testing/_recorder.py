@@ -60,6 +60,10 @@ class StreamingRecorder:
         """Record every event of *events*, in order. Never blocks."""
         self._events.extend(events)
 
+    def handle_nowait(self, event: Event) -> None:
+        """Record *event* as the step sends it (the engine calls it while nothing waits)."""
+        self._events.append(event)
+
     async def aclose(self) -> None:
         """Count the close; the recorded events stay readable."""
         self.close_count += 1
