@@ -33,7 +33,14 @@ from ._channel import DirectError, EventReceiver
 from ._events import TERMINAL_EVENTS, Cancelled, Done, Event, StepStarted
 from ._tee import Outlet
 
-__all__ = ("HANDLER_CLOSE_TIMEOUT", "TERMINAL_DELIVERY_TIMEOUT", "ChannelRelay", "HandlerWarning", "handler_actor")
+__all__ = (
+    "HANDLER_CLOSE_TIMEOUT",
+    "TERMINAL_DELIVERY_TIMEOUT",
+    "ChannelRelay",
+    "HandlerWarning",
+    "direct_handle",
+    "handler_actor",
+)
 
 #: Seconds a handler's ``aclose`` may take (shielded) before it is abandoned.
 HANDLER_CLOSE_TIMEOUT: Final = 5.0
@@ -148,7 +155,7 @@ async def _feed(
 ) -> None:
     handle_batch = None if held.atomic else getattr(handler, "handle_batch", None)
     handle = handler.handle
-    handle_nowait = getattr(handler, "handle_nowait", None)  # (a ChannelRelay has none: its sends may wait)
+    handle_nowait = direct_handle(handler)  # (a ChannelRelay has none: its sends may wait)
     receive_batch = receive_events.receive_batch
     waiting = receive_events.waiting
     while True:
@@ -188,6 +195,32 @@ async def _feed(
         except Exception as exc:
             failed(exc, "handle_batch" if handle_batch is not None else "handle")
             return  # leaving closes the channel: the producer skips this handler from now on
+
+
+def direct_handle(handler: Any) -> Callable[[Event], None] | None:
+    """The handler's ``handle_nowait``, or None when it has none or it would bypass an override.
+
+    A subclass that overrides ``handle`` or ``handle_batch`` (say, to add an
+    ``await``) below the class that defines ``handle_nowait`` would have its
+    override skipped by direct calls: such a handler gets none. Instance
+    attributes count as the most derived level.
+    """
+    nowait = getattr(handler, "handle_nowait", None)
+    if nowait is None:
+        return None
+    own = getattr(handler, "__dict__", {})
+    if "handle_nowait" in own:
+        return nowait  # type: ignore[no-any-return]
+    if "handle" in own or "handle_batch" in own:
+        return None
+    mro = type(handler).__mro__
+
+    def level(name: str) -> int:
+        return next((i for i, cls in enumerate(mro) if name in cls.__dict__), len(mro))
+
+    if min(level("handle"), level("handle_batch")) < level("handle_nowait"):
+        return None
+    return nowait  # type: ignore[no-any-return]
 
 
 class _Held:

@@ -260,3 +260,59 @@ async def test_every_built_in_handler_shows_each_delta_before_the_next_read(auto
         text = written()
         assert all(piece in text for piece in pieces), (type(handler).__name__, text)
         assert handler.handle_nowait is not None
+
+
+def test_direct_handle_skips_a_handle_nowait_that_would_bypass_an_override() -> None:
+    from sluiceway.engine._actors import direct_handle
+
+    class Base:
+        async def handle(self, event: Any) -> None: ...
+
+        async def handle_batch(self, events: Any) -> None: ...
+
+        def handle_nowait(self, event: Any) -> None: ...
+
+    class SlowerBatch(Base):  # overrides handle_batch only: direct calls would skip it
+        async def handle_batch(self, events: Any) -> None:
+            await trio.sleep(1)
+
+    class SlowerHandle(Base):
+        async def handle(self, event: Any) -> None:
+            await trio.sleep(1)
+
+    class Consistent(SlowerBatch):  # overrides both: its own handle_nowait is used
+        def handle_nowait(self, event: Any) -> None: ...
+
+    class OptedOut(Base):
+        handle_nowait = None  # type: ignore[assignment]
+
+    base, consistent = Base(), Consistent()
+    assert direct_handle(base) == base.handle_nowait
+    assert direct_handle(consistent) == consistent.handle_nowait
+    assert direct_handle(SlowerBatch()) is None and direct_handle(SlowerHandle()) is None
+    assert direct_handle(OptedOut()) is None
+    patched = Base()
+    patched.handle_batch = SlowerBatch().handle_batch  # type: ignore[method-assign]
+    assert direct_handle(patched) is None  # an instance attribute is the most derived level
+    patched.handle_nowait = lambda event: None  # type: ignore[method-assign]
+    assert direct_handle(patched) is patched.handle_nowait
+
+
+async def test_a_subclass_of_a_built_in_that_overrides_handle_batch_gets_every_event_there(autojump_clock: Any) -> None:
+    from handler_helpers import make_context
+    from sluiceway.handlers import SimpleHandler
+
+    class Paced(SimpleHandler):
+        batches: list[int] = []
+
+        async def handle_batch(self, events: Any) -> None:
+            self.batches.append(len(events))
+            await trio.sleep(0.01)
+            await super().handle_batch(events)
+
+    context = make_context(step="s")
+    handler = Paced(SimpleHandler.Options(), context)
+    provider = ScriptedProvider([call_script([("text", list("abcdef"))], delay=0.1)])
+    await run_step(provider, [HandlerConsumer(handler, "paced")])
+    assert sum(Paced.batches) == 9  # StepStarted, 6 deltas, Message, Done: all through the override
+    assert "abcdef" in context.stdout.getvalue()

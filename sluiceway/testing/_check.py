@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ..engine import TERMINAL_EVENTS, Cancelled, Delta, Event, Response
-from ..engine._actors import TERMINAL_DELIVERY_TIMEOUT, handler_actor
+from ..engine._actors import TERMINAL_DELIVERY_TIMEOUT, direct_handle, handler_actor
 from ..engine._channel import open_event_channel
 from ..engine._tee import Outlet, Tee
 from ._invariants import InvariantError, check_delivery, describe_event
@@ -183,7 +183,7 @@ def _make_probe(
     handler: Any, policy: str, delay: float, text_of: Callable[[Any], str] | None, decline_every: int = 0
 ) -> _Probe:
     batch = callable(getattr(handler, "handle_batch", None))
-    if callable(getattr(handler, "handle_nowait", None)):
+    if direct_handle(handler) is not None:  # the engine's own rule: what it would call directly
         direct = _DirectBatchProbe if batch else _DirectProbe
         return direct(handler, policy, delay, text_of, decline_every=decline_every)
     return (_BatchProbe if batch else _Probe)(handler, policy, delay, text_of)
