@@ -50,6 +50,7 @@ def _options(
     output_dir: str | os.PathLike[str] | None,
     workspace: str | os.PathLike[str] | None,
     handlers: str | Sequence[str] | None,
+    live_options: Mapping[str, Any] | None = None,
     **extra: Any,
 ) -> RunOptions:
     if isinstance(handlers, str):
@@ -60,6 +61,7 @@ def _options(
         output_dir=output_dir,
         workspace=workspace,
         handlers=None if handlers is None else tuple(handlers),
+        live_options=dict(live_options or {}),
         **extra,
     )
 
@@ -72,6 +74,7 @@ async def run(
     output_dir: str | os.PathLike[str] | None = None,
     workspace: str | os.PathLike[str] | None = None,
     handlers: str | Sequence[str] | None = None,
+    live_options: Mapping[str, Any] | None = None,
 ) -> RunResult:
     """Run a pipeline and return its result; a failed step does not raise.
 
@@ -82,6 +85,8 @@ async def run(
         output_dir: Where ``<run_id>/result.json`` and the step files go (default ``./outputs``).
         workspace: Where relative prompt files resolve and tools run.
         handlers: Handler name(s) or dotted path(s) replacing every streaming step's handlers.
+        live_options: ``live`` mode: keyword arguments for its ``AnthropicProvider``
+            (``max_starting``, ``streams_per_client``...); an error in any other mode.
 
     Returns:
         The ``RunResult``: ``status`` is ``ok``, ``failed`` (see ``.error``,
@@ -97,7 +102,8 @@ async def run(
         ModeUnavailableError: the mode's provider is not available.
     """
     options = _options(
-        mode=mode, variables=variables, output_dir=output_dir, workspace=workspace, handlers=handlers
+        mode=mode, variables=variables, output_dir=output_dir, workspace=workspace, handlers=handlers,
+        live_options=live_options,
     )
     return await execute(_load_spec(spec), options)
 
@@ -110,6 +116,7 @@ def run_sync(
     output_dir: str | os.PathLike[str] | None = None,
     workspace: str | os.PathLike[str] | None = None,
     handlers: str | Sequence[str] | None = None,
+    live_options: Mapping[str, Any] | None = None,
 ) -> RunResult:
     """``run`` in a fresh ``trio.run``; for scripts and notebooks without an event loop."""
     return trio.run(
@@ -121,6 +128,7 @@ def run_sync(
             output_dir=output_dir,
             workspace=workspace,
             handlers=handlers,
+            live_options=live_options,
         )
     )
 
@@ -147,6 +155,7 @@ async def open_run(
     workspace: str | os.PathLike[str] | None = None,
     handlers: str | Sequence[str] | None = None,
     buffer_size: int = RUN_EVENTS_BUFFER,
+    live_options: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[RunHandle]:
     """Start a run in the background; ``async for event in handle.events`` sees every event.
 
@@ -167,7 +176,8 @@ async def open_run(
     The events channel is closed on exit either way.
     """
     options = _options(
-        mode=mode, variables=variables, output_dir=output_dir, workspace=workspace, handlers=handlers
+        mode=mode, variables=variables, output_dir=output_dir, workspace=workspace, handlers=handlers,
+        live_options=live_options,
     )
     loaded = _load_spec(spec)
     send_events, receive_events = trio.open_memory_channel[Event](buffer_size)

@@ -48,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cassette", metavar="FILE", help="the cassette to replay")
     run.add_argument("--speed", type=float, metavar="X", help="replay speed factor")
     run.add_argument("--instant", action="store_true", help="replay without delays")
+    run.add_argument(
+        "--max-starting", metavar="N", help="live: at most N calls building their requests at once (default 16; none)"
+    )
+    run.add_argument("--streams-per-client", metavar="N", help="live: open streams per SDK client (default 64)")
 
     validate = sub.add_parser("validate", help="check pipeline files; exit 2 if any is invalid")
     validate.add_argument("files", nargs="+", metavar="FILE")

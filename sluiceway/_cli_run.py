@@ -175,6 +175,17 @@ def run_command(args: argparse.Namespace) -> int:
         return EXIT_STEP_FAILED
 
 
+def _positive(flag: str, value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise _UsageError(f"{flag} must be a whole number >= 1" + (" or 'none'" if flag == "--max-starting" else "")
+                          + f", not {value!r}")
+    return number
+
+
 def _run_command(args: argparse.Namespace, err: TextIO) -> int:
     debug = bool(getattr(args, "debug", False))
     as_json = bool(getattr(args, "json", False))
@@ -188,6 +199,16 @@ def _run_command(args: argparse.Namespace, err: TextIO) -> int:
     handler = getattr(args, "handler", None)
     if isinstance(handler, str):
         handler = (handler,)
+    live_options: dict[str, Any] = {}
+    max_starting = getattr(args, "max_starting", None)
+    if max_starting is not None:
+        live_options["max_starting"] = None if max_starting == "none" else _positive("--max-starting", max_starting)
+    per_client = getattr(args, "streams_per_client", None)
+    if per_client is not None:
+        live_options["streams_per_client"] = _positive("--streams-per-client", per_client)
+    if live_options and mode != "live":
+        flags = " and ".join(f"--{k.replace('_', '-')}" for k in live_options)
+        raise _UsageError(f"{flags}: live mode only (the mode is {mode})")
     options = RunOptions(
         mode=mode,
         variables=parse_assignments(getattr(args, "set", None)),
@@ -201,6 +222,7 @@ def _run_command(args: argparse.Namespace, err: TextIO) -> int:
         record=getattr(args, "record", None),
         speed=speed if speed is not None else 1.0,
         instant=bool(getattr(args, "instant", False)),
+        live_options=live_options,
     )
     spec = _load(args.file)
     prepare(spec, options)  # bad conditions, handlers, callables: exit 2 before anything runs

@@ -136,6 +136,10 @@ class RunOptions:
     provider: Provider | None = None
     """Use this provider instance for model steps instead of the mode's (tests, ``invoke``).
     The run closes it at its end."""
+    live_options: Mapping[str, Any] = attrs.field(factory=dict)
+    """``live`` mode: keyword arguments for its ``AnthropicProvider`` (``max_starting``,
+    ``streams_per_client``, ...; ``--max-starting``, ``--streams-per-client``). Any other
+    mode with live options is an error (``ModeUnavailableError``), not a silent no-op."""
     run_id: str | None = None
     """Force the run id (default: ``run_<UTC time>_<random>``)."""
 
@@ -235,12 +239,19 @@ def prepare(spec: Pipeline, options: RunOptions = RunOptions()) -> _Prepared:
 
 def open_mode_provider(spec: Pipeline, options: RunOptions) -> Provider:
     """The run's provider for its mode (and ``--record``). The caller closes it."""
+    if options.live_options and (options.mode != "live" or options.provider is not None):
+        given = ", ".join(sorted(options.live_options))
+        where = "a given provider" if options.provider is not None else f"{options.mode} mode"
+        raise ModeUnavailableError(f"live options ({given}) apply to live mode's own provider, not to {where}")
     if options.provider is not None:
         provider = options.provider
     elif options.mode == "mock":
         provider = _instantiate("mock")
     elif options.mode == "live":
-        provider = _instantiate("claude")
+        try:
+            provider = _instantiate("claude", **options.live_options)
+        except (TypeError, ValueError) as exc:  # an unknown option, or a value out of range
+            raise ModeUnavailableError(f"live mode: bad live options: {exc}") from exc
         if getattr(provider, "api_key", "unknown") is None:
             # fail before the run starts, not at its first step
             raise AuthenticationError("no Anthropic API key: set ANTHROPIC_API_KEY (live mode needs one)")

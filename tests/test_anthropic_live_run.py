@@ -74,3 +74,42 @@ async def test_record_then_replay_through_the_engine(live_env, tmp_path, monkeyp
     assert replayed.status == "ok"
     assert replayed.steps["greet"].text == "one two three"
     assert replayed.steps["greet"].response.usage == live.steps["greet"].response.usage
+
+
+async def test_live_options_reach_the_provider_and_the_run_uses_it(live_env, tmp_path):
+    from sluiceway.specs import load
+
+    from sluiceway._executor import RunOptions, open_mode_provider
+
+    path = _spec(tmp_path, "fake:text?text=tuned&reply_model=claude-haiku-4-5-20251001")
+    provider = open_mode_provider(load(path), RunOptions(mode="live", live_options={"max_starting": 2, "streams_per_client": 3}))
+    try:
+        assert (provider.max_starting, provider.streams_per_client) == (2, 3)
+    finally:
+        await provider.aclose()
+    unlimited = open_mode_provider(load(path), RunOptions(mode="live", live_options={"max_starting": None}))
+    try:
+        assert unlimited.max_starting is None and unlimited.streams_per_client == 64
+    finally:
+        await unlimited.aclose()
+    result = await sluiceway.run(
+        path, mode="live", output_dir=tmp_path / "out", live_options={"max_starting": 1, "streams_per_client": 1}
+    )
+    assert result.status == "ok", result.error
+    assert result.steps["greet"].text == "tuned"
+
+
+@pytest.mark.parametrize(
+    ("mode", "live_options", "message"),
+    [
+        ("mock", {"max_starting": 4}, r"live options \(max_starting\) apply to live mode's own provider, not to mock mode"),
+        ("live", {"max_startng": 4}, r"live mode: bad live options: .*max_startng"),
+        ("live", {"max_starting": 0}, r"live mode: bad live options: max_starting must be at least 1"),
+        ("live", {"streams_per_client": 0}, r"streams_per_client must be at least 1"),
+    ],
+)
+async def test_bad_live_options_fail_before_the_run(live_env, tmp_path, mode, live_options, message):
+    path = _spec(tmp_path, "fake:text?text=x")
+    with pytest.raises(sluiceway.ModeUnavailableError, match=message):
+        await sluiceway.run(path, mode=mode, output_dir=tmp_path / "out", live_options=live_options)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

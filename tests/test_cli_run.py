@@ -235,6 +235,21 @@ steps:
             "condition",
         ),
         ("name: ok\nsteps:\n  - name: a\n    type: claude\n    prompt: x\n", ("--mode", "replay"), "cassette"),
+        (
+            "name: ok\nsteps:\n  - name: a\n    type: claude\n    prompt: x\n",
+            ("--max-starting", "4"),
+            "--max-starting: live mode only (the mode is mock)",
+        ),
+        (
+            "name: ok\nsteps:\n  - name: a\n    type: claude\n    prompt: x\n",
+            ("--mode", "live", "--max-starting", "0"),
+            "--max-starting must be a whole number >= 1 or 'none', not '0'",
+        ),
+        (
+            "name: ok\nsteps:\n  - name: a\n    type: claude\n    prompt: x\n",
+            ("--mode", "live", "--streams-per-client", "many"),
+            "--streams-per-client must be a whole number >= 1, not 'many'",
+        ),
     ],
 )
 def test_bad_spec_or_flags_exit_2(tmp_path: Path, spec_text: str, extra: tuple[str, ...], expected: str) -> None:
@@ -264,3 +279,18 @@ def test_record_then_replay_cassette(tmp_path: Path) -> None:
     missing = run_cli(str(spec), "--cassette", str(tmp_path / "nope.jsonl"), "--output-dir", str(tmp_path / "o"), cwd=tmp_path)
     assert missing.returncode == 2
     assert "nope.jsonl" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_live_run_with_provider_flags(tmp_path: Path, fake_api, monkeypatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-fake")
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", fake_api.url)
+    spec = tmp_path / "live.yaml"
+    spec.write_text(
+        "name: live\nsteps:\n  - name: a\n    type: claude\n    prompt: x\n"
+        "    claude_options: {model: 'fake:text?text=flags ok'}\n",
+        encoding="utf-8",
+    )
+    for flags in (("--max-starting", "none", "--streams-per-client", "2"), ("--max-starting", "3")):
+        proc = run_cli(str(spec), "--mode", "live", *flags, "--json", "--output-dir", str(tmp_path / "o"), cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["steps"]["a"]["text"] == "flags ok"
