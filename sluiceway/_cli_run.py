@@ -175,14 +175,17 @@ def run_command(args: argparse.Namespace) -> int:
         return EXIT_STEP_FAILED
 
 
-def _positive(flag: str, value: str) -> int:
+def _count(flag: str, value: str, *, none: bool = False) -> int | None:
+    """A flag's whole number >= 1 (or None for ``none`` when *none*); a usage error otherwise."""
+    if none and value == "none":
+        return None
     try:
         number = int(value)
     except ValueError:
         number = 0
     if number < 1:
-        raise _UsageError(f"{flag} must be a whole number >= 1" + (" or 'none'" if flag == "--max-starting" else "")
-                          + f", not {value!r}")
+        allowed = "a whole number >= 1" + (" or 'none'" if none else "")
+        raise _UsageError(f"{flag} must be {allowed}, not {value!r}")
     return number
 
 
@@ -202,10 +205,10 @@ def _run_command(args: argparse.Namespace, err: TextIO) -> int:
     live_options: dict[str, Any] = {}
     max_starting = getattr(args, "max_starting", None)
     if max_starting is not None:
-        live_options["max_starting"] = None if max_starting == "none" else _positive("--max-starting", max_starting)
+        live_options["max_starting"] = _count("--max-starting", max_starting, none=True)
     per_client = getattr(args, "streams_per_client", None)
     if per_client is not None:
-        live_options["streams_per_client"] = _positive("--streams-per-client", per_client)
+        live_options["streams_per_client"] = _count("--streams-per-client", per_client)
     if live_options and mode != "live":
         flags = " and ".join(f"--{k.replace('_', '-')}" for k in live_options)
         raise _UsageError(f"{flags}: live mode only (the mode is {mode})")

@@ -250,7 +250,10 @@ def open_mode_provider(spec: Pipeline, options: RunOptions) -> Provider:
     elif options.mode == "live":
         try:
             provider = _instantiate("claude", **options.live_options)
-        except (TypeError, ValueError) as exc:  # an unknown option, or a value out of range
+        except (TypeError, ValueError) as exc:
+            if not options.live_options:
+                raise
+            # an unknown option, or a value out of range
             raise ModeUnavailableError(f"live mode: bad live options: {exc}") from exc
         if getattr(provider, "api_key", "unknown") is None:
             # fail before the run starts, not at its first step
