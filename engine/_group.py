@@ -117,7 +117,19 @@ async def stream_group(
         try:
             with pump_scope, receive_sub:
                 try:
-                    async for event in receive_sub:
+                    while True:
+                        # what is waiting, taken without a checkpoint per event (trio's receive
+                        # yields twice per call, so the pump got one event per scheduler pass and
+                        # fell behind N sub-steps); waits only when the fan-in is empty
+                        try:
+                            event = receive_sub.receive_nowait()
+                        except trio.WouldBlock:
+                            try:
+                                event = await receive_sub.receive()
+                            except trio.EndOfChannel:
+                                break
+                        except trio.EndOfChannel:
+                            break
                         current = event
                         if isinstance(event, _STRUCTURAL):
                             delivered = set()
