@@ -363,6 +363,32 @@ class LagRecorder:
         pass
 
 
+class GroupLagRecorder:
+    """The one handler of a composite step: hands each sub-step's events to that stream's ``LagRecorder``."""
+
+    def __init__(self, recorders: Sequence[LagRecorder]) -> None:
+        self.by_step = {f"s[{i}]": r for i, r in enumerate(recorders)}
+
+    async def handle(self, event: Any) -> None:
+        self.record((event,))
+
+    def handle_nowait(self, event: Any) -> None:
+        self.record((event,))
+
+    async def handle_batch(self, events: Sequence[Any]) -> None:
+        self.record(events)
+
+    def record(self, events: Sequence[Any]) -> None:
+        by_step = self.by_step
+        for event in events:
+            recorder = by_step.get(event.step)  # (the composite step's own events: none)
+            if recorder is not None:
+                recorder.record((event,))
+
+    async def aclose(self) -> None:
+        pass
+
+
 class ActorLagRecorder(LagRecorder):
     """``LagRecorder`` without ``handle_nowait``: every event goes through its actor."""
 
@@ -378,6 +404,7 @@ def child_concurrency(
     gc_mode: str = "tuned",
     max_starting: int | None | str = "default",
     handler: str = "direct",
+    shape: str = "steps",
 ) -> dict[str, Any]:
     """*streams* stream_steps at *rate* deltas/s for *seconds*, arriving over *ramp* seconds.
 
@@ -386,11 +413,14 @@ def child_concurrency(
     *max_starting*: the provider's ``max_starting`` (None: no limit; ``"default"``: its default).
     *handler* ``direct``: each stream's lag recorder has ``handle_nowait`` (deltas reach it in
     the step's task); ``actor``: it has not (every delta wakes its actor).
+    *shape* ``steps``: independent ``stream_step``s, a recorder each; ``group``: the sub-steps
+    of one ``stream_group`` (a composite step, as ``parallel_claude`` runs them), whose one
+    handler hands each event to its stream's recorder.
     """
     import gc
     import random
 
-    from sluiceway.engine import HandlerConsumer, RunContext, stream_step
+    from sluiceway.engine import HandlerConsumer, Response, RunContext, stream_group, stream_step
     from sluiceway.providers import AnthropicProvider
 
     import sluiceway
@@ -429,16 +459,22 @@ def child_concurrency(
             sluiceway.tune_gc()
         gc.callbacks.append(on_gc)
 
-        async def one(i: int) -> None:
+        async def one(i: int, sub: Any = None) -> None:
             await trio.sleep(rng.random() * ramp)  # arrivals spread over the ramp
             recorders[i].started = time.monotonic()
             try:
                 await stream_step(
                     run=run, path=f"s[{i}]", provider=provider, request=_request(model),
-                    consumers=[HandlerConsumer(recorders[i], name="lag")],
+                    consumers=[HandlerConsumer(recorders[i], name="lag") if sub is None else sub()],
                 )
             except Exception as exc:
                 failures.append(repr(exc))
+
+        async def body(sub: Any) -> Any:
+            async with trio.open_nursery() as nursery:
+                for i in range(streams):
+                    nursery.start_soon(one, i, sub)
+            return Response()
 
         async def sample_cpu() -> None:
             while True:
@@ -449,9 +485,15 @@ def child_concurrency(
         t0 = started[0] = time.monotonic()
         async with trio.open_nursery() as outer:
             outer.start_soon(sample_cpu)
-            async with trio.open_nursery() as nursery:
-                for i in range(streams):
-                    nursery.start_soon(one, i)
+            if shape == "group":
+                await stream_group(
+                    run=run, path="g", consumers=[HandlerConsumer(GroupLagRecorder(recorders), name="lag")],
+                    body=body, step_type="parallel_claude",
+                )
+            else:
+                async with trio.open_nursery() as nursery:
+                    for i in range(streams):
+                        nursery.start_soon(one, i)
             outer.cancel_scope.cancel()
         wall = time.monotonic() - t0
         cpu = _cpu() - cpu0
@@ -497,6 +539,7 @@ def child_concurrency(
         gc_mode=gc_mode,
         max_starting=provider_limit[0],
         handler=handler,
+        shape=shape,
         first_delta_ms={  # per stream: its step started -> its first delta at the handler
             "p50": _ms(_pct(ttfts, 0.50)),
             "p99": _ms(_pct(ttfts, 0.99)),
@@ -936,6 +979,13 @@ def _concurrency_rows(c: dict[str, Any], ok: Callable[[bool], str]) -> list[tupl
             f"{_fmt(r['cpu_s_per_1000_events'], '.3f')} s",
         ),
         (
+            "group",
+            f"{n} streams as the sub-steps of one composite step (1 run): all deltas / while all open / "
+            "client CPU per 1,000 events",
+            lambda r: f"{_ms_pair(r['lag_ms'])}; {_ms_pair(r['all_open'], '_ms')}; "
+            f"{_fmt(r['cpu_s_per_1000_events'], '.3f')} s",
+        ),
+        (
             "default_gc",
             f"{n} streams, CPython's default GC (1 run): all deltas / while all open",
             lambda r: f"{_ms_pair(r['lag_ms'])}; {_ms_pair(r['all_open'], '_ms')}; "
@@ -984,7 +1034,7 @@ def main(argv: list[str] | None = None) -> int:
         if kind == "concurrency":
             out = child_concurrency(
                 rest[0], int(rest[1]), int(rest[2]), float(rest[3]), float(rest[4]), rest[5], _limit_arg(rest[6]),
-                rest[7],
+                rest[7], rest[8],
             )
         elif kind == "backpressure":
             out = child_backpressure(rest[0], int(rest[1]))
@@ -1019,21 +1069,26 @@ def main(argv: list[str] | None = None) -> int:
             results["throughput"] = trio.run(_throughput_and_ttft, server.url, sizes)
         if "concurrency" in only:
             print(f"3. {sizes['streams']} concurrent streams for {sizes['seconds']} s ...", flush=True)
-            runs: dict[str, list[dict[str, Any]]] = {"tuned": [], "default": [], "unlimited": [], "actor": []}
+            runs: dict[str, list[dict[str, Any]]] = {
+                "tuned": [], "default": [], "unlimited": [], "actor": [], "group": []
+            }
             # the documented set-up (tune_gc, the provider's defaults, a handler with handle_nowait)
             # conc_reps times; between them, once with the handler on its actor only; then CPython's
-            # default GC once, and once with no start-up limit (max_starting=None)
-            tuned = [("tuned", "tuned", "default", "direct")] * sizes["conc_reps"]
+            # default GC once, once with no start-up limit (max_starting=None), and once as the
+            # sub-steps of one composite step
+            tuned = [("tuned", "tuned", "default", "direct", "steps")] * sizes["conc_reps"]
             middle = len(tuned) // 2
             plan = [
-                *tuned[:middle], ("actor", "tuned", "default", "actor"), *tuned[middle:],
-                ("default", "default", "default", "direct"), ("unlimited", "tuned", "none", "direct"),
+                *tuned[:middle], ("actor", "tuned", "default", "actor", "steps"), *tuned[middle:],
+                ("default", "default", "default", "direct", "steps"),
+                ("unlimited", "tuned", "none", "direct", "steps"),
+                ("group", "tuned", "default", "direct", "group"),
             ]
-            for key, gc_mode, starting, handler in plan:
+            for key, gc_mode, starting, handler, shape in plan:
                 before = server.report()
                 run = _child(
                     ["concurrency", server.url, str(sizes["streams"]), str(sizes["rate"]), str(sizes["seconds"]),
-                     str(sizes["ramp"]), gc_mode, starting, handler]
+                     str(sizes["ramp"]), gc_mode, starting, handler, shape]
                 )
                 server_cpu = server.report()["cpu_s"] - before["cpu_s"]
                 run["server_cpu_s"] = server_cpu
@@ -1044,6 +1099,7 @@ def main(argv: list[str] | None = None) -> int:
             results["concurrency"]["default_gc"] = runs["default"][0]
             results["concurrency"]["no_start_limit"] = runs["unlimited"][0]
             results["concurrency"]["actor_only"] = runs["actor"][0]
+            results["concurrency"]["group"] = runs["group"][0]
     if "hop" in only:
         print("5. hop cost ...", flush=True)
         results["hop"] = _hops(sizes)

@@ -27,6 +27,8 @@ ROWS = (
     "... full GC collections in a run (the most in any run)",
     "10 streams, the lag recorder without `handle_nowait` (1 run, mid-series): all deltas / while all open / "
     "client CPU per 1,000 events",
+    "10 streams as the sub-steps of one composite step (1 run): all deltas / while all open / "
+    "client CPU per 1,000 events",
     "10 streams, CPython's default GC (1 run): all deltas / while all open",
     "10 streams, `tune_gc()`, `max_starting=None` (1 run): all deltas / start-up / first delta",
     "10 streams: client CPU per 1,000 events",
@@ -77,6 +79,8 @@ def test_quick_bench_prints_the_table_and_writes_results(tmp_path: Path) -> None
     assert c["no_start_limit"]["max_starting"] is None and c["no_start_limit"]["events"] == 10 * 6
     assert c["handler"] == "direct" and c["actor_only"]["handler"] == "actor"
     assert c["actor_only"]["events"] == c["actor_only"]["expected_events"] == 10 * 6
+    assert c["shape"] == "steps" and c["group"]["shape"] == "group"
+    assert c["group"]["events"] == c["group"]["expected_events"] == 10 * 6 and c["group"]["failures"] == 0
     assert 0 < c["first_delta_ms"]["p50"] <= c["first_delta_ms"]["p99"] <= c["first_delta_ms"]["max"]
     assert set(t["call_cpu_ms"]) == {"a", "c"} and all(v > 0 for v in t["call_cpu_ms"].values())
     for policy in ("block", "coalesce"):
