@@ -488,7 +488,7 @@ def child_concurrency(
             if shape == "group":
                 await stream_group(
                     run=run, path="g", consumers=[HandlerConsumer(GroupLagRecorder(recorders), name="lag")],
-                    body=body, step_type="parallel_claude",
+                    body=body, step_type="parallel_claude", concurrency=streams,
                 )
             else:
                 async with trio.open_nursery() as nursery:

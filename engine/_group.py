@@ -46,6 +46,7 @@ async def stream_group(
     provider: str = "group",
     model: str | None = None,
     buffer_size: int = DEFAULT_BUFFER_SIZE,
+    concurrency: int = 1,
     on_handler_error: Literal["isolate", "fail"] = "isolate",
 ) -> Response:
     """Run *body* as composite step *path*; its sub-steps stream to *consumers*.
@@ -67,7 +68,12 @@ async def stream_group(
         body: ``await body(sub_consumer)``; pass ``consumers=[sub_consumer()]`` to
             each sub-step's ``stream_step``. Returns the composite ``Response``.
         step_type, provider, model: Reported in ``StepStarted``.
-        buffer_size: The fan-in channel's buffer.
+        buffer_size: The consumers' channels' buffer; the fan-in's is larger (below).
+        concurrency: How many sub-steps may stream at once. The fan-in holds
+            ``buffer_size + concurrency`` events: one waiting for each sub-step, and
+            ``buffer_size`` for bursts (a message's end is three events at once), so a
+            sub-step does not wait on the fan-in between two runs of its pump
+            (1,000 paced sub-steps: p99 lag 88 ms with a fan-in of 64, 24 ms of 1,024).
         on_handler_error: As for ``stream_step``.
 
     Returns:
@@ -99,7 +105,7 @@ async def stream_group(
         seq += 1
         return {"run_id": run.run_id, "step": path, "attempt": 1, "seq": seq, "at": trio.current_time() - run.origin}
 
-    send_sub, receive_sub = trio.open_memory_channel[Event](buffer_size)
+    send_sub, receive_sub = trio.open_memory_channel[Event](buffer_size + max(concurrency, 0))
 
     drained = trio.Event()
     # the pump's scopes (its own, and its shielded one after a cancellation): the terminal path

@@ -501,7 +501,10 @@ async def run_batch_step(state: RunState, step: ClaudeBatchStep, consumers: Sequ
             raise error
         return response
 
-    return await stream_group(consumers=consumers, body=body, **_group_kwargs(state, step))
+    return await stream_group(
+        consumers=consumers, body=body, concurrency=min(config.max_parallel, len(prompts)),
+        **_group_kwargs(state, step),
+    )
 
 
 async def run_parallel_step(state: RunState, step: ParallelClaudeStep, consumers: Sequence[Any]) -> Response:
@@ -551,7 +554,7 @@ async def run_parallel_step(state: RunState, step: ParallelClaudeStep, consumers
             raise error
         return response
 
-    return await stream_group(consumers=consumers, body=body, **_group_kwargs(state, step))
+    return await stream_group(consumers=consumers, body=body, concurrency=len(ids), **_group_kwargs(state, step))
 
 
 # --------------------------------------------------------------------------- python

@@ -231,3 +231,18 @@ async def test_a_composite_response_sums_its_sub_steps_superseded_usage_and_cost
     assert both.superseded_cost_usd == pytest.approx(0.25)
     unknown = Response(superseded_usage=Usage(output_tokens=1), superseded_cost_usd=None)
     assert _composite_response([1, 2], [retried, unknown], trio.current_time()).superseded_cost_usd is None
+
+
+@pytest.mark.parametrize(("max_parallel", "items"), [(4, 6), (8, 3)])
+async def test_the_fan_in_has_room_for_each_task_streaming_at_once(autojump_clock, tmp_path, max_parallel, items):
+    # tasks in lockstep send in the same scheduler passes; a channel that filled reports its size
+    # as the sub-step's queue_high_water: never the bare stream_buffer_size (1), which fills at once
+    yaml = (
+        BATCH.replace("ITEMS", ", ".join(f"x{i}" for i in range(items)))
+        .replace("batch_config: {max_parallel: 5}", f"batch_config: {{max_parallel: {max_parallel}}}")
+        .replace("stream_handler: buffer", "stream_handler: buffer\n    stream_buffer_size: 1")
+    )
+    result, events = await run_spec(loads(yaml), tmp_path)
+    assert result.status == "ok", result.error
+    marks = {e.response.metrics.queue_high_water for e in events if isinstance(e, Done) and e.step.startswith("many[")}
+    assert marks <= {0, 1 + min(max_parallel, items)}, marks

@@ -163,3 +163,36 @@ async def test_the_fan_in_is_drained_without_a_scheduler_pass_per_event():
     assert per_pass >= 20, per_pass  # many events in one pass: the pump drained what was waiting
     assert len(set(deltas)) <= 50
     check_invariants(rec.events)
+
+
+@pytest.mark.parametrize(("concurrency", "fan_in_fills"), [(1, True), (20, False)])
+async def test_the_fan_in_holds_one_event_per_concurrent_sub_step(autojump_clock, concurrency, fan_in_fills):
+    # 20 sub-steps paced in lockstep send in the same scheduler pass (a delta each, and at most one
+    # of them its last delta, Message and Done: they end at different times); a fan-in of
+    # buffer_size=4 + concurrency=1 makes most of them wait for the pump, 4 + 20 lets every one through
+    run = RunContext(run_id="r", origin=trio.current_time())
+    provider = ByStep(
+        [call_script([("text", [f"t{i}w{j} " for j in range(3 + i)])], delay=0.1) for i in range(20)]
+    )
+    responses = {}
+
+    async def body(sub):
+        async def one(i):
+            responses[i] = await stream_step(
+                run=run, path=f"g[{i}]", provider=provider, request=request(step=f"g[{i}]"), consumers=[sub()]
+            )
+
+        async with trio.open_nursery() as nursery:
+            for i in range(20):
+                nursery.start_soon(one, i)
+        return Response(text="")
+
+    rec = Recorder(direct=0)
+    await stream_group(run=run, path="g", consumers=[HandlerConsumer(rec, "rec", "block", 4)], body=body,
+                       step_type="parallel_claude", buffer_size=4, concurrency=concurrency)
+    filled = [i for i, r in responses.items() if r.metrics.queue_high_water]
+    assert bool(filled) is fan_in_fills, filled
+    if fan_in_fills:
+        assert {responses[i].metrics.queue_high_water for i in filled} == {4 + concurrency}
+    assert sum(isinstance(e, Delta) for e in rec.events) == sum(3 + i for i in range(20))
+    check_invariants(rec.events)
