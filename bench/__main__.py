@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from sluiceway.handlers._base import SyncHandler
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -315,10 +316,11 @@ async def _throughput_and_ttft(url: str, sizes: dict[str, Any]) -> dict[str, Any
 # -- 3. concurrency (child process) ---------------------------------------------------
 
 
-class LagRecorder:
+class LagRecorder(SyncHandler):
     """Records, per delta, handler receipt minus the server's send stamp (the delta's text).
 
     One per stream; also keeps the stream's first and last send stamps (when it was open).
+    A ``SyncHandler``: ``handle``, ``handle_batch`` and ``handle_nowait`` all record.
     """
 
     def __init__(self, lags: array.array[float], stamps: array.array[float] | None = None) -> None:
@@ -333,17 +335,7 @@ class LagRecorder:
         """When its step was started (set by the bench)."""
         self.first_receipt: float | None = None
 
-    async def handle(self, event: Any) -> None:
-        self.record((event,))
-
-    def handle_nowait(self, event: Any) -> None:
-        """Synchronous: the engine calls it in the step's task while the actor has nothing waiting."""
-        self.record((event,))
-
-    async def handle_batch(self, events: Sequence[Any]) -> None:
-        self.record(events)
-
-    def record(self, events: Sequence[Any]) -> None:
+    def _handle_events(self, events: Sequence[Any]) -> None:
         now = time.monotonic()
         lags, stamps, delta = self.lags, self.stamps, self.delta
         sent = None
@@ -363,27 +355,18 @@ class LagRecorder:
         pass
 
 
-class GroupLagRecorder:
+class GroupLagRecorder(SyncHandler):
     """The one handler of a composite step: hands each sub-step's events to that stream's ``LagRecorder``."""
 
     def __init__(self, recorders: Sequence[LagRecorder]) -> None:
         self.by_step = {f"s[{i}]": r for i, r in enumerate(recorders)}
 
-    async def handle(self, event: Any) -> None:
-        self.record((event,))
-
-    def handle_nowait(self, event: Any) -> None:
-        self.record((event,))
-
-    async def handle_batch(self, events: Sequence[Any]) -> None:
-        self.record(events)
-
-    def record(self, events: Sequence[Any]) -> None:
+    def _handle_events(self, events: Sequence[Any]) -> None:
         by_step = self.by_step
         for event in events:
             recorder = by_step.get(event.step)  # (the composite step's own events: none)
             if recorder is not None:
-                recorder.record((event,))
+                recorder._handle_events((event,))
 
     async def aclose(self) -> None:
         pass
