@@ -125,7 +125,7 @@ async def stream_group(
                 try:
                     while True:
                         # what is waiting, taken without a checkpoint per event (trio's receive
-                        # yields twice per call, so the pump got one event per scheduler pass and
+                        # yields on every call, so the pump got one event per scheduler pass and
                         # fell behind N sub-steps); waits only when the fan-in is empty
                         try:
                             event = receive_sub.receive_nowait()
