@@ -17,12 +17,13 @@ from typing import TypeVar
 import trio
 import trio.testing
 
-__all__ = ("run_blocking",)
+__all__ = ("clock_jumps", "run_blocking")
 
 T = TypeVar("T")
 
 
-def _clock_jumps() -> bool:
+def clock_jumps() -> bool:
+    """True under an autojumping ``MockClock``: a wait trio cannot see would let it skip ahead."""
     clock = trio.lowlevel.current_clock()
     return isinstance(clock, trio.testing.MockClock) and clock.autojump_threshold != math.inf
 
@@ -33,7 +34,7 @@ async def run_blocking(fn: Callable[..., T], *args: object) -> T:
     Cancellation: like ``trio.to_thread.run_sync``, a cancel is honoured before the
     call starts, not while it runs; blocks nothing else on a real clock.
     """
-    if _clock_jumps():
+    if clock_jumps():
         await trio.lowlevel.checkpoint()
         return fn(*args)
     return await trio.to_thread.run_sync(fn, *args)

@@ -20,9 +20,11 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
@@ -31,7 +33,7 @@ from typing import Any, Final, Protocol, TextIO, runtime_checkable
 import jsonschema
 import trio
 
-from ._blocking import run_blocking
+from ._blocking import clock_jumps, run_blocking
 
 __all__ = (
     "ALL_TOOLS",
@@ -192,6 +194,61 @@ async def _kill_group(process: trio.Process) -> None:
         os.killpg(process.pid, signal.SIGKILL)
     except ProcessLookupError:  # already gone
         pass
+
+
+#: Bytes of a command's output kept (the rest is counted, then dropped; the text is capped after).
+_BASH_KEPT: Final = MAX_OUTPUT_CHARS * 4
+
+
+def _bash_blocking(argv: list[str], cwd: Path, timeout: float) -> tuple[list[bytes], int, bool, int | None]:
+    """Run *argv* to its end on this thread, as ``_bash`` does under trio: ``(kept, dropped, timed out, status)``.
+
+    For virtual time only (it blocks the event loop): reads everything, keeps a
+    bounded prefix, and kills the command's session after *timeout* real seconds.
+    """
+    process = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=cwd,
+        env=_bash_env(), start_new_session=True,
+    )
+    assert process.stdout is not None
+    deadline = time.monotonic() + timeout
+    chunks: list[bytes] = []
+    kept = dropped = 0
+    timed_out = False
+    with process.stdout:
+        fd = process.stdout.fileno()
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                timed_out = True
+                break
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            if kept < _BASH_KEPT:
+                chunks.append(chunk)
+                kept += len(chunk)
+            else:
+                dropped += len(chunk)
+    if timed_out:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:  # already gone
+            pass
+    return chunks, dropped, timed_out, process.wait()
+
+
+def _bash_outcome(chunks: list[bytes], dropped: int, timed_out: bool, status: int | None, timeout: float) -> str:
+    """A command's tool result from its output: the text, or ``_ToolFailure`` (timed out, non-zero exit)."""
+    output = b"".join(chunks).decode("utf-8", errors="replace")
+    if dropped:
+        output += f"\n... [{dropped} more bytes of output dropped]"
+    output = _cap(output)
+    if timed_out:
+        raise _ToolFailure(f"command timed out after {timeout:g}s and was killed\n{output}".rstrip())
+    if status != 0:
+        raise _ToolFailure(f"{output}\n[exit status {status}]".lstrip())
+    return output if output else "(no output)"
 
 
 def _open_for_write(path: Path) -> TextIO:
@@ -516,11 +573,17 @@ class Toolbox:
         command: str = input["command"]
         timeout = float(input.get("timeout", self.bash_timeout))
         shell = shutil.which("bash") or "/bin/sh"
+        if clock_jumps():
+            # virtual time: trio's process wait would look idle and the clock would jump to the
+            # timeout; run it here, on real time, while virtual time stands still
+            await trio.lowlevel.checkpoint()
+            return _bash_outcome(*_bash_blocking([shell, "-c", command], self.base, timeout), timeout)
         chunks: list[bytes] = []
         kept = dropped = 0
+        process: trio.Process | None = None  # (a timeout may come before it has started)
         with trio.move_on_after(timeout) as scope:
             async with trio.open_nursery() as nursery:
-                process: trio.Process = await nursery.start(
+                process = await nursery.start(
                     partial(
                         trio.run_process,
                         [shell, "-c", command],
@@ -537,17 +600,10 @@ class Toolbox:
                 assert process.stdout is not None
                 # read everything (a full pipe would stall the command) but keep a bounded prefix
                 async for chunk in process.stdout:
-                    if kept < MAX_OUTPUT_CHARS * 4:
+                    if kept < _BASH_KEPT:
                         chunks.append(chunk)
                         kept += len(chunk)
                     else:
                         dropped += len(chunk)
-        output = b"".join(chunks).decode("utf-8", errors="replace")
-        if dropped:
-            output += f"\n... [{dropped} more bytes of output dropped]"
-        output = _cap(output)
-        if scope.cancelled_caught:
-            raise _ToolFailure(f"command timed out after {timeout:g}s and was killed\n{output}".rstrip())
-        if process.returncode != 0:
-            raise _ToolFailure(f"{output}\n[exit status {process.returncode}]".lstrip())
-        return output if output else "(no output)"
+        status = None if process is None else process.returncode
+        return _bash_outcome(chunks, dropped, scope.cancelled_caught, status, timeout)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sluiceway.engine._tools import ALL_TOOLS, DEFAULT_TOOLS, Toolbox, ToolRunner
@@ -307,6 +308,13 @@ async def test_symlink_inside_workspace_is_fine(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- Bash
 
 
+@pytest.fixture(params=["real", "virtual"])
+def either_clock(request: pytest.FixtureRequest) -> trio.abc.Clock | None:
+    """Each Bash test on trio's real clock, and on an autojumping virtual one (pytest-trio uses a
+    fixture's Clock): there the command runs on real time while virtual time stands still."""
+    return trio.testing.MockClock(autojump_threshold=0) if request.param == "virtual" else None
+
+
 async def test_bash_only_when_allowed(tmp_path: Path) -> None:
     box = Toolbox(tmp_path, allowed=None)
     assert await box.run("Bash", {"command": "touch made"}) == (
@@ -318,7 +326,7 @@ async def test_bash_only_when_allowed(tmp_path: Path) -> None:
     assert not (tmp_path / "made").exists()
 
 
-async def test_bash_runs_in_workspace_without_stdin(tmp_path: Path) -> None:
+async def test_bash_runs_in_workspace_without_stdin(tmp_path: Path, either_clock: trio.abc.Clock | None) -> None:
     (tmp_path / "sub").mkdir()
     box = Toolbox(tmp_path, allowed=["Bash"])
     real = box.workspace
@@ -333,7 +341,7 @@ async def test_bash_runs_in_workspace_without_stdin(tmp_path: Path) -> None:
     assert await sub.run("Bash", {"command": "pwd"}) == (f"{real}/sub\n", False)
 
 
-async def test_bash_timeout_kills(tmp_path: Path) -> None:
+async def test_bash_timeout_kills(tmp_path: Path, either_clock: trio.abc.Clock | None) -> None:
     # one of the few real-time tests: a real process, a short real timeout
     box = Toolbox(tmp_path, allowed=["Bash"], bash_timeout=0.5)
     start = time.monotonic()
@@ -350,7 +358,19 @@ async def test_bash_timeout_kills(tmp_path: Path) -> None:
     assert not (tmp_path / "late").exists()
 
 
-async def test_bash_output_is_capped(tmp_path: Path) -> None:
+async def test_bash_on_a_virtual_clock_runs_on_real_time_and_the_clock_stands_still(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    # before: the process wait looked idle, the clock jumped to the timeout, and a 0.2 s command
+    # "timed out after 60s"
+    box = Toolbox(tmp_path, allowed=["Bash"], bash_timeout=60)
+    virtual, real = trio.current_time(), time.monotonic()
+    assert await box.run("Bash", {"command": "sleep 0.2; echo done"}) == ("done\n", False)
+    assert trio.current_time() == virtual
+    assert 0.2 <= time.monotonic() - real < 5
+
+
+async def test_bash_output_is_capped(tmp_path: Path, either_clock: trio.abc.Clock | None) -> None:
     box = Toolbox(tmp_path, allowed=["Bash"])
     content, is_error = await box.run("Bash", {"command": "head -c 1000000 /dev/zero | tr '\\0' a"})
     assert not is_error
@@ -360,7 +380,7 @@ async def test_bash_output_is_capped(tmp_path: Path) -> None:
 
 
 async def test_bash_does_not_see_anthropic_credentials(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, either_clock: trio.abc.Clock | None
 ) -> None:
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-secret")
     monkeypatch.setenv("SLUICEWAY_TEST_VISIBLE", "yes")
