@@ -485,7 +485,7 @@ def child_concurrency(
         clients = len(provider._clients)
         provider_limit[0] = provider.max_starting
         await provider.aclose()
-        return {"wall_s": wall, "cpu_s": cpu, "sdk_clients": clients}
+        return {"wall_s": wall, "cpu_s": cpu, "sdk_clients": clients, "t0_monotonic": t0}
 
     started = [0.0]
     provider_limit: list[int | None] = [None]
@@ -1073,8 +1073,16 @@ def main(argv: list[str] | None = None) -> int:
                     ["concurrency", server.url, str(sizes["streams"]), str(sizes["rate"]), str(sizes["seconds"]),
                      str(sizes["ramp"]), gc_mode, starting, handler, shape]
                 )
-                server_cpu = server.report()["cpu_s"] - before["cpu_s"]
+                after = server.report()
+                server_cpu = after["cpu_s"] - before["cpu_s"]
                 run["server_cpu_s"] = server_cpu
+                # the server's pacing, on the run's seconds (as p99_lag_ms_by_second): a tick that ran
+                # late sends its deltas in a burst, which the client then works through
+                start = int(run["t0_monotonic"])
+                run["server_late_ms_by_second"] = {
+                    str(int(k) - start): v for k, v in after["late_ms"].items()
+                    if start <= int(k) <= start + run["wall_s"] + 1
+                }
                 if run["events"]:
                     run["server_cpu_s_per_1000_events"] = server_cpu / run["events"] * 1000
                 runs[key].append(run)

@@ -1,8 +1,10 @@
 """The fake Messages API in its own process, for the benchmarks.
 
 ``python bench/_server.py`` prints the port on the first line of stdout, then
-for each line read on stdin prints its own CPU seconds so far (user + system)
-and its counters as one JSON line; it stops when its stdin closes. Its CPU
+for each line read on stdin prints its own CPU seconds so far (user + system),
+its counters, and per second of ``time.monotonic()`` how far behind its schedule
+its pacing ticker ran at worst (``late_ms``), as one JSON line; it stops when its
+stdin closes. Its CPU
 therefore never counts against the client being measured.
 
 One addition to ``sluiceway.testing.fake_api``: the scenario parameter
@@ -89,9 +91,14 @@ def _bench_api() -> Any:
             tick = _DELAY / _SLOTS
             at = trio.current_time()
             k = 0
+            late = self._late  # per second of time.monotonic(): the latest a tick ran behind its schedule
             while True:
                 at += tick
                 await trio.sleep_until(at)
+                behind = trio.current_time() - at  # (a late tick's deltas go out in a burst after it)
+                second = int(monotonic())
+                if behind > late.get(second, 0.0):
+                    late[second] = behind
                 slot = self._slots[k % _SLOTS]
                 k += 1
                 keep = []
@@ -120,6 +127,7 @@ def _bench_api() -> Any:
     api = BenchAPI(port=0)
     api._slots = [[] for _ in range(_SLOTS)]
     api._next_slot = 0
+    api._late = {}
     return api
 
 
@@ -153,7 +161,8 @@ def main() -> None:
     print(port, flush=True)
     for _ in sys.stdin:  # a report per line, until the parent closes our stdin
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        print(json.dumps({"cpu_s": usage.ru_utime + usage.ru_stime, "stats": api.stats()}), flush=True)
+        late = {str(k): round(v * 1e3, 1) for k, v in sorted(api._late.items())}
+        print(json.dumps({"cpu_s": usage.ru_utime + usage.ru_stime, "stats": api.stats(), "late_ms": late}), flush=True)
     api.stop()
 
 
