@@ -502,6 +502,7 @@ def child_concurrency(
     all_open = (max(firsts), min(lasts)) if firsts and len(firsts) == streams else (t0, t0)
     window = sorted(lag for sent, lag in zip(stamps, lags, strict=True) if all_open[0] <= sent <= all_open[1])
     before = sorted(lag for sent, lag in zip(stamps, lags, strict=True) if sent < all_open[0])
+    after = sorted(lag for sent, lag in zip(stamps, lags, strict=True) if sent > all_open[1])
 
     def mark_at(t: float) -> tuple[float, float]:
         """The CPU sample nearest *t*: (its time, the CPU seconds then)."""
@@ -551,6 +552,13 @@ def child_concurrency(
             "p99_ms": _ms(_pct(before, 0.99)),
             "cpu_s": cpu_from - mark_at(t0)[1],
         },
+        wind_down={  # from the first stream's last delta to the end: the streams ending
+            "events": len(after),
+            "p50_ms": _ms(_pct(after, 0.50)),
+            "p99_ms": _ms(_pct(after, 0.99)),
+            "seconds": cpu_marks[-1][0] - open_to if cpu_marks else None,
+            "cpu_s": cpu_marks[-1][1] - cpu_to if cpu_marks else None,
+        },
         full_collections=[{"at_s": round(at - t0, 2), "ms": round(d * 1e3, 1)} for at, d in full_collections],
         p99_lag_ms_by_second=timeline,
         load_average=os.getloadavg(),
@@ -569,7 +577,7 @@ def _concurrency_medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
         return statistics.median(values) if values else None
 
     out = dict(runs[0])  # shape, sizes and the first run's timeline
-    for part in ("lag_ms", "all_open", "start_up", "first_delta_ms"):
+    for part in ("lag_ms", "all_open", "start_up", "wind_down", "first_delta_ms"):
         out[part] = {k: med(lambda r, part=part, k=k: r[part][k]) for k in runs[0][part]}
     out["full_collections"] = max((r["full_collections"] for r in runs), key=len)  # the worst run's
     for key in ("cpu_s_per_1000_events", "server_cpu_s_per_1000_events", "cpu_s", "wall_s"):
@@ -944,6 +952,12 @@ def _concurrency_rows(c: dict[str, Any], ok: Callable[[bool], str]) -> list[tupl
             f"{_ms_pair(start, '_ms')} ({start['events']:,} deltas before all were "
             f"open); {start['cpu_s']:.2f} s of CPU; a step's first delta after "
             f"{_ms_pair(c['first_delta_ms'])} (p50 / p99)",
+            "",
+        ),
+        (
+            f"... wind-down: {n} streams ending",
+            f"{_ms_pair(c['wind_down'], '_ms')} ({c['wind_down']['events']:,} deltas after the first stream "
+            f"ended); {_fmt(c['wind_down']['cpu_s'], '.2f')} s of CPU in {_fmt(c['wind_down']['seconds'], '.1f')} s",
             "",
         ),
         (

@@ -24,6 +24,7 @@ ROWS = (
     "10 streams x 20/s, `tune_gc()` (1 runs, medians): lag p50 / p99, all deltas",
     "... while all 10 streams were open",
     "... start-up: 10 requests in 0.05 s",
+    "... wind-down: 10 streams ending",
     "... full GC collections in a run (the most in any run)",
     "10 streams, the lag recorder without `handle_nowait` (1 run, mid-series): all deltas / while all open / "
     "client CPU per 1,000 events",
@@ -72,7 +73,10 @@ def test_quick_bench_prints_the_table_and_writes_results(tmp_path: Path) -> None
     assert c["default_gc"]["events"] == c["default_gc"]["expected_events"] == 10 * 6
     assert c["sdk_clients"] == 1  # 10 streams fit one client (64 per client)
     window = c["all_open"]
-    assert 0 < window["from_s"] <= window["to_s"] and window["events"] + c["start_up"]["events"] <= c["events"]
+    assert 0 < window["from_s"] <= window["to_s"]
+    # start-up, all open, wind-down: every delta in exactly one of them
+    assert window["events"] + c["start_up"]["events"] + c["wind_down"]["events"] == c["events"]
+    assert c["wind_down"]["cpu_s"] >= 0 and c["wind_down"]["seconds"] >= 0
     assert isinstance(c["full_collections"], list)
     assert c["reps"] == len(c["runs"]) == 1 and c["runs"][0]["events"] == 10 * 6
     assert c["max_starting"] == 16  # the provider's default
