@@ -4,8 +4,7 @@
 for each line read on stdin prints its own CPU seconds so far (user + system),
 its counters, and per second of ``time.monotonic()`` how far behind its schedule
 its pacing ticker ran at worst (``late_ms``), as one JSON line; it stops when its
-stdin closes. Its CPU
-therefore never counts against the client being measured.
+stdin closes. Its CPU therefore never counts against the client being measured.
 
 One addition to ``sluiceway.testing.fake_api``: the scenario parameter
 ``stamp=1`` (with ``deltas`` and ``delay_ms``) streams a ``text`` message whose

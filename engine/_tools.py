@@ -188,20 +188,45 @@ def _cap(text: str, limit: int = MAX_OUTPUT_CHARS) -> str:
     return text[:limit] + f"\n... [output truncated: {len(text) - limit} more characters]"
 
 
-async def _kill_group(process: trio.Process) -> None:
+def _kill_session(pid: int) -> None:
     """Kill the command and everything it started (it runs in its own session)."""
     try:
-        os.killpg(process.pid, signal.SIGKILL)
+        os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:  # already gone
         pass
 
 
-#: Bytes of a command's output kept (the rest is counted, then dropped; the text is capped after).
-_BASH_KEPT: Final = MAX_OUTPUT_CHARS * 4
+async def _kill_group(process: trio.Process) -> None:
+    """``trio.run_process``'s ``deliver_cancel``: ``_kill_session``."""
+    _kill_session(process.pid)
 
 
-def _bash_blocking(argv: list[str], cwd: Path, timeout: float) -> tuple[list[bytes], int, bool, int | None]:
-    """Run *argv* to its end on this thread, as ``_bash`` does under trio: ``(kept, dropped, timed out, status)``.
+class _Output:
+    """A command's output as it is read: a bounded prefix kept, the rest counted and dropped.
+
+    Everything is read (a full pipe would stall the command); the text is capped after.
+    """
+
+    __slots__ = ("chunks", "dropped", "kept")
+
+    #: Bytes kept.
+    LIMIT: Final = MAX_OUTPUT_CHARS * 4
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.kept = 0
+        self.dropped = 0
+
+    def add(self, chunk: bytes) -> None:
+        if self.kept < self.LIMIT:
+            self.chunks.append(chunk)
+            self.kept += len(chunk)
+        else:
+            self.dropped += len(chunk)
+
+
+def _bash_blocking(argv: list[str], cwd: Path, timeout: float) -> tuple[_Output, bool, int | None]:
+    """Run *argv* to its end on this thread, as ``_bash`` does under trio: ``(output, timed out, status)``.
 
     For virtual time only (it blocks the event loop): reads everything, keeps a
     bounded prefix, and kills the command's session after *timeout* real seconds.
@@ -212,8 +237,7 @@ def _bash_blocking(argv: list[str], cwd: Path, timeout: float) -> tuple[list[byt
     )
     assert process.stdout is not None
     deadline = time.monotonic() + timeout
-    chunks: list[bytes] = []
-    kept = dropped = 0
+    out = _Output()
     timed_out = False
     with process.stdout:
         fd = process.stdout.fileno()
@@ -225,24 +249,17 @@ def _bash_blocking(argv: list[str], cwd: Path, timeout: float) -> tuple[list[byt
             chunk = os.read(fd, 65536)
             if not chunk:
                 break
-            if kept < _BASH_KEPT:
-                chunks.append(chunk)
-                kept += len(chunk)
-            else:
-                dropped += len(chunk)
+            out.add(chunk)
     if timed_out:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:  # already gone
-            pass
-    return chunks, dropped, timed_out, process.wait()
+        _kill_session(process.pid)
+    return out, timed_out, process.wait()
 
 
-def _bash_outcome(chunks: list[bytes], dropped: int, timed_out: bool, status: int | None, timeout: float) -> str:
+def _bash_outcome(out: _Output, timed_out: bool, status: int | None, timeout: float) -> str:
     """A command's tool result from its output: the text, or ``_ToolFailure`` (timed out, non-zero exit)."""
-    output = b"".join(chunks).decode("utf-8", errors="replace")
-    if dropped:
-        output += f"\n... [{dropped} more bytes of output dropped]"
+    output = b"".join(out.chunks).decode("utf-8", errors="replace")
+    if out.dropped:
+        output += f"\n... [{out.dropped} more bytes of output dropped]"
     output = _cap(output)
     if timed_out:
         raise _ToolFailure(f"command timed out after {timeout:g}s and was killed\n{output}".rstrip())
@@ -578,8 +595,7 @@ class Toolbox:
             # timeout; run it here, on real time, while virtual time stands still
             await trio.lowlevel.checkpoint()
             return _bash_outcome(*_bash_blocking([shell, "-c", command], self.base, timeout), timeout)
-        chunks: list[bytes] = []
-        kept = dropped = 0
+        out = _Output()
         process: trio.Process | None = None  # (a timeout may come before it has started)
         with trio.move_on_after(timeout) as scope:
             async with trio.open_nursery() as nursery:
@@ -598,12 +614,7 @@ class Toolbox:
                     )
                 )
                 assert process.stdout is not None
-                # read everything (a full pipe would stall the command) but keep a bounded prefix
                 async for chunk in process.stdout:
-                    if kept < _BASH_KEPT:
-                        chunks.append(chunk)
-                        kept += len(chunk)
-                    else:
-                        dropped += len(chunk)
+                    out.add(chunk)
         status = None if process is None else process.returncode
-        return _bash_outcome(chunks, dropped, scope.cancelled_caught, status, timeout)
+        return _bash_outcome(out, scope.cancelled_caught, status, timeout)
