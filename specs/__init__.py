@@ -1,8 +1,8 @@
 """Pipeline specs: pure data. YAML -> cattrs -> attrs spec classes, validation,
 legacy-option normalization, migration and JSON Schema. Imports no engine."""
 
+from ._dump import dumps as dumps
 from ._legacy import SluicewayDeprecationWarning as SluicewayDeprecationWarning
-from ._load import dumps as dumps
 from ._load import load as load
 from ._load import loads as loads
 from ._migrate import migrate as migrate

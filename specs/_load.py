@@ -1,4 +1,4 @@
-"""YAML -> spec classes (``load``, ``loads``) and back (``dumps``).
+"""YAML -> spec classes (``load``, ``loads``); ``_dump`` goes back.
 
 Loading is: decode (size, UTF-8) -> compose YAML nodes (keeping marks) ->
 unwrap ``workflow:`` -> normalize legacy forms (one-line deprecation warnings)
@@ -14,7 +14,6 @@ from typing import Any
 
 import attrs
 import cattrs
-import yaml
 from cattrs.strategies import configure_tagged_union
 
 from .._errors import SpecError, SpecIssue
@@ -24,7 +23,7 @@ from ._legacy import SluicewayDeprecationWarning, normalize
 from ._validate import validate_data
 from ._yaml import Locator, Path, parse_yaml, read_spec_bytes
 
-__all__ = ("converter", "dumps", "load", "load_located", "loads", "loads_located", "to_data")
+__all__ = ("converter", "load", "load_located", "loads", "loads_located")
 
 
 def _make_converter() -> cattrs.Converter:
@@ -189,44 +188,3 @@ def load(path: str | os.PathLike[str]) -> _model.Pipeline:
     """Load a pipeline spec from a YAML file (see ``loads``); prompt files resolve
     against the file's folder or its ``workspace_dir``."""
     return load_located(path)[0]
-
-
-# --------------------------------------------------------------------------- dumping
-
-_FIRST_KEYS = ("name", "type")
-
-
-def to_data(value: Any) -> Any:
-    """Plain data for a spec value, leaving out fields equal to their defaults."""
-    if attrs.has(type(value)):
-        out: dict[str, Any] = {}
-        fields = attrs.fields(type(value))
-        ordered = sorted(
-            fields, key=lambda f: _FIRST_KEYS.index(f.name) if f.name in _FIRST_KEYS else 99
-        )
-        for field in ordered:
-            if field.name == "source":
-                continue
-            item = getattr(value, field.name)
-            default = field.default
-            if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
-                default = default.factory()
-            if (
-                field.name != "type"
-                and default is not attrs.NOTHING
-                and item == default
-                and type(item) is type(default)
-            ):
-                continue
-            out[field.alias or field.name] = to_data(item)
-        return out
-    if isinstance(value, tuple | list):
-        return [to_data(v) for v in value]
-    if isinstance(value, dict):
-        return {k: to_data(v) for k, v in value.items()}
-    return value
-
-
-def dumps(spec: _model.Pipeline) -> str:
-    """The canonical YAML of *spec*; ``loads(dumps(spec)) == spec``."""
-    return yaml.safe_dump(to_data(spec), sort_keys=False, allow_unicode=True, width=100)

@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 import attrs
 
+from ._dump import dumps
+
 __all__ = (
     "STEP_TYPES",
     "BatchConfig",
@@ -427,6 +429,4 @@ class Pipeline:
 
     def to_yaml(self) -> str:
         """The canonical YAML of this spec; ``sluiceway.specs.loads(spec.to_yaml()) == spec``."""
-        from ._load import dumps  # the model stays pure data; YAML lives in _load
-
         return dumps(self)

@@ -19,6 +19,20 @@ PACKAGES = (
 )
 # Imported on first access by a module __getattr__ (slow or optional dependencies).
 LAZY = {
+    "sluiceway": (
+        "RunHandle",
+        "invoke",
+        "open_run",
+        "run",
+        "run_sync",
+        "ModeUnavailableError",
+        "StepContext",
+        "tune_gc",
+        "load",
+        "loads",
+        "RunResult",
+        "StepResult",
+    ),
     "sluiceway.providers": ("AnthropicProvider",),
     "sluiceway.testing": (
         "FakeAPI",
@@ -66,3 +80,27 @@ def test_every_exported_class_and_function_is_documented(package: str) -> None:
             if not doc or not doc.strip():
                 undocumented.append(name)
     assert undocumented == [], f"{package}: no docstring on {undocumented}"
+
+
+def _type_checking_names(package: str) -> set[str]:
+    init = Path(importlib.import_module(package).__file__)
+    tree = ast.parse(init.read_text(encoding="utf-8"))
+    return {
+        alias.asname or alias.name
+        for node in tree.body
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING"
+        for stmt in node.body
+        if isinstance(stmt, ast.ImportFrom)
+        for alias in stmt.names
+    }
+
+
+@pytest.mark.parametrize("package", ["sluiceway", "sluiceway.testing"])  # those with a _LAZY table
+def test_lazy_names_are_the_listed_ones_and_resolve(package: str) -> None:
+    module = importlib.import_module(package)
+    assert set(module._LAZY) == set(LAZY[package])
+    for name in LAZY[package]:
+        assert getattr(module, name).__name__ == name
+    mirrored = _type_checking_names(package)
+    if package == "sluiceway":  # the facade mirrors every lazy name for type checkers
+        assert mirrored == set(LAZY[package])

@@ -39,7 +39,7 @@ from sluiceway.specs import (
     loads,
     migrate,
 )
-from sluiceway.specs._load import to_data
+from sluiceway.specs._dump import to_data
 
 from sluiceway import SpecError
 
