@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -101,17 +102,23 @@ def _validate(files: Sequence[str]) -> int:
 
 
 def _migrate(file: str, write: bool) -> int:
-    from .specs._migrate import migrate_file
+    from .specs._migrate import backup_path, migrate_file
 
     try:
+        backup = backup_path(file)
         text = migrate_file(file, write=write)
     except SpecError as exc:
         _print_spec_error(exc)
         return EXIT_INVALID
-    if write:
-        print(f"{file}: rewritten (original kept as {file}.bak)", file=sys.stderr)
-    else:
+    except OSError as exc:
+        print(f"{file}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_INVALID
+    if not write:
         sys.stdout.write(text)
+    elif os.path.lexists(backup):
+        print(f"{file}: rewritten (original kept as {backup})", file=sys.stderr)
+    else:
+        print(f"{file}: already in the canonical form; nothing written", file=sys.stderr)
     return 0
 
 

@@ -22,7 +22,7 @@ from ._legacy import SluicewayDeprecationWarning, normalize
 from ._load import loads_located
 from ._yaml import read_spec_bytes
 
-__all__ = ("migrate", "migrate_file")
+__all__ = ("backup_path", "migrate", "migrate_file")
 
 
 class _Representer(RoundTripRepresenter):
@@ -80,8 +80,25 @@ def migrate(text: str, *, source: str = "<string>", base_dir: str | None = None)
     return out.getvalue()
 
 
+def backup_path(source: str) -> str:
+    """The first free name of ``SOURCE.bak``, ``SOURCE.bak.1``, ``SOURCE.bak.2``...
+
+    An earlier backup is never overwritten: after two migrations, ``.bak`` still
+    holds the file as the user wrote it.
+    """
+    candidate, n = source + ".bak", 0
+    while os.path.lexists(candidate):
+        n += 1
+        candidate = f"{source}.bak.{n}"
+    return candidate
+
+
 def migrate_file(path: str | os.PathLike[str], *, write: bool = False) -> str:
-    """Migrate the spec in *path*; with *write*, rewrite it in place and keep ``PATH.bak``.
+    """Migrate the spec in *path*; with *write*, rewrite it in place, backing it up first.
+
+    The backup goes to the first free name that ``backup_path`` gives, so an
+    earlier backup is never overwritten. A file that is already canonical is
+    left alone: nothing is written and no backup is made.
 
     Returns:
         The migrated text.
@@ -90,8 +107,8 @@ def migrate_file(path: str | os.PathLike[str], *, write: bool = False) -> str:
     with open(source, "rb") as f:
         text = read_spec_bytes(f.read(), source)
     new = migrate(text, source=source, base_dir=os.path.dirname(os.path.abspath(source)))
-    if write:
-        shutil.copy2(source, source + ".bak")
+    if write and new != text:
+        shutil.copy2(source, backup_path(source))
         tmp = source + ".tmp"
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(new)

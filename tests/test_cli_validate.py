@@ -188,3 +188,26 @@ def test_run_prints_deprecations_one_line_each(
         f"warning: {old}:6:5: steps[0].async_stream is deprecated; use steps[0].stream "
         "(`sluiceway migrate` rewrites it)"
     )
+
+
+def test_migrate_write_twice_keeps_the_original(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    old = _file(tmp_path, "old.yaml", LEGACY)
+    assert main(["migrate", str(old), "--write"]) == 0
+    migrated = old.read_text()
+    assert main(["migrate", str(old), "--write"]) == 0
+    err = capsys.readouterr().err
+    assert f"{old}: already in the canonical form; nothing written" in err
+    assert (tmp_path / "old.yaml.bak").read_text() == LEGACY
+    assert not (tmp_path / "old.yaml.bak.1").exists()
+    assert old.read_text() == migrated
+
+
+def test_migrate_write_never_overwrites_an_earlier_backup(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = _file(tmp_path, "old.yaml", LEGACY)
+    (tmp_path / "old.yaml.bak").write_text("precious\n")
+    assert main(["migrate", str(old), "--write"]) == 0
+    assert (tmp_path / "old.yaml.bak").read_text() == "precious\n"
+    assert (tmp_path / "old.yaml.bak.1").read_text() == LEGACY
+    assert f"original kept as {old}.bak.1" in capsys.readouterr().err
