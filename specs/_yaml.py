@@ -26,8 +26,11 @@ __all__ = (
 
 #: Specs larger than this are refused: a pipeline spec is a page, not a data set.
 MAX_SPEC_BYTES: Final = 5 * 1024 * 1024
-#: Most values a spec may expand to (YAML aliases can multiply a small file: "billion laughs").
+#: Most values a spec may hold, or expand to through YAML aliases ("billion laughs").
 MAX_SPEC_VALUES: Final = 200_000
+#: Deepest nesting of mappings and lists: a real spec nests a few levels; PyYAML's
+#: composer recurses per level, so a deep file would otherwise end in RecursionError.
+MAX_SPEC_DEPTH: Final = 64
 
 Path = tuple[str | int, ...]
 
@@ -124,6 +127,73 @@ def read_spec_bytes(data: bytes, file: str) -> str:
     return text.removeprefix("\ufeff")
 
 
+def _too_big(file: str, mark: yaml.Mark, depth: int, nodes: int) -> SpecError | None:
+    if depth > MAX_SPEC_DEPTH:
+        message = f"nested more than {MAX_SPEC_DEPTH} levels deep"
+    elif nodes > MAX_SPEC_VALUES:
+        message = f"the spec has more than {MAX_SPEC_VALUES} values; a spec is a page, not a data set"
+    else:
+        return None
+    return SpecError([SpecIssue(file, mark.line + 1, mark.column + 1, "", message)])
+
+
+def _check_size_fast(text: str, file: str) -> None:
+    """Refuse a too deep or too large document from libyaml's events, before composing it.
+
+    PyYAML's pure-Python composer (which keeps the marks we need) is slow on a
+    huge file; libyaml's parser walks it many times faster. Syntax errors are
+    left to the composer, which reports them with their context.
+    """
+    if not getattr(yaml, "__with_libyaml__", False):
+        return  # _BoundedLoader checks the same while composing
+    depth = nodes = 0
+    try:
+        for event in yaml.parse(text, Loader=yaml.CSafeLoader):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                nodes += 1
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+            elif isinstance(event, yaml.ScalarEvent | yaml.AliasEvent):
+                nodes += 1
+            else:
+                continue
+            if (error := _too_big(file, event.start_mark, depth, nodes)) is not None:
+                raise error
+    except yaml.YAMLError:
+        return
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing too deep or too many nodes while it composes them."""
+
+    def __init__(self, text: str, file: str) -> None:
+        super().__init__(text)
+        self.file = file
+        self.depth = 0
+        self.nodes = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        self.nodes += 1
+        self.depth += 1
+        try:
+            mark = self.peek_event().start_mark
+            if (error := _too_big(self.file, mark, self.depth, self.nodes)) is not None:
+                raise error
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]  # untyped
+        finally:
+            self.depth -= 1
+
+
+def _reader_issue(exc: yaml.reader.ReaderError, text: str, file: str) -> SpecIssue:
+    """A character YAML cannot read (NUL, other control characters), at its line and column."""
+    before = text[: exc.position]
+    line = before.count("\n") + 1
+    column = exc.position - (before.rfind("\n") + 1) + 1
+    char = exc.character if isinstance(exc.character, str) else chr(exc.character)
+    return SpecIssue(file, line, column, "", f"character U+{ord(char):04X} is not allowed in YAML")
+
+
 def _mark(node: yaml.Node) -> tuple[int, int]:
     return node.start_mark.line + 1, node.start_mark.column + 1
 
@@ -143,9 +213,9 @@ class _Builder:
 
     def build(self, node: yaml.Node, path: Path, constructor: yaml.SafeLoader) -> Any:
         self.count += 1
-        if self.count > MAX_SPEC_VALUES:
+        if self.count > MAX_SPEC_VALUES:  # only aliases get here: the loader counted the nodes
             raise self.fatal(
-                node, path, f"the spec expands to more than {MAX_SPEC_VALUES} values (through YAML aliases?)"
+                node, path, f"the spec expands to more than {MAX_SPEC_VALUES} values through YAML aliases"
             )
         if id(node) in self.active:
             raise self.fatal(node, path, "a YAML alias refers to itself")
@@ -155,7 +225,13 @@ class _Builder:
                 return self.build_collection(node, path, constructor)
             finally:
                 self.active.discard(id(node))
-        return constructor.construct_object(node, deep=True)
+        try:
+            return constructor.construct_object(node, deep=True)
+        except ValueError:  # an integer of more digits than int() takes
+            digits = len(node.value)
+            raise self.fatal(
+                node, path, f"a number of {digits} digits is too long; quote it if it is text"
+            ) from None
 
     def build_collection(self, node: yaml.Node, path: Path, constructor: yaml.SafeLoader) -> Any:
         if isinstance(node, yaml.MappingNode):
@@ -211,7 +287,11 @@ def parse_yaml(text: str, file: str) -> tuple[Any, Locator]:
     Raises:
         SpecError: syntax errors (with line and column), several documents, an empty file.
     """
-    loader = yaml.SafeLoader(text)
+    _check_size_fast(text, file)
+    try:
+        loader = _BoundedLoader(text, file)
+    except yaml.reader.ReaderError as exc:
+        raise SpecError([_reader_issue(exc, text, file)]) from None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -231,6 +311,8 @@ def parse_yaml(text: str, file: str) -> tuple[Any, Locator]:
         line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
         what = " ".join(s for s in (exc.context, exc.problem) if s)
         raise SpecError([SpecIssue(file, line, col, "", f"YAML syntax error: {what}")]) from None
+    except yaml.reader.ReaderError as exc:
+        raise SpecError([_reader_issue(exc, text, file)]) from None
     except yaml.YAMLError as exc:
         raise SpecError([SpecIssue(file, None, None, "", f"YAML error: {exc}")]) from None
     finally:

@@ -42,6 +42,21 @@ CASES: list[tuple[str, str | bytes, list[tuple[int | None, int | None, str, str]
         "- a\n- b\n",
         [(1, 1, "", "expected a mapping with `name` and `steps`, got a list")],
     ),
+    (
+        "nested_too_deep",
+        "name: x\nsteps:\n" + OK_STEP + "    mock: " + "[" * 500 + "]" * 500 + "\n",
+        [(6, 72, "", "nested more than 64 levels deep")],
+    ),
+    (
+        "nul_byte",
+        "name: x\nsteps:\n  - name: a\x00\n",
+        [(3, 12, "", "character U+0000 is not allowed in YAML")],
+    ),
+    (
+        "integer_of_5000_digits",
+        "name: x\nvariables: {n: " + "9" * 5000 + "}\nsteps:\n" + OK_STEP,
+        [(2, 16, "variables.n", "a number of 5000 digits is too long; quote it if it is text")],
+    ),
     ("missing_steps", "name: x\n", [(1, 1, "", "missing required key `steps`")]),
     ("missing_name", "steps:\n" + OK_STEP, [(1, 1, "", "missing required key `name`")]),
     (
@@ -462,4 +477,42 @@ def test_alias_bomb_is_refused(tmp_path: Path) -> None:
     path = _write(tmp_path, "\n".join(lines) + "\nname: x\nsteps: []\n")
     with pytest.raises(SpecError) as info:
         sluiceway.load(path)
-    assert "expands to more than 200000 values" in info.value.issues[0].message
+    assert "expands to more than 200000 values through YAML aliases" in info.value.issues[0].message
+
+
+def test_a_huge_spec_without_aliases_is_refused_early_and_says_why(tmp_path: Path) -> None:
+    steps = "".join(f"  - name: s{i}\n    type: claude\n    prompt: hi {i}\n" for i in range(60_000))
+    path = _write(tmp_path, "name: x\nsteps:\n" + steps)
+    with pytest.raises(SpecError) as info:
+        sluiceway.load(path)
+    (issue,) = info.value.issues
+    assert issue.line == 85_715  # where the 200,001st value starts
+    assert issue.message == "the spec has more than 200000 values; a spec is a page, not a data set"
+    assert "alias" not in issue.message
+
+
+@pytest.mark.parametrize("command", ["validate", "migrate", "run"])
+@pytest.mark.parametrize(
+    ("content", "where", "fragment"),
+    [
+        ("name: x\nsteps:\n" + OK_STEP + "    mock: " + "[" * 500 + "]" * 500 + "\n", ":6:72:", "nested"),
+        ("name: x\nsteps:\n  - name: a\x00\n", ":3:12:", "U+0000"),
+        ("name: x\nvariables: {n: " + "9" * 5000 + "}\nsteps:\n" + OK_STEP, ":2:16:", "5000 digits"),
+    ],
+    ids=["deep", "nul", "bigint"],
+)
+def test_the_cli_reports_a_spec_error_not_a_traceback(
+    tmp_path: Path, command: str, content: str, where: str, fragment: str
+) -> None:
+    import subprocess
+    import sys
+
+    path = _write(tmp_path, content)
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "sluiceway"), command, str(path)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and "RecursionError" not in done.stderr
+    (line,) = [ln for ln in done.stderr.splitlines() if ln.startswith(str(path) + where)]
+    assert fragment in line
