@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import math
 import types
 import typing
 from collections.abc import Iterable
@@ -47,6 +48,8 @@ POSITIVE_FIELDS: Final = frozenset(
         "timeout_per_task",
     }
 )
+#: Fields that must lie in 0..1 (the Messages API's sampling parameters).
+UNIT_INTERVAL_FIELDS: Final = frozenset({"temperature", "top_p"})
 #: Fields that must be >= 0.
 NON_NEGATIVE_FIELDS: Final = frozenset(
     {
@@ -195,9 +198,14 @@ class _Checker:
         if not ok:
             self.expected(path, tp, value)
             return
+        if tp is float and not math.isfinite(value):
+            self.add(path, f"expected a finite number, got {describe_value(value)}")
+            return
         name = next((p for p in reversed(path) if isinstance(p, str)), "")
         if tp in (int, float) and name == path[-1]:
-            if name in POSITIVE_FIELDS and value <= 0:
+            if name in UNIT_INTERVAL_FIELDS and not 0 <= value <= 1:
+                self.add(path, f"expected a number from 0 to 1, got {describe_value(value)}")
+            elif name in POSITIVE_FIELDS and value <= 0:
                 kind = "a positive integer" if tp is int else "a positive number"
                 self.add(path, f"expected {kind}, got {describe_value(value)}")
             elif name in NON_NEGATIVE_FIELDS and value < 0:

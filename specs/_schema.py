@@ -14,7 +14,13 @@ from typing import Any, Literal
 import attrs
 
 from . import _model
-from ._check import NON_NEGATIVE_FIELDS, POSITIVE_FIELDS, TAGGED_UNIONS, field_types
+from ._check import (
+    NON_NEGATIVE_FIELDS,
+    POSITIVE_FIELDS,
+    TAGGED_UNIONS,
+    UNIT_INTERVAL_FIELDS,
+    field_types,
+)
 
 __all__ = ("json_schema",)
 
@@ -93,6 +99,8 @@ class _Builder:
                 scalar["exclusiveMinimum"] = 0
             elif name in NON_NEGATIVE_FIELDS:
                 scalar["minimum"] = 0
+            elif name in UNIT_INTERVAL_FIELDS:
+                scalar.update(minimum=0, maximum=1)
         return scalar
 
     def ref(self, cls: type) -> dict[str, Any]:

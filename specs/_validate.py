@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from typing import Any, Final
 
 from .._errors import SpecIssue
@@ -24,6 +25,8 @@ BUILTIN_PROVIDER_NAMES: Final = ("claude", "anthropic", "mock", "replay")
 _DOTTED_RE: Final = re.compile(
     r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*([.:][A-Za-z_]\w*)(\.[A-Za-z_]\w*)*$"
 )
+#: Longest pipeline, step or task name: names become file names and summary lines.
+MAX_NAME_LENGTH: Final = 100
 _CONDITION_STEP_RE: Final = re.compile(r"\bsteps\.([A-Za-z_][\w\-]*)")
 
 
@@ -35,6 +38,17 @@ def check_handler_ref(ref: str) -> str | None:
         f"unknown stream handler {ref!r}; expected one of {', '.join(BUILTIN_HANDLER_NAMES)} "
         f"or a dotted path to a Handler class{did_you_mean(ref, BUILTIN_HANDLER_NAMES)}"
     )
+
+
+def name_problem(name: str) -> str | None:
+    """The problem with a pipeline, step or task name, or ``None`` when it is fine."""
+    if not name.strip():
+        return "expected a name, got an empty string"
+    if len(name) > MAX_NAME_LENGTH:
+        return f"a name is at most {MAX_NAME_LENGTH} characters, got {len(name)}"
+    if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in name):
+        return f"a name cannot contain a newline or another control character, got {name!r}"
+    return None
 
 
 class _Validator:
@@ -128,9 +142,15 @@ class _Validator:
 
     # ---------------------------------------------------------------- steps
 
+    def name(self, owner: dict[str, Any], key: str, path: Path) -> None:
+        value = owner.get(key)
+        if isinstance(value, str) and (problem := name_problem(value)):
+            self.add((*path, key), problem)
+
     def validate(self, data: Any) -> None:
         if not isinstance(data, dict):
             return
+        self.name(data, "name", ())
         if isinstance(data.get("defaults"), dict):
             self.handler_refs(data["defaults"], ("defaults",))
         steps = data.get("steps")
@@ -145,6 +165,7 @@ class _Validator:
             if not isinstance(step, dict):
                 continue
             path: Path = ("steps", index)
+            self.name(step, "name", path)
             name = step.get("name")
             if isinstance(name, str):
                 if name in first_at:
@@ -194,6 +215,8 @@ class _Validator:
             seen: set[str] = set()
             for index, task in enumerate(tasks):
                 task_id = task.get("id") if isinstance(task, dict) else None
+                if isinstance(task, dict):
+                    self.name(task, "id", (*path, "parallel_tasks", index))
                 if isinstance(task_id, str):
                     if task_id in seen:
                         self.add(

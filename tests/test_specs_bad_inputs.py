@@ -57,6 +57,47 @@ CASES: list[tuple[str, str | bytes, list[tuple[int | None, int | None, str, str]
         "name: x\nvariables: {n: " + "9" * 5000 + "}\nsteps:\n" + OK_STEP,
         [(2, 16, "variables.n", "a number of 5000 digits is too long; quote it if it is text")],
     ),
+    (
+        "step_name_too_long",
+        "name: x\nsteps:\n  - name: " + "a" * 300 + "\n    type: claude\n    prompt: hi\n",
+        [(3, 11, "steps[0].name", "a name is at most 100 characters, got 300")],
+    ),
+    (
+        "step_name_empty",
+        'name: x\nsteps:\n  - name: ""\n    type: claude\n    prompt: hi\n',
+        [(3, 11, "steps[0].name", "expected a name, got an empty string")],
+    ),
+    (
+        "step_name_with_newline",
+        'name: x\nsteps:\n  - name: "a\\nb"\n    type: claude\n    prompt: hi\n',
+        [(3, 11, "steps[0].name", "a name cannot contain a newline")],
+    ),
+    (
+        "pipeline_name_empty",
+        'name: " "\nsteps:\n' + OK_STEP,
+        [(1, 7, "name", "expected a name, got an empty string")],
+    ),
+    (
+        "parallel_task_id_with_newline",
+        'name: x\nsteps:\n  - name: p\n    type: parallel_claude\n    parallel_tasks:\n'
+        '      - {id: "t\\n1", prompt: hi}\n',
+        [(6, 14, "steps[0].parallel_tasks[0].id", "a name cannot contain a newline")],
+    ),
+    (
+        "temperature_above_one",
+        "name: x\nsteps:\n" + OK_STEP + "    claude_options: {temperature: 7}\n",
+        [(6, 35, "steps[0].claude_options.temperature", "expected a number from 0 to 1, got 7")],
+    ),
+    (
+        "temperature_negative",
+        "name: x\nsteps:\n" + OK_STEP + "    claude_options: {temperature: -1}\n",
+        [(6, 35, "steps[0].claude_options.temperature", "expected a number from 0 to 1, got -1")],
+    ),
+    (
+        "temperature_nan",
+        "name: x\nsteps:\n" + OK_STEP + "    claude_options: {temperature: .nan}\n",
+        [(6, 35, "steps[0].claude_options.temperature", "expected a finite number, got nan")],
+    ),
     ("missing_steps", "name: x\n", [(1, 1, "", "missing required key `steps`")]),
     ("missing_name", "steps:\n" + OK_STEP, [(1, 1, "", "missing required key `name`")]),
     (
