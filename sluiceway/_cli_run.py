@@ -2,24 +2,27 @@
 
 Exit codes: 0 ok; 1 a step failed (one line naming the step and the cause on
 stderr; a traceback only with ``--debug``); 2 bad spec or flags (or a mode
-that is not available); 130 interrupted (Ctrl-C), after every handler is
+that is not available); 130 interrupted (Ctrl-C, SIGINT) and 143 terminated
+(SIGTERM, as ``docker stop`` and systemd send it), after every handler is
 closed and the partial files are written.
 
-Ctrl-C: while the run is going, SIGINT is received by a trio signal receiver
-that cancels the run's scope, so each running step emits ``Cancelled``,
-handlers flush and close, and ``result.json`` says ``cancelled``. A
-``KeyboardInterrupt`` outside that window (loading, start-up) is caught at the
-top: exit 130, no traceback.
+SIGINT and SIGTERM: while the run is going, a trio signal receiver takes them
+and cancels the run's scope, so each running step emits ``Cancelled``,
+handlers flush and close, and ``result.json`` says ``cancelled``. A second
+signal exits at once, without waiting for handlers to close. Outside that
+window (loading, start-up) either signal ends the command with its exit code
+and no traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import traceback
-from typing import Any, TextIO
+from typing import Any, Final, TextIO
 
 import trio
 import yaml
@@ -35,6 +38,9 @@ EXIT_OK = 0
 EXIT_STEP_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+#: The exit code for each signal that ends a run gracefully (128 + the signal's number).
+_SIGNAL_EXIT: Final = {signal.SIGINT: EXIT_INTERRUPTED, signal.SIGTERM: EXIT_TERMINATED}
 
 
 class _UsageError(SluicewayError):
@@ -110,27 +116,44 @@ class _Started:
         self.value = value
 
 
-async def _run_with_sigint(spec: Any, options: RunOptions) -> tuple[RunResult | None, bool]:
-    """Run *spec*; SIGINT cancels the run cleanly. Returns (result, interrupted)."""
-    interrupted = False
+class _Terminated(BaseException):
+    """SIGTERM outside the run (loading, start-up): the counterpart of ``KeyboardInterrupt``."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
+async def _run_with_signals(
+    spec: Any, options: RunOptions, err: TextIO
+) -> tuple[RunResult | None, int | None]:
+    """Run *spec*; SIGINT or SIGTERM cancels it cleanly, a second one exits at once.
+
+    Returns:
+        The result, and the exit code of the signal that stopped the run (or None).
+    """
+    stopped_by: int | None = None
     live = _Started()
     async with trio.open_nursery() as nursery:
         run_scope = trio.CancelScope()
 
-        async def watch_sigint(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-            nonlocal interrupted
-            with trio.open_signal_receiver(signal.SIGINT) as signals:
+        async def watch_signals(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            nonlocal stopped_by
+            with trio.open_signal_receiver(*_SIGNAL_EXIT) as signals:
                 task_status.started()
-                async for _ in signals:
-                    interrupted = True
+                async for signum in signals:
+                    if stopped_by is not None:  # the second signal: do not wait for the cleanup
+                        print("sluiceway run: second signal; exiting now", file=err, flush=True)
+                        os._exit(_SIGNAL_EXIT[signal.Signals(signum)])
+                    stopped_by = _SIGNAL_EXIT[signal.Signals(signum)]
                     run_scope.cancel()
 
-        await nursery.start(watch_sigint)
+        await nursery.start(watch_signals)
         result: RunResult | None = None
         with run_scope:
             result = await execute(spec, options, task_status=live)  # type: ignore[arg-type]
         nursery.cancel_scope.cancel()
-    return (result if result is not None else live.value), interrupted
+    return (result if result is not None else live.value), stopped_by
 
 
 def _load(path: str) -> Any:
@@ -152,16 +175,22 @@ def run_command(args: argparse.Namespace) -> int:
     """Run ``args.file`` with the flags ``_cli`` parsed; return the exit code."""
     debug = bool(getattr(args, "debug", False))
     err: TextIO = sys.stderr
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         try:
             return _run_command(args, err)
         except BaseExceptionGroup as group:
+            if group.subgroup(_Terminated) is not None:
+                raise _Terminated from None
             if group.subgroup(KeyboardInterrupt) is not None:
                 raise KeyboardInterrupt from None
             raise _leaf(group) from None
     except KeyboardInterrupt:
         print("sluiceway run: interrupted", file=err)
         return EXIT_INTERRUPTED
+    except _Terminated:
+        print("sluiceway run: terminated", file=err)
+        return EXIT_TERMINATED
     except (SpecError, _UsageError, ModeUnavailableError, AuthenticationError) as exc:
         if debug:
             traceback.print_exception(exc, file=err)
@@ -173,6 +202,8 @@ def run_command(args: argparse.Namespace) -> int:
             traceback.print_exception(exc, file=err)
         print(f"sluiceway run: {type(exc).__name__}: {_first_line(exc)}", file=err)
         return EXIT_STEP_FAILED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _count(flag: str, value: str, *, none: bool = False) -> int | None:
@@ -230,16 +261,17 @@ def _run_command(args: argparse.Namespace, err: TextIO) -> int:
     spec = _load(args.file)
     prepare(spec, options)  # bad conditions, handlers, callables: exit 2 before anything runs
     tune_gc()  # start-up is over: freeze it, collect the young less often (see sluiceway._gc)
-    result, interrupted = trio.run(_run_with_sigint, spec, options)
+    result, stopped_by = trio.run(_run_with_signals, spec, options, err)
     if result is not None and as_json:
         sys.stdout.write(json.dumps(result_to_json(result), indent=2, default=str) + "\n")
         sys.stdout.flush()
     if result is not None:
         print(format_summary(result), file=err)
-    if interrupted or result is None:
+    if stopped_by is not None or result is None:
         where = f"; partial output kept in {result.run_dir}" if result is not None else ""
-        print(f"sluiceway run: interrupted{where}", file=err)
-        return EXIT_INTERRUPTED
+        how = "terminated" if stopped_by == EXIT_TERMINATED else "interrupted"
+        print(f"sluiceway run: {how}{where}", file=err)
+        return stopped_by or EXIT_INTERRUPTED
     if result.status == "failed":
         if debug and result.error is not None:
             traceback.print_exception(result.error, file=err)
