@@ -90,6 +90,36 @@ def test_blocks_forever_on_retrying_is_caught_and_named():
     assert fed[-1] in {"Done", "Failed", "Cancelled"}
 
 
+def test_an_aclose_that_never_returns_is_caught_and_named():
+    class HangsInClose:
+        async def handle(self, event):
+            pass
+
+        async def aclose(self):
+            await trio.sleep_forever()
+
+    with pytest.raises(HandlerCheckError) as info:
+        check_handler(HangsInClose, max_examples=10)
+    message = str(info.value)
+    assert "aclose() did not return within 5 seconds, the engine's bound on closing a handler" in message
+
+
+def test_a_handle_that_never_returns_is_caught_and_named():
+    class HangsInHandle:
+        async def handle(self, event):
+            if isinstance(event, Delta):
+                await trio.sleep_forever()
+
+        async def aclose(self):
+            pass
+
+    with pytest.raises(HandlerCheckError) as info:
+        check_handler(HangsInHandle, max_examples=20, cancellation=False)
+    message = str(info.value)
+    assert "the handler blocked forever" in message
+    assert "it was stuck in handle(Delta(step=" in message
+
+
 def test_blocking_is_not_reported_without_retries():
     # Without Retrying events the same handler is fine: the check is about behaviour, not code.
     check_handler(

@@ -23,7 +23,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ..engine import TERMINAL_EVENTS, Cancelled, Delta, Event, Response
-from ..engine._actors import TERMINAL_DELIVERY_TIMEOUT, direct_handle, handler_actor
+from ..engine._actors import (
+    HANDLER_CLOSE_TIMEOUT,
+    TERMINAL_DELIVERY_TIMEOUT,
+    direct_handle,
+    handler_actor,
+)
 from ..engine._channel import open_event_channel
 from ..engine._tee import Outlet, Tee
 from ._invariants import InvariantError, check_delivery, describe_event
@@ -75,6 +80,8 @@ class _Probe:
         self.after_close: list[Event] = []
         self.errors: list[tuple[str, BaseException]] = []
         self.blocked_in: str | None = None
+        self.close_hung = False
+        """``aclose`` was still running when the engine's close bound cancelled it."""
         self.text_before_close: str | None = None
         self.text_after_close: str | None = None
 
@@ -115,6 +122,7 @@ class _Probe:
             await self.inner.aclose()
         except trio.Cancelled:
             self.blocked_in = "aclose()"
+            self.close_hung = True
             raise
         except BaseException as exc:
             self.errors.append(("aclose()", exc))
@@ -351,6 +359,11 @@ def _run_case(
         problems.append(
             f"the handler blocked forever: nothing finished within {timeout:g} virtual seconds; "
             f"it was stuck in {inside}"
+        )
+    if probe.close_hung:
+        problems.append(
+            f"aclose() did not return within {HANDLER_CLOSE_TIMEOUT:g} seconds, the engine's bound "
+            "on closing a handler: it blocks forever or far too long, and what it holds may be lost"
         )
     for what, exc in probe.errors:
         if not isinstance(exc, allowed_errors):
