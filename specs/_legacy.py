@@ -161,18 +161,28 @@ class _Normalizer:
                 )  # keep a comment on the emptied key
             del owner["claude_options"]
 
+    def alias(self, owner: MutableMapping[Any, Any], path: Path, alias: str, key: str) -> None:
+        """Rename *alias* to *key* in place (both spellings are current: no warning)."""
+        if alias not in owner:
+            return
+        if key in owner:
+            self.error((*path, alias), f"`{alias}` is an alias of `{key}`; set only one of them")
+            del owner[alias]  # reported once, not again as an unknown key
+            return
+        at = _index(owner, alias)
+        value = owner[alias]
+        _take_comment(owner, alias, owner, key)
+        del owner[alias]
+        _put(owner, key, value, at)
+        self.move((*path, alias), (*path, key))
+
     def step(self, step: MutableMapping[Any, Any], path: Path) -> None:
-        if "id" in step:
-            if "name" in step:
-                self.error((*path, "id"), "`id` is an alias of `name`; set only one of them")
-                del step["id"]  # reported once, not again as an unknown key
-            else:
-                at = _index(step, "id")
-                value = step["id"]
-                _take_comment(step, "id", step, "name")
-                del step["id"]
-                _put(step, "name", value, at)
-                self.move((*path, "id"), (*path, "name"))
+        self.alias(step, path, "id", "name")
+        tasks = step.get("parallel_tasks")
+        if isinstance(tasks, list):  # tasks are named by `id`, steps by `name`: either is taken
+            for index, task in enumerate(tasks):
+                if isinstance(task, MutableMapping):
+                    self.alias(task, (*path, "parallel_tasks", index), "name", "id")
         self.lift(step, path, _LIFTED)
         for old, new in _RENAMED.items():
             if old in step:

@@ -85,6 +85,13 @@ def _base_dirs(source: str, data: Any, base_dir: str | None) -> list[str] | None
     return dirs
 
 
+def default_name(source: str) -> str:
+    """The name of a pipeline that has no ``name``: its file's stem, else ``pipeline``."""
+    if source.startswith("<"):
+        return "pipeline"
+    return os.path.splitext(os.path.basename(source))[0] or "pipeline"
+
+
 def loads_located(
     text: str, *, source: str = "<string>", base_dir: str | None = None
 ) -> tuple[_model.Pipeline, Locator]:
@@ -108,10 +115,12 @@ def loads_located(
         raise SpecError(
             [
                 locator.issue(
-                    (), f"expected a mapping with `name` and `steps`, got {describe_value(data)}"
+                    (), f"expected a mapping with `steps` (and optionally `name`), got {describe_value(data)}"
                 )
             ]
         )
+    if "name" not in data:  # a pipeline is named after its file unless it says otherwise
+        data["name"] = default_name(source)
     issues: list[SpecIssue] = []
     messages, warn = _issue_warnings(locator)
     normalize(

@@ -143,6 +143,12 @@ class _Builder:
                 }
             required.remove("name")
             schema["oneOf"] = [{"required": ["name"]}, {"required": ["id"]}]
+        if cls is _model.ParallelTask:
+            props["name"] = {**props["id"], "description": "An alias of `id`."}
+            required.remove("id")
+            schema["oneOf"] = [{"required": ["id"]}, {"required": ["name"]}]
+        if cls is _model.Pipeline:
+            required.remove("name")  # defaults to the file's stem
         if cls is _model.ClaudeOptions:
             for old, new in (
                 ("async_streaming", "stream"),

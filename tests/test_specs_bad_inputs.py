@@ -40,7 +40,7 @@ CASES: list[tuple[str, str | bytes, list[tuple[int | None, int | None, str, str]
     (
         "top_level_list",
         "- a\n- b\n",
-        [(1, 1, "", "expected a mapping with `name` and `steps`, got a list")],
+        [(1, 1, "", "expected a mapping with `steps` (and optionally `name`), got a list")],
     ),
     (
         "nested_too_deep",
@@ -99,7 +99,12 @@ CASES: list[tuple[str, str | bytes, list[tuple[int | None, int | None, str, str]
         [(6, 35, "steps[0].claude_options.temperature", "expected a finite number, got nan")],
     ),
     ("missing_steps", "name: x\n", [(1, 1, "", "missing required key `steps`")]),
-    ("missing_name", "steps:\n" + OK_STEP, [(1, 1, "", "missing required key `name`")]),
+    (
+        "parallel_task_id_and_name",
+        "name: x\nsteps:\n  - name: p\n    type: parallel_claude\n    parallel_tasks:\n"
+        "      - {id: a, name: b, prompt: hi}\n",
+        [(6, 17, "steps[0].parallel_tasks[0].name", "`name` is an alias of `id`; set only one of them")],
+    ),
     (
         "empty_steps",
         "name: x\nsteps: []\n",
@@ -557,3 +562,35 @@ def test_the_cli_reports_a_spec_error_not_a_traceback(
     assert "Traceback" not in done.stderr and "RecursionError" not in done.stderr
     (line,) = [ln for ln in done.stderr.splitlines() if ln.startswith(str(path) + where)]
     assert fragment in line
+
+
+MIGRATION_GUIDE = """\
+steps:
+  - id: research_summary
+    type: llm
+    provider: claude
+    prompt: >
+      Summarize the latest findings on autonomous research pipelines.
+    stream: true
+    stream_handler: Pipeline.Streaming.ConsoleHandler
+"""
+
+
+def test_a_pipeline_without_a_name_is_named_after_its_file(tmp_path: Path) -> None:
+    path = tmp_path / "research.yaml"
+    path.write_text(MIGRATION_GUIDE, encoding="utf-8")
+    with pytest.warns(SluicewayDeprecationWarning, match="Pipeline.Streaming.ConsoleHandler"):
+        spec = sluiceway.load(path)
+    assert spec.name == "research"
+    assert [s.name for s in spec.steps] == ["research_summary"]
+    assert spec.steps[0].stream_handler == "console"
+    assert sluiceway.loads("steps:\n" + OK_STEP).name == "pipeline"
+
+
+def test_parallel_tasks_take_name_or_id(tmp_path: Path) -> None:
+    text = (
+        "name: x\nsteps:\n  - name: p\n    type: parallel_claude\n    parallel_tasks:\n"
+        "      - {name: a, prompt: hi}\n      - {id: b, prompt: hi}\n"
+    )
+    spec = sluiceway.load(_write(tmp_path, text))
+    assert [t.id for t in spec.steps[0].parallel_tasks] == ["a", "b"]
