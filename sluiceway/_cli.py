@@ -21,54 +21,113 @@ __all__ = ("build_parser", "main")
 EXIT_INVALID: Final = 2
 
 
+_EPILOG: Final = """\
+exit codes:
+  0    every step ended ok
+  1    a step failed (one line on stderr; a traceback with --debug)
+  2    a bad spec or bad flags (FILE:LINE:COL: field: message)
+  130  interrupted (Ctrl-C): handlers closed, partial output and result.json kept
+  143  terminated (SIGTERM): the same graceful end as Ctrl-C
+
+examples:
+  sluiceway run examples/hello.yaml                 # mock mode: no API key needed
+  sluiceway run pipeline.yaml --mode live --set topic=trio --json > result.json
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for docs and tests)."""
-    parser = argparse.ArgumentParser(
-        prog="sluiceway", description="Streaming LLM pipelines on trio."
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from . import __version__
 
-    run = sub.add_parser("run", help="run a pipeline (mock mode by default; no API key needed)")
-    run.add_argument("file", metavar="FILE")
-    run.add_argument("--mode", choices=("mock", "live", "replay"), default="mock")
+    parser = argparse.ArgumentParser(
+        prog="sluiceway",
+        description="Streaming LLM pipelines on trio: every token, message and tool call "
+        "to your handlers as it happens.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"sluiceway {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+
+    run = sub.add_parser(
+        "run",
+        help="run a pipeline (mock mode by default; no API key needed)",
+        description="Run a pipeline, streaming every step's output to its handlers.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("file", metavar="FILE", help="the pipeline's YAML file")
+    run.add_argument(
+        "--mode",
+        choices=("mock", "live", "replay"),
+        default="mock",
+        help="mock: embedded, scripted by each step's mock block (default); live: the "
+        "Anthropic API (ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL); replay: a cassette",
+    )
     run.add_argument(
         "--set",
         action="append",
         default=[],
         metavar="KEY=VALUE",
         dest="set",
-        help="override a variable",
+        help="set the spec's variable KEY (repeatable)",
     )
-    run.add_argument("--output-dir", metavar="DIR")
-    run.add_argument("--workspace", metavar="DIR")
+    run.add_argument(
+        "--output-dir",
+        metavar="DIR",
+        help="where each run's folder (result.json, one file per step) goes "
+        "(default: the spec's output_dir, else ./outputs)",
+    )
+    run.add_argument(
+        "--workspace",
+        metavar="DIR",
+        help="where tools run and relative files resolve "
+        "(default: the spec's workspace_dir, else the spec's folder)",
+    )
     run.add_argument("--handler", metavar="NAME", help="use this stream handler for every step")
     run.add_argument("--no-stream", action="store_true", help="do not stream to handlers")
-    run.add_argument("--json", action="store_true", help="print the result as JSON")
+    run.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     run.add_argument("--debug", action="store_true", help="show tracebacks")
     run.add_argument("--record", metavar="FILE", help="record a cassette (live mode)")
-    run.add_argument("--cassette", metavar="FILE", help="the cassette to replay")
+    run.add_argument("--cassette", metavar="FILE", help="the cassette to replay (implies --mode replay)")
     run.add_argument("--speed", type=float, metavar="X", help="replay speed factor")
     run.add_argument("--instant", action="store_true", help="replay without delays")
     run.add_argument(
-        "--max-starting", metavar="N", help="live: at most N calls building their requests at once (default 16; none)"
+        "--max-starting",
+        metavar="N",
+        help="live: at most N calls building their requests at once (default 16; none)",
     )
-    run.add_argument("--streams-per-client", metavar="N", help="live: open streams per SDK client (default 64)")
+    run.add_argument(
+        "--streams-per-client", metavar="N", help="live: open streams per SDK client (default 64)"
+    )
 
-    validate = sub.add_parser("validate", help="check pipeline files; exit 2 if any is invalid")
-    validate.add_argument("files", nargs="+", metavar="FILE")
-    validate.add_argument("--debug", action="store_true")
+    validate = sub.add_parser(
+        "validate",
+        help="check pipeline files; exit 2 if any is invalid",
+        description="Check pipeline files: every problem, with FILE:LINE:COL, at once.",
+    )
+    validate.add_argument("files", nargs="+", metavar="FILE", help="pipeline YAML files")
+    validate.add_argument("--debug", action="store_true", help="show tracebacks")
 
     migrate = sub.add_parser(
-        "migrate", help="rewrite legacy forms into the canonical form, keeping comments"
+        "migrate",
+        help="rewrite legacy forms into the canonical form, keeping comments",
+        description="Print (or write) FILE with every legacy form rewritten.",
     )
-    migrate.add_argument("file", metavar="FILE")
+    migrate.add_argument("file", metavar="FILE", help="the pipeline's YAML file")
     migrate.add_argument(
-        "--write", action="store_true", help="rewrite FILE in place, keeping FILE.bak"
+        "--write",
+        action="store_true",
+        help="rewrite FILE in place, backing it up first (FILE.bak, or .bak.1... if taken)",
     )
-    migrate.add_argument("--debug", action="store_true")
+    migrate.add_argument("--debug", action="store_true", help="show tracebacks")
 
-    schema = sub.add_parser("schema", help="print the JSON Schema (2020-12) of pipeline YAML")
-    schema.add_argument("--debug", action="store_true")
+    schema = sub.add_parser(
+        "schema",
+        help="print the JSON Schema (2020-12) of pipeline YAML",
+        description="Print the JSON Schema (2020-12) of pipeline YAML, for editors.",
+    )
+    schema.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
 
 
@@ -142,7 +201,11 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 ok, 2 invalid input)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # no command: say which there are
+        parser.print_help(sys.stderr)
+        return EXIT_INVALID
     try:
         if args.command == "validate":
             return _validate(args.files)
