@@ -25,6 +25,8 @@ BUILTIN_PROVIDER_NAMES: Final = ("claude", "anthropic", "mock", "replay")
 _DOTTED_RE: Final = re.compile(
     r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*([.:][A-Za-z_]\w*)(\.[A-Za-z_]\w*)*$"
 )
+#: The built-in tools a step may offer (``allowed_tools``, ``disallowed_tools``).
+BUILTIN_TOOL_NAMES: Final = ("Read", "Write", "Edit", "Glob", "Grep", "LS", "Bash")
 #: Longest pipeline, step or task name: names become file names and summary lines.
 MAX_NAME_LENGTH: Final = 100
 _CONDITION_STEP_RE: Final = re.compile(r"\bsteps\.([A-Za-z_][\w\-]*)")
@@ -56,6 +58,8 @@ class _Validator:
         self.locator = locator
         self.base_dirs = base_dirs
         self.issues: list[SpecIssue] = []
+        self.variables: list[str] = []
+        """The names under ``variables:``, the only ones ``{{vars.NAME}}`` may use."""
 
     def add(self, path: Path, message: str) -> None:
         self.issues.append(self.locator.issue(path, message))
@@ -80,6 +84,12 @@ class _Validator:
                 self.add(path, f"{raw} needs a name: {{{{{root}.NAME}}}}")
             elif root == "steps":
                 self.step_ref(ref[1], path, earlier, f"template {raw}")
+            elif root == "vars" and ref[1] not in self.variables:
+                self.add(
+                    path,
+                    f"{raw} refers to unknown variable {ref[1]!r}{did_you_mean(ref[1], self.variables)}"
+                    " (declare it under `variables:`; `--set` can then override it)",
+                )
 
     def step_ref(self, name: str, path: Path, earlier: list[str], what: str) -> None:
         head = re.split(r"[.\[]", name, maxsplit=1)[0]
@@ -147,10 +157,30 @@ class _Validator:
         if isinstance(value, str) and (problem := name_problem(value)):
             self.add((*path, key), problem)
 
+    def tool_names(self, owner: Any, path: Path) -> None:
+        """Every name in *owner*'s ``claude_options.allowed_tools`` / ``disallowed_tools`` is known."""
+        options = owner.get("claude_options") if isinstance(owner, dict) else None
+        if not isinstance(options, dict):
+            return
+        for key in ("allowed_tools", "disallowed_tools"):
+            names = options.get(key)
+            if not isinstance(names, list):
+                continue
+            for index, name in enumerate(names):
+                if isinstance(name, str) and name not in BUILTIN_TOOL_NAMES:
+                    self.add(
+                        (*path, "claude_options", key, index),
+                        f"unknown tool {name!r}; expected one of {', '.join(BUILTIN_TOOL_NAMES)}"
+                        f"{did_you_mean(name, BUILTIN_TOOL_NAMES)}",
+                    )
+
     def validate(self, data: Any) -> None:
         if not isinstance(data, dict):
             return
         self.name(data, "name", ())
+        if isinstance(data.get("variables"), dict):
+            self.variables = [str(k) for k in data["variables"]]
+        self.tool_names(data.get("defaults"), ("defaults",))
         if isinstance(data.get("defaults"), dict):
             self.handler_refs(data["defaults"], ("defaults",))
         steps = data.get("steps")
@@ -166,6 +196,9 @@ class _Validator:
                 continue
             path: Path = ("steps", index)
             self.name(step, "name", path)
+            self.tool_names(step, path)
+            for task_index, task in enumerate(step.get("parallel_tasks") or ()):
+                self.tool_names(task, (*path, "parallel_tasks", task_index))
             name = step.get("name")
             if isinstance(name, str):
                 if name in first_at:

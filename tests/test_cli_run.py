@@ -241,6 +241,7 @@ def test_sigterm_while_loading_exits_143_without_traceback(tmp_path: Path) -> No
 
 FAST_SPEC = """
 name: quick
+variables: {extra: ""}
 steps:
   - name: first
     type: claude

@@ -98,6 +98,21 @@ CASES: list[tuple[str, str | bytes, list[tuple[int | None, int | None, str, str]
         "name: x\nsteps:\n" + OK_STEP + "    claude_options: {temperature: .nan}\n",
         [(6, 35, "steps[0].claude_options.temperature", "expected a finite number, got nan")],
     ),
+    (
+        "unknown_variable",
+        'name: x\nvariables: {topic: a}\nsteps:\n  - name: a\n    type: claude\n    prompt: "{{vars.topc}}"\n',
+        [(6, 13, "steps[0].prompt", "{{vars.topc}} refers to unknown variable 'topc'; did you mean `topic`?")],
+    ),
+    (
+        "unknown_tool",
+        "name: x\nsteps:\n" + OK_STEP + "    claude_options: {allowed_tools: [Read, Grepp]}\n",
+        [(6, 44, "steps[0].claude_options.allowed_tools[1]", "unknown tool 'Grepp'; expected one of Read")],
+    ),
+    (
+        "unknown_disallowed_tool_in_defaults",
+        "name: x\ndefaults:\n  claude_options: {disallowed_tools: [bash]}\nsteps:\n" + OK_STEP,
+        [(3, 39, "defaults.claude_options.disallowed_tools[0]", "did you mean `Bash`?")],
+    ),
     ("missing_steps", "name: x\n", [(1, 1, "", "missing required key `steps`")]),
     (
         "parallel_task_id_and_name",

@@ -164,6 +164,7 @@ def test_to_yaml_round_trips_every_step_type() -> None:
 def test_python_built_spec_dumps_and_loads() -> None:
     spec = Pipeline(
         name="py",
+        variables={"f": "notes.md"},
         steps=(
             ClaudeStep(name="a", prompt=(FilePart(path="{{vars.f}}"),), stream_handler="console"),
             ClaudeBatchStep(name="b", prompt="{{item}}", items=("x", "y")),

@@ -253,7 +253,8 @@ def pipelines(draw: st.DrawFn) -> Pipeline:
             )
         ),
         environment=draw(st.dictionaries(names, json_values, max_size=2)),
-        variables=draw(st.dictionaries(names, json_values, max_size=2)),
+        # `x` is declared: the prompts' {{vars.x}} must name a declared variable
+        variables={"x": "y", **draw(st.dictionaries(names, json_values, max_size=2))},
         workspace_dir=draw(opt() | st.just("ws")),
         output_dir=draw(opt() | st.just("outputs")),
     )

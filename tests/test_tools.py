@@ -480,3 +480,10 @@ def test_no_generated_path_touches_the_outside(parts: list[str], tool: str) -> N
             assert (content, is_error) == (f"path escapes the workspace: {raw!r}", True)
         else:
             assert not content.startswith("path escapes")
+
+
+def test_the_specs_know_every_built_in_tool() -> None:
+    from sluiceway.engine import ALL_TOOLS
+    from sluiceway.specs._validate import BUILTIN_TOOL_NAMES
+
+    assert sorted(BUILTIN_TOOL_NAMES) == sorted(ALL_TOOLS)
