@@ -323,7 +323,7 @@ class RunState:
     def session_store(self) -> Any:
         """The run's ``SessionStore`` under the workspace (one per run)."""
         if self.sessions is None:
-            from .engine._sessions import SessionStore
+            from .tools import SessionStore
 
             self.sessions = SessionStore(self.workspace)
         return self.sessions

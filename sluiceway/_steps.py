@@ -197,7 +197,7 @@ def _previous_response(state: RunState, step_name: str, part: PreviousResponsePa
         text = response.output if isinstance(response.output, str) else json.dumps(response.output)
     if part.extract is None:
         return text
-    extract_value = import_object("sluiceway.engine._extract:extract_value")
+    extract_value = import_object("sluiceway.tools:extract_value")
     try:
         return extract_value(text, part.extract)
     except ValueError as exc:
@@ -240,7 +240,7 @@ def _toolbox(state: RunState, step: Any, opts: ClaudeOptions) -> Any:
     """
     if opts.allowed_tools is None:
         return None
-    from .engine._tools import Toolbox
+    from .tools import Toolbox
 
     try:
         toolbox = Toolbox(
@@ -354,7 +354,7 @@ async def run_session_step(state: RunState, step: ClaudeSessionStep, consumers: 
 
 async def run_extract_step(state: RunState, step: ClaudeExtractStep, consumers: Sequence[Any]) -> Response:
     """``claude_extract``: the streamed text, extracted (and validated) into ``Response.output``."""
-    from .engine._extract import ExtractError, extract_output
+    from .tools import ExtractError, extract_output
 
     config = step.extraction_config
 
