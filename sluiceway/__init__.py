@@ -25,8 +25,8 @@ from ._api import invoke as invoke
 from ._api import open_run as open_run
 from ._api import run as run
 from ._api import run_sync as run_sync
-from ._executor import ModeUnavailableError as ModeUnavailableError
-from ._executor import StepContext as StepContext
+from ._execution import ModeUnavailableError as ModeUnavailableError
+from ._execution import StepContext as StepContext
 from ._gc import tune_gc as tune_gc
 from ._load import load as load
 from ._load import loads as loads

@@ -25,8 +25,9 @@ import trio
 import yaml
 
 from ._errors import AuthenticationError, SluicewayError, SpecError
-from ._executor import ModeUnavailableError, RunOptions, execute, prepare
+from ._execution import ModeUnavailableError, RunOptions, execute, prepare
 from ._gc import tune_gc
+from ._load import load
 from ._result import RunResult, result_to_json
 
 __all__ = ("format_summary", "parse_assignments", "run_command")
@@ -133,14 +134,6 @@ async def _run_with_sigint(spec: Any, options: RunOptions) -> tuple[RunResult | 
     return (result if result is not None else live.value), interrupted
 
 
-def _load(path: str) -> Any:
-    try:
-        from ._load import load
-    except ImportError:  # pragma: no cover - the facade loader is part of the frame
-        from .specs import load
-    return load(path)
-
-
 def _leaf(exc: BaseException) -> BaseException:
     """The single leaf of nested one-exception groups (trio nurseries wrap what they raise)."""
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
@@ -227,7 +220,7 @@ def _run_command(args: argparse.Namespace, err: TextIO) -> int:
         instant=bool(getattr(args, "instant", False)),
         live_options=live_options,
     )
-    spec = _load(args.file)
+    spec = load(args.file)
     prepare(spec, options)  # bad conditions, handlers, callables: exit 2 before anything runs
     tune_gc()  # start-up is over: freeze it, collect the young less often (see sluiceway._gc)
     result, interrupted = trio.run(_run_with_sigint, spec, options)

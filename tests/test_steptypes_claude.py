@@ -10,7 +10,7 @@ from sluiceway.engine import Done, Message, StepStarted, ToolInputDelta, ToolRes
 from sluiceway.specs import loads
 from steptypes_helpers import RecordingMock, names, of, run_spec
 
-from sluiceway._steps import DEFAULT_TOOL_TURNS
+from sluiceway._execution._model_call import DEFAULT_TOOL_TURNS
 from sluiceway.testing import check_invariants
 
 LOOP = """
