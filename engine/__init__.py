@@ -1,6 +1,6 @@
-"""The streaming engine: events, tee, actors, step streaming, retries, tools, metrics.
+"""The streaming engine: events, tee, actors, step streaming, retries, metrics.
 
-Knows providers and handlers only through the protocols in ``_protocols``.
+Knows providers, handlers and tools only through the protocols in ``_protocols``.
 """
 
 from ._actors import HandlerWarning as HandlerWarning
@@ -27,9 +27,6 @@ from ._events import ToolResultBlock as ToolResultBlock
 from ._events import ToolUse as ToolUse
 from ._events import ToolUseBlock as ToolUseBlock
 from ._events import Usage as Usage
-from ._extract import ExtractError as ExtractError
-from ._extract import extract_output as extract_output
-from ._extract import extract_value as extract_value
 from ._group import stream_group as stream_group
 from ._pricing import cost_usd as cost_usd
 from ._protocols import Handler as Handler
@@ -37,6 +34,7 @@ from ._protocols import HandlerContext as HandlerContext
 from ._protocols import HandlerPolicy as HandlerPolicy
 from ._protocols import ModelRequest as ModelRequest
 from ._protocols import Provider as Provider
+from ._protocols import ToolRunner as ToolRunner
 from ._provider_events import BlockStart as BlockStart
 from ._provider_events import BlockStop as BlockStop
 from ._provider_events import InputJsonChunk as InputJsonChunk
@@ -52,15 +50,9 @@ from ._retry import RetryPolicy as RetryPolicy
 from ._run import RunContext as RunContext
 from ._run import emit_run_finished as emit_run_finished
 from ._run import emit_run_started as emit_run_started
-from ._sessions import SessionError as SessionError
-from ._sessions import SessionStore as SessionStore
 from ._step import ChannelConsumer as ChannelConsumer
 from ._step import Consumer as Consumer
 from ._step import HandlerConsumer as HandlerConsumer
 from ._step import stream_step as stream_step
 from ._step import to_api_block as to_api_block
 from ._tee import DEFAULT_BUFFER_SIZE as DEFAULT_BUFFER_SIZE
-from ._tools import ALL_TOOLS as ALL_TOOLS
-from ._tools import DEFAULT_TOOLS as DEFAULT_TOOLS
-from ._tools import Toolbox as Toolbox
-from ._tools import ToolRunner as ToolRunner

@@ -1,12 +1,12 @@
-"""The two seams of the engine: providers produce, handlers consume.
+"""The seams of the engine: providers produce, handlers consume, tool runners run tools.
 
-The engine knows providers and handlers only through these protocols; the
+The engine knows providers, handlers and tools only through these protocols; the
 facade (``sluiceway``) builds concrete ones from a spec and hands them over.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Literal, Protocol, TextIO, runtime_checkable
 
@@ -15,7 +15,7 @@ import attrs
 from ._events import Event
 from ._provider_events import ProviderEvent
 
-__all__ = ("Handler", "HandlerContext", "HandlerPolicy", "ModelRequest", "Provider")
+__all__ = ("Handler", "HandlerContext", "HandlerPolicy", "ModelRequest", "Provider", "ToolRunner")
 
 HandlerPolicy = Literal["block", "coalesce"]
 
@@ -119,3 +119,16 @@ class HandlerContext:
     """``time.time()`` when the run started: ``started_wall + event.at`` is an event's wall time."""
     variables: dict[str, Any] = attrs.field(factory=dict)
     """The pipeline's variables, for templated options."""
+
+
+@runtime_checkable
+class ToolRunner(Protocol):
+    """What the tool-use loop needs from a set of tools."""
+
+    def definitions(self) -> tuple[dict[str, Any], ...]:
+        """Return the Messages API tool definitions to offer to the model."""
+        ...
+
+    async def run(self, name: str, input: Mapping[str, Any]) -> tuple[str, bool]:
+        """Run one tool call; return ``(content, is_error)``. Never raises for model errors."""
+        ...

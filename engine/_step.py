@@ -52,7 +52,12 @@ from ._events import (
     new_tool_input_delta,
 )
 from ._pricing import add_cost
-from ._protocols import HandlerPolicy, ModelRequest, Provider
+from ._protocols import (
+    HandlerPolicy,
+    ModelRequest,
+    Provider,
+    ToolRunner,  # the protocol the tool-use loop calls (Toolbox implements it)
+)
 from ._provider_events import (
     BlockStart,
     BlockStop,
@@ -65,7 +70,6 @@ from ._provider_events import (
 )
 from ._run import RunContext
 from ._tee import DEFAULT_BUFFER_SIZE, Outlet, Tee
-from ._tools import ToolRunner  # the protocol the tool-use loop calls (Toolbox implements it)
 
 __all__ = (
     "DEFAULT_BUFFER_SIZE",

@@ -33,8 +33,8 @@ if TYPE_CHECKING:  # the names below, as a type checker and an IDE see them
     from ._api import open_run as open_run
     from ._api import run as run
     from ._api import run_sync as run_sync
-    from ._executor import ModeUnavailableError as ModeUnavailableError
-    from ._executor import StepContext as StepContext
+    from ._execution import ModeUnavailableError as ModeUnavailableError
+    from ._execution import StepContext as StepContext
     from ._gc import tune_gc as tune_gc
     from ._load import load as load
     from ._load import loads as loads
@@ -48,8 +48,8 @@ _LAZY = {
     "open_run": "._api",
     "run": "._api",
     "run_sync": "._api",
-    "ModeUnavailableError": "._executor",
-    "StepContext": "._executor",
+    "ModeUnavailableError": "._execution",
+    "StepContext": "._execution",
     "tune_gc": "._gc",
     "load": "._load",
     "loads": "._load",

@@ -17,10 +17,18 @@ from typing import Any, Final
 import attrs
 import trio
 
-from ._executor import DEFAULT_MODEL, Mode, RunOptions, execute, open_mode_provider
+from ._execution import DEFAULT_MODEL, Mode, RunOptions, execute, open_mode_provider
+from ._load import load
 from ._result import RunResult
-from .engine import Event, ModelRequest, Response
-from .engine import _step as _engine_step
+from .engine import (
+    DEFAULT_BUFFER_SIZE,
+    Event,
+    HandlerConsumer,
+    ModelRequest,
+    Response,
+    RunContext,
+    stream_step,
+)
 from .specs import MockSpec, Pipeline
 
 __all__ = ("RunHandle", "invoke", "open_run", "run", "run_sync")
@@ -36,11 +44,7 @@ SpecLike = Pipeline | str | os.PathLike[str]
 def _load_spec(spec: SpecLike) -> Pipeline:
     if isinstance(spec, Pipeline):
         return spec
-    try:
-        from ._load import load  # handler-option checks on top of specs.load
-    except ImportError:
-        from .specs import load
-    return load(os.fspath(spec))
+    return load(os.fspath(spec))  # the facade's load: handler-option checks on top of specs.load
 
 
 def _options(
@@ -276,12 +280,12 @@ async def invoke(
     provider = open_mode_provider(Pipeline(name="invoke", steps=()), RunOptions(mode=mode))
     run_id = f"invoke_{secrets.token_hex(4)}"
     try:
-        run_context = _engine_step.RunContext(run_id=run_id, origin=trio.current_time())
+        run_context = RunContext(run_id=run_id, origin=trio.current_time())
         consumers = []
         if on_event is not None:
             consumers.append(
-                _engine_step.HandlerConsumer(
-                    _OnEvent(on_event), "on_event", "block", _engine_step.DEFAULT_BUFFER_SIZE
+                HandlerConsumer(
+                    _OnEvent(on_event), "on_event", "block", DEFAULT_BUFFER_SIZE
                 )
             )
         request = ModelRequest(
@@ -292,7 +296,7 @@ async def invoke(
             max_tokens=max_tokens,
             mock=_mock_spec(mock),
         )
-        return await _engine_step.stream_step(
+        return await stream_step(
             run=run_context,
             path="invoke",
             provider=provider,

@@ -28,8 +28,9 @@ import trio
 import yaml
 
 from ._errors import AuthenticationError, SluicewayError, SpecError
-from ._executor import ModeUnavailableError, RunOptions, execute, prepare
+from ._execution import ModeUnavailableError, RunOptions, execute, prepare
 from ._gc import tune_gc
+from ._load import load
 from ._result import RunResult, result_to_json
 
 __all__ = ("format_summary", "parse_assignments", "run_command")
@@ -156,14 +157,6 @@ async def _run_with_signals(
     return (result if result is not None else live.value), stopped_by
 
 
-def _load(path: str) -> Any:
-    try:
-        from ._load import load
-    except ImportError:  # pragma: no cover - the facade loader is part of the frame
-        from .specs import load
-    return load(path)
-
-
 def _leaf(exc: BaseException) -> BaseException:
     """The single leaf of nested one-exception groups (trio nurseries wrap what they raise)."""
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
@@ -258,7 +251,7 @@ def _run_command(args: argparse.Namespace, err: TextIO) -> int:
         instant=bool(getattr(args, "instant", False)),
         live_options=live_options,
     )
-    spec = _load(args.file)
+    spec = load(args.file)
     prepare(spec, options)  # bad conditions, handlers, callables: exit 2 before anything runs
     tune_gc()  # start-up is over: freeze it, collect the young less often (see sluiceway._gc)
     result, stopped_by = trio.run(_run_with_signals, spec, options, err)

@@ -15,6 +15,7 @@ from typing import Any
 import attrs
 import cattrs
 
+from ._conditions import parse_condition
 from ._errors import SpecError, SpecIssue
 from ._registry import (
     BUILTIN_PROVIDERS,
@@ -110,10 +111,6 @@ class _RegistryChecker:
                 self.add(opt_paths[key], f"invalid value for handler {ref!r}: {_short(exc)}")
 
     def condition(self, source: str, path: Path) -> None:
-        try:
-            from ._conditions import parse_condition
-        except ImportError:  # pragma: no cover - the condition language is part of the facade
-            return
         try:
             parse_condition(source)
         except SpecError as exc:

@@ -1,13 +1,17 @@
 """Name -> class registries for handlers and providers, plus dotted-path import.
 
 Registries are read-only at run time (no global mutable state): built-in names
-map to import paths, anything else is a dotted path to a user class.
+map to import paths, anything else is a dotted path to a user class. A
+``python`` step's callable is found the same way (``resolve_callable``), or in
+a module file next to the spec.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -24,9 +28,15 @@ __all__ = (
     "handler_option_names",
     "import_object",
     "resolve_attr",
+    "resolve_callable",
     "resolve_handler",
     "resolve_provider",
 )
+
+# The built-in tables hold import paths, not classes, on purpose: a run imports only the
+# handlers and providers its spec names. The anthropic SDK (live mode) takes seconds to
+# import and the console handler pulls in rich; a mock run or `sluiceway validate` needs
+# neither. tests/test_handlers_registry.py checks that every path resolves.
 
 #: Built-in handler names -> "module:Class".
 BUILTIN_HANDLERS: Mapping[str, str] = {
@@ -78,6 +88,37 @@ def resolve_attr(obj: Any, attr_path: str, owner: str) -> Any:
         except AttributeError:
             raise RegistryError(f"{owner} has no attribute {attr_path!r}") from None
     return obj
+
+
+def resolve_callable(ref: str, spec: Any) -> Any:
+    """Import a ``python`` step's callable: a dotted path, or a module file next to the spec.
+
+    ``helpers:fn`` names ``helpers.py`` in the spec's folder when no importable
+    module ``helpers`` exists. The file is loaded on its own (``sys.path`` and
+    ``sys.modules`` are left alone), once per call.
+
+    Raises:
+        RegistryError: neither an importable module nor a file next to the spec.
+    """
+    try:
+        return import_object(ref)
+    except RegistryError:
+        module_name, _, attr_path = ref.partition(":") if ":" in ref else ref.rpartition(".")
+        source = getattr(spec, "source", None)
+        if not source or source == "<string>" or not module_name or "." in module_name:
+            raise
+        path = Path(source).parent / f"{module_name}.py"
+        if not path.is_file():
+            raise
+    module_spec = importlib.util.spec_from_file_location(f"_sluiceway_spec_{module_name}", path)
+    if module_spec is None or module_spec.loader is None:  # pragma: no cover - a .py file always has one
+        raise RegistryError(f"cannot load {str(path)!r} for {ref!r}")
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:
+        raise RegistryError(f"cannot load {str(path)!r} for {ref!r}: {exc}") from exc
+    return resolve_attr(module, attr_path, repr(str(path)))
 
 
 def resolve_handler(ref: str) -> type:

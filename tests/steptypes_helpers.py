@@ -11,7 +11,7 @@ from sluiceway.engine import Event, ModelRequest
 from sluiceway.providers import MockProvider
 from sluiceway.specs import loads
 
-from sluiceway._executor import RunOptions, execute
+from sluiceway._execution import RunOptions, execute
 from sluiceway._result import RunResult
 
 

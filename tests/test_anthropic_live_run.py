@@ -56,7 +56,7 @@ async def test_live_failure_names_the_step(live_env, tmp_path):
 async def test_record_then_replay_through_the_engine(live_env, tmp_path, monkeypatch):
     from sluiceway.specs import load
 
-    from sluiceway._executor import RunOptions, execute
+    from sluiceway._execution import RunOptions, execute
 
     cassette = tmp_path / "run.jsonl"
     spec = load(_spec(tmp_path, "fake:slow?delay_ms=20&text=one two three"))
@@ -79,7 +79,7 @@ async def test_record_then_replay_through_the_engine(live_env, tmp_path, monkeyp
 async def test_live_options_reach_the_provider_and_the_run_uses_it(live_env, tmp_path):
     from sluiceway.specs import load
 
-    from sluiceway._executor import RunOptions, open_mode_provider
+    from sluiceway._execution import RunOptions, open_mode_provider
 
     path = _spec(tmp_path, "fake:text?text=tuned&reply_model=claude-haiku-4-5-20251001")
     provider = open_mode_provider(load(path), RunOptions(mode="live", live_options={"max_starting": 2, "streams_per_client": 3}))

@@ -6,8 +6,8 @@ import threading
 
 import trio
 import trio.testing
-from sluiceway.engine import SessionStore, Toolbox
-from sluiceway.engine._blocking import run_blocking
+from sluiceway.tools import SessionStore, Toolbox
+from sluiceway.tools._blocking import run_blocking
 
 
 def _slow_read(event: threading.Event) -> str:

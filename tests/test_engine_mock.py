@@ -17,8 +17,8 @@ from sluiceway.engine import (
     stream_step,
 )
 from sluiceway.engine._retry import RetryPolicy
-from sluiceway.engine._tools import Toolbox
 from sluiceway.providers._mock import MockProvider
+from sluiceway.tools import Toolbox
 
 from sluiceway._errors import OverloadedError
 from sluiceway.testing import check_invariants

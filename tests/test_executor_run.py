@@ -13,7 +13,7 @@ import trio
 from sluiceway.engine import Delta, Done, Event, ModelRequest, StepStarted
 from sluiceway.specs import loads
 
-from sluiceway._executor import RunOptions, execute
+from sluiceway._execution import RunOptions, execute
 from sluiceway._registry import resolve_provider
 
 # --------------------------------------------------------------------------- helpers

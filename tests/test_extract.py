@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sluiceway.engine._extract import (
+from sluiceway.tools._extract import (
     ExtractError,
     extract_output,
     extract_value,

@@ -13,7 +13,14 @@ from sluiceway.handlers import (
     SimpleHandler,
 )
 
-from sluiceway._registry import BUILTIN_HANDLERS, RegistryError, build_handlers, resolve_handler
+from sluiceway._registry import (
+    BUILTIN_HANDLERS,
+    BUILTIN_PROVIDERS,
+    RegistryError,
+    build_handlers,
+    resolve_handler,
+    resolve_provider,
+)
 
 
 def context_for(ref):
@@ -36,6 +43,18 @@ def test_every_builtin_name_resolves_to_its_class():
         "file": "block",
         "buffer": "block",
         "callback": "block",
+    }
+
+
+def test_every_builtin_provider_name_resolves_to_its_class():
+    # the registry names its built-ins by import path (lazy imports): a renamed class fails here
+    from sluiceway import providers
+
+    assert {name: resolve_provider(name) for name in BUILTIN_PROVIDERS} == {
+        "mock": providers.MockProvider,
+        "claude": providers.AnthropicProvider,
+        "anthropic": providers.AnthropicProvider,
+        "replay": providers.ReplayProvider,
     }
 
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-PACKAGE_DIRS = ("sluiceway", "engine", "providers", "handlers", "specs")
+PACKAGE_DIRS = ("sluiceway", "engine", "providers", "handlers", "specs", "tools")
 # The ASYNC1xx rules (trio misuse). The ASYNC9xx "every path must checkpoint" rules are off on
 # purpose: the hot path takes the send_nowait/receive_nowait fast paths without a checkpoint (STYLE.md).
 FLAKE8_ASYNC_ENABLED = "ASYNC1"

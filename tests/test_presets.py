@@ -8,9 +8,9 @@ import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sluiceway.engine._tools import ALL_TOOLS, Toolbox
 from sluiceway.specs import ClaudeOptions, ClaudeSmartStep
 from sluiceway.specs._presets import PRESETS, apply_preset, merge_options
+from sluiceway.tools import ALL_TOOLS, Toolbox
 
 from sluiceway._errors import SpecError
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sluiceway.engine._sessions import (
+from sluiceway.tools._sessions import (
     SESSIONS_DIR,
     SessionError,
     SessionStore,

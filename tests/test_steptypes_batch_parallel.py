@@ -218,7 +218,7 @@ async def test_parallel_all_ok_outputs_in_branch_order(autojump_clock, tmp_path)
 async def test_a_composite_response_sums_its_sub_steps_superseded_usage_and_cost():
     from sluiceway.engine import Response, Usage
 
-    from sluiceway._steps import _composite_response
+    from sluiceway._execution._composite import composite_response as _composite_response
 
     retried = Response(
         usage=Usage(input_tokens=5), cost_usd=0.5,

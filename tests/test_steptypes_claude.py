@@ -10,7 +10,7 @@ from sluiceway.engine import Done, Message, StepStarted, ToolInputDelta, ToolRes
 from sluiceway.specs import loads
 from steptypes_helpers import RecordingMock, names, of, run_spec
 
-from sluiceway._steps import DEFAULT_TOOL_TURNS
+from sluiceway._execution._model_call import DEFAULT_TOOL_TURNS
 from sluiceway.testing import check_invariants
 
 LOOP = """
@@ -181,7 +181,7 @@ steps:
 async def test_default_max_turns_follows_the_tools(autojump_clock, tmp_path, yaml_step, turns, tools):
     # the model always wants another tool call: the loop runs exactly max_turns calls.
     # With threshold 0 the clock would jump to a preset's timeout_ms while a worker thread read
-    # a file; engine._blocking runs tool I/O inline under such a clock, so this must pass.
+    # a file; tools._blocking runs tool I/O inline under such a clock, so this must pass.
     spec = loads(f"""
 name: t
 steps:

@@ -17,7 +17,7 @@ from sluiceway.engine import Cancelled, Delta, Done, Event, Failed, StepStarted
 from sluiceway.engine._actors import TERMINAL_DELIVERY_TIMEOUT
 from sluiceway.specs import loads
 
-from sluiceway._executor import RunOptions, execute
+from sluiceway._execution import RunOptions, execute
 from sluiceway.testing import StreamingRecorder, check_invariants
 
 SPEC = """

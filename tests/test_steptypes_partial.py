@@ -95,7 +95,7 @@ async def test_executor_keeps_the_partial_text_of_a_timed_out_step(autojump_cloc
 async def test_executor_keeps_the_partial_text_of_a_cancelled_step(autojump_clock, tmp_path):
     from sluiceway.specs import loads
 
-    from sluiceway._executor import RunOptions, execute
+    from sluiceway._execution import RunOptions, execute
 
     spec = loads(SLOW.replace(", TIMEOUT", ""))
     async with trio.open_nursery() as nursery:

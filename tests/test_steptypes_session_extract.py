@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from sluiceway.engine import Done, Failed
-from sluiceway.engine._sessions import SessionError
 from sluiceway.specs import loads
+from sluiceway.tools import SessionError
 from steptypes_helpers import RecordingMock, names, of, run_spec
 
 from sluiceway._errors import StepError

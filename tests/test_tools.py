@@ -12,7 +12,8 @@ import trio
 import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sluiceway.engine._tools import ALL_TOOLS, DEFAULT_TOOLS, Toolbox, ToolRunner
+from sluiceway.engine import ToolRunner
+from sluiceway.tools import ALL_TOOLS, DEFAULT_TOOLS, Toolbox
 
 
 @pytest.fixture
@@ -415,10 +416,10 @@ async def test_read_streams_big_files_and_keeps_line_numbers(tmp_path: Path) -> 
 def test_write_refuses_a_symlink_swapped_in_after_the_check(layout: tuple[Path, Path]) -> None:
     ws, outside = layout
     box = Toolbox(ws, allowed=None)
-    target = box._resolve("late.txt")  # checked while it did not exist
+    target = box.files.workspace.resolve("late.txt")  # checked while it did not exist
     (ws / "late.txt").symlink_to(outside / "secret.txt")  # then swapped for a link
     with pytest.raises(Exception, match="cannot write 'late.txt'"):
-        box._write_text(target, "pwned", "late.txt")
+        box.files.write_text(target, "pwned", "late.txt")
     assert (outside / "secret.txt").read_text() == "top secret\n"
 
 
@@ -433,7 +434,7 @@ async def test_odd_paths_and_os_errors_are_results(tmp_path: Path) -> None:
     locked.chmod(0)
     try:
         if os.geteuid() == 0:  # root reads anything: fake the failure instead
-            box._ls_sync = lambda path: (_ for _ in ()).throw(PermissionError(13, "Permission denied"))  # type: ignore[method-assign]
+            box.files.ls_sync = lambda path: (_ for _ in ()).throw(PermissionError(13, "Permission denied"))  # type: ignore[method-assign]
         assert await box.run("LS", {"path": "locked"}) == ("LS failed: Permission denied", True)
     finally:
         locked.chmod(0o755)
@@ -483,7 +484,7 @@ def test_no_generated_path_touches_the_outside(parts: list[str], tool: str) -> N
 
 
 def test_the_specs_know_every_built_in_tool() -> None:
-    from sluiceway.engine import ALL_TOOLS
+    from sluiceway.tools import ALL_TOOLS
     from sluiceway.specs._validate import BUILTIN_TOOL_NAMES
 
     assert sorted(BUILTIN_TOOL_NAMES) == sorted(ALL_TOOLS)

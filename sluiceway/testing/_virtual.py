@@ -19,7 +19,7 @@ import trio
 import trio.testing
 
 from .._api import _load_spec
-from .._executor import Mode, RunOptions, execute
+from .._execution import Mode, RunOptions, execute
 from .._result import RunResult
 from ..engine import Event
 from ._recorder import StreamingRecorder

@@ -1,0 +1,85 @@
+"""The ``claude_batch`` step type: many prompts as sub-steps ``NAME[i]``, ``max_parallel`` at once."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import trio
+
+from .._errors import ProviderTimeoutError, StepError
+from ..engine import Response, stream_group
+from ..specs import ClaudeBatchStep
+from ._composite import SubConsumer, composite_response, group_kwargs, result_of
+from ._model_call import stream_model_call
+from ._state import ExecutionState
+
+__all__ = ("batch_prompts", "run_batch_step")
+
+
+def batch_prompts(step: ClaudeBatchStep) -> list[tuple[Any, dict[str, Any] | None]]:
+    """Each task's (prompt, extra template values): ``tasks``, or ``items`` through ``prompt``."""
+    if step.tasks:
+        return [(task.prompt, {"index": i}) for i, task in enumerate(step.tasks)]
+    if step.items:
+        if step.prompt is None:
+            raise StepError("items need a prompt template ({{item}}, {{index}})", step=step.name)
+        return [(step.prompt, {"item": item, "index": i}) for i, item in enumerate(step.items)]
+    raise StepError("a claude_batch step needs tasks or items", step=step.name)
+
+
+async def run_batch_step(state: ExecutionState, step: ClaudeBatchStep, consumers: Sequence[Any]) -> Response:
+    """``claude_batch``: sub-steps ``NAME[i]``, ``max_parallel`` at once; outputs in task order.
+
+    Every task runs to its end (a failed one does not stop the others); the
+    step fails when any task failed, naming them, with the others' results in
+    its partial response.
+    """
+    prompts = batch_prompts(step)
+    config = step.batch_config
+    if config.max_parallel < 1:
+        raise StepError(f"batch_config.max_parallel must be >= 1, got {config.max_parallel}", step=step.name)
+    limiter = trio.CapacityLimiter(config.max_parallel)
+    started = trio.current_time()
+    responses: list[Response | None] = [None] * len(prompts)
+    errors: dict[int, BaseException] = {}
+
+    async def task(index: int, prompt: Any, extra: dict[str, Any] | None, sub: SubConsumer) -> None:
+        path = f"{step.name}[{index}]"
+        async with limiter:
+            try:
+                if config.timeout_per_task is None:
+                    responses[index] = await stream_model_call(
+                        state, step, [sub()], state.provider, path=path, prompt=prompt, extra=extra
+                    )
+                else:
+                    try:
+                        with trio.fail_after(config.timeout_per_task):
+                            responses[index] = await stream_model_call(
+                                state, step, [sub()], state.provider, path=path, prompt=prompt, extra=extra
+                            )
+                    except trio.TooSlowError as exc:
+                        raise ProviderTimeoutError(
+                            f"task {index} took longer than timeout_per_task={config.timeout_per_task}s", step=path
+                        ) from exc
+            except Exception as exc:  # one task's failure: the others go on
+                errors[index] = exc
+
+    async def body(sub: SubConsumer) -> Response:
+        async with trio.open_nursery() as nursery:
+            for index, (prompt, extra) in enumerate(prompts):
+                nursery.start_soon(task, index, prompt, extra, sub)
+        outputs = [None if r is None else result_of(r) for r in responses]
+        response = composite_response(outputs, responses, started)
+        if errors:
+            listed = "; ".join(f"[{i}] {errors[i]}" for i in sorted(errors))
+            error = StepError(f"{len(errors)} of {len(prompts)} tasks failed: {listed}", step=step.name)
+            error.__cause__ = errors[min(errors)]
+            error.partial = response  # type: ignore[attr-defined]
+            raise error
+        return response
+
+    return await stream_group(
+        consumers=consumers, body=body, concurrency=min(config.max_parallel, len(prompts)),
+        **group_kwargs(state, step),
+    )

@@ -1,0 +1,151 @@
+"""The ``Bash`` tool: one shell command, bounded in time and in the output kept.
+
+On a real clock the command runs under trio (``trio.run_process``); under an
+autojumping virtual clock trio's process wait would look idle and the clock
+would jump to the timeout, so it runs on this thread on real time instead
+(``_bash_blocking``), while virtual time stands still.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import signal
+import subprocess
+import time
+from functools import partial
+from pathlib import Path
+from typing import Final
+
+import trio
+
+from ._blocking import clock_jumps
+from ._results import MAX_OUTPUT_CHARS, ToolFailure, cap
+
+__all__ = ("run_bash",)
+
+
+def _kill_session(pid: int) -> None:
+    """Kill the command and everything it started (it runs in its own session)."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:  # already gone
+        pass
+
+
+async def _kill_group(process: trio.Process) -> None:
+    """``trio.run_process``'s ``deliver_cancel``: ``_kill_session``."""
+    _kill_session(process.pid)
+
+
+class _Output:
+    """A command's output as it is read: a bounded prefix kept, the rest counted and dropped.
+
+    Everything is read (a full pipe would stall the command); the text is capped after.
+    """
+
+    __slots__ = ("chunks", "dropped", "kept")
+
+    #: Bytes kept.
+    LIMIT: Final = MAX_OUTPUT_CHARS * 4
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.kept = 0
+        self.dropped = 0
+
+    def add(self, chunk: bytes) -> None:
+        if self.kept < self.LIMIT:
+            self.chunks.append(chunk)
+            self.kept += len(chunk)
+        else:
+            self.dropped += len(chunk)
+
+
+def _bash_blocking(argv: list[str], cwd: Path, kill_after: float) -> tuple[_Output, bool, int | None]:
+    """Run *argv* to its end on this thread, as ``run_bash`` does under trio: ``(output, timed out, status)``.
+
+    For virtual time only (it blocks the event loop): reads everything, keeps a
+    bounded prefix, and kills the command's session after *kill_after* real seconds.
+    """
+    process = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=cwd,
+        env=_bash_env(), start_new_session=True,
+    )
+    assert process.stdout is not None
+    deadline = time.monotonic() + kill_after
+    out = _Output()
+    timed_out = False
+    with process.stdout:
+        fd = process.stdout.fileno()
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                timed_out = True
+                break
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            out.add(chunk)
+    if timed_out:
+        _kill_session(process.pid)
+    return out, timed_out, process.wait()
+
+
+def _bash_outcome(out: _Output, timed_out: bool, status: int | None, timeout: float) -> str:
+    """A command's tool result from its output: the text, or ``ToolFailure`` (timed out, non-zero exit)."""
+    output = b"".join(out.chunks).decode("utf-8", errors="replace")
+    if out.dropped:
+        output += f"\n... [{out.dropped} more bytes of output dropped]"
+    output = cap(output)
+    if timed_out:
+        raise ToolFailure(f"command timed out after {timeout:g}s and was killed\n{output}".rstrip())
+    if status != 0:
+        raise ToolFailure(f"{output}\n[exit status {status}]".lstrip())
+    return output if output else "(no output)"
+
+
+def _bash_env() -> dict[str, str]:
+    """The environment of a ``Bash`` command: ours, without the Anthropic credentials."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
+
+
+async def run_bash(command: str, cwd: Path, kill_after: float) -> str:
+    """Run *command* with bash in *cwd*; return its output, or raise ``ToolFailure``.
+
+    The command gets no stdin and an environment without Anthropic credentials, and
+    runs in its own session: a timeout (*kill_after* seconds) or a cancellation kills it
+    and everything it started. Output is read as it comes (a full pipe would stall
+    the command) and only a bounded prefix is kept. A non-zero exit status or a
+    timeout is a ``ToolFailure`` carrying the output. Blocks until the command ends.
+    """
+    shell = shutil.which("bash") or "/bin/sh"
+    if clock_jumps():
+        # virtual time: trio's process wait would look idle and the clock would jump to the
+        # timeout; run it here, on real time, while virtual time stands still
+        await trio.lowlevel.checkpoint()
+        return _bash_outcome(*_bash_blocking([shell, "-c", command], cwd, kill_after), kill_after)
+    out = _Output()
+    process: trio.Process | None = None  # (a timeout may come before it has started)
+    with trio.move_on_after(kill_after) as scope:
+        async with trio.open_nursery() as nursery:
+            process = await nursery.start(
+                partial(
+                    trio.run_process,
+                    [shell, "-c", command],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    cwd=cwd,
+                    check=False,
+                    env=_bash_env(),  # the model must not read our API key
+                    start_new_session=True,  # so a timeout kills its children too
+                    deliver_cancel=_kill_group,
+                )
+            )
+            assert process.stdout is not None
+            async for chunk in process.stdout:
+                out.add(chunk)
+    status = None if process is None else process.returncode
+    return _bash_outcome(out, scope.cancelled_caught, status, kill_after)
