@@ -42,9 +42,10 @@ def machine() -> dict[str, Any]:
 
 
 def write_results(results: dict[str, Any], out: str | Path) -> str:
-    """Add the table to *results*, write them to *out* as JSON; return the table."""
+    """Add the tables to *results*, write them to *out* as JSON; return the full table."""
     text = table(results)
     results["table"] = text
+    results["headline"] = headline(results)
     Path(out).write_text(json.dumps(results, indent=2) + "\n")
     return text
 
@@ -80,6 +81,55 @@ def table(results: dict[str, Any]) -> str:
         rows += _backpressure_rows(results["backpressure"])
     if "hop" in results:
         rows += _hop_rows(results["hop"])
+    return _markdown(rows)
+
+
+def headline(results: dict[str, Any]) -> str:
+    """The headline measures as a short Markdown table (the README's; the sections that ran)."""
+    rows: list[Row] = []
+    if "throughput" in results:
+        t = results["throughput"]
+        eps, added = t["events_per_s"], t["ttft_ms"]["added_median"]
+        rows += [
+            (
+                "Throughput, one stream: sluiceway end to end / the SDK's `create(stream=True)` loop",
+                f"{eps['c']:,.0f} / {eps['a']:,.0f} events/s ({t['ratio_c_a']:.2f}x)",
+                f">= 1.0x: {_ok(t['ratio_c_a'] >= 1.0)}",
+            ),
+            ("Time to first token added over the SDK, median", f"{added:+.3f} ms", f"<= 0.3 ms: {_ok(added <= 0.3)}"),
+        ]
+    if "concurrency" in results:
+        c = results["concurrency"]
+        n, p99 = f"{c['streams']:,}", c["lag_ms"]["p99"]
+        rows += [
+            (
+                f"{n} streams x {c['rate']} deltas/s: delivery lag p50 / p99 (median of {c['reps']} runs)",
+                _ms_pair(c["lag_ms"]),
+                f"p99 <= 50 ms: {_ok((p99 or 1e9) <= 50)}",
+            ),
+            (
+                f"{n} streams: client CPU per 1,000 events / peak RSS",
+                f"{_fmt(c['cpu_s_per_1000_events'], '.3f')} s / {c['peak_rss_mb']:.0f} MB",
+                f"RSS <= 300 MB: {_ok(c['peak_rss_mb'] <= 300)}",
+            ),
+        ]
+    if "backpressure" in results:
+        block, coalesce = (results["backpressure"][p] for p in ("block", "coalesce"))
+        worst = max(block["beyond_text_mb"], coalesce["beyond_text_mb"])
+        rows.append(
+            (
+                f"Backpressure, {block['deltas']:,} deltas: peak RSS beyond the text, block / coalesce",
+                f"{block['beyond_text_mb']:.1f} / {coalesce['beyond_text_mb']:.1f} MB",
+                f"<= 20 MB: {_ok(worst <= 20)}",
+            )
+        )
+    if "hop" in results:
+        direct = results["hop"]["us_per_event_direct"]
+        rows.append(("Hop, tee -> 1 / 4 handlers (with `handle_nowait`)", f"{direct['1']:.2f} / {direct['4']:.2f} µs/event", ""))
+    return _markdown(rows)
+
+
+def _markdown(rows: list[Row]) -> str:
     lines = ["| Measure | Result | Target |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     return "\n".join(lines)
