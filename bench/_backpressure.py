@@ -13,7 +13,7 @@ import gc
 import subprocess
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final, Literal
 
 import trio
 import trio.testing
@@ -23,7 +23,7 @@ from ._common import bench_request, buffer_handler
 from ._measure import hwm, peak_rss, reset_peak, rss_now
 from ._settings import BackpressureSettings, Sizes
 
-POLICIES = ("block", "coalesce")
+POLICIES: Final[tuple[Literal["block", "coalesce"], ...]] = ("block", "coalesce")
 
 
 class _FastStream:

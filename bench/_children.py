@@ -74,7 +74,7 @@ def finish_child(proc: subprocess.Popen[str], timeout: float = CHILD_TIMEOUT) ->
     """Wait for *proc*; its figures (the last line of its stdout). A failed child raises."""
     out, err = proc.communicate(timeout=timeout)
     if proc.returncode != 0:
-        raise RuntimeError(f"bench child {proc.args} failed:\n{err[-3000:]}")
+        raise RuntimeError(f"bench child {proc.args!r} failed:\n{err[-3000:]}")
     return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 

@@ -11,7 +11,7 @@ pacing ran behind, which the run keeps on its own seconds.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable
+from collections.abc import Iterable
 from typing import Any
 
 import attrs
@@ -71,19 +71,21 @@ def _one_run(server: Server, settings: ConcurrencySettings) -> dict[str, Any]:
 def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The median run's figures, each the median over *runs* (``runs`` keeps every one)."""
 
-    def med(get: Callable[[dict[str, Any]], Any]) -> Any:
-        values = [get(r) for r in runs if get(r) is not None]
-        return statistics.median(values) if values else None
-
     out = dict(runs[0])  # shape, sizes and the first run's timeline
     for part in ("lag_ms", "all_open", "start_up", "wind_down", "first_delta_ms"):
-        out[part] = {k: med(lambda r, part=part, k=k: r[part][k]) for k in runs[0][part]}
+        out[part] = {k: _median(r[part][k] for r in runs) for k in runs[0][part]}
     out["full_collections"] = max((r["full_collections"] for r in runs), key=len)  # the worst run's
     for key in ("cpu_s_per_1000_events", "server_cpu_s_per_1000_events", "cpu_s", "wall_s"):
-        out[key] = med(lambda r, key=key: r.get(key))
+        out[key] = _median(r.get(key) for r in runs)
     out["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
     out["failures"] = sum(r["failures"] for r in runs)
     out["events"] = min(r["events"] for r in runs)
     out["reps"] = len(runs)
     out["runs"] = runs
     return out
+
+
+def _median(values: Iterable[Any]) -> Any:
+    """The median of the *values* that are not ``None`` (``None`` if none are)."""
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None

@@ -26,7 +26,7 @@ def machine() -> dict[str, Any]:
                     break
     except OSError:
         pass
-    versions = {}
+    versions: dict[str, str | None] = {}
     for dist in ("trio", "anthropic", "httpx2", "httpcore2", "attrs", "sluiceway"):
         try:
             versions[dist] = version(dist)
