@@ -11,9 +11,9 @@ One addition to ``sluiceway.testing.fake_api``: the scenario parameter
 deltas are ``"<time.monotonic()> "``, taken when each delta is written, so a
 client on the same machine can measure delivery lag (Linux's monotonic clock is
 system-wide). That path writes pre-formatted bytes on an absolute schedule
-(``trio.sleep_until``): the fake server's general scenario machinery costs about
-100 µs of CPU per event, too much to pace 1,000 streams at 20 deltas/s (20,000
-events/s) from one core; this costs a fraction of that.
+(``trio.sleep_until``) from one ticker task: the fake server's general scenario
+machinery costs too much CPU per event to pace 1,000 streams at 20 deltas/s
+(20,000 events/s) from one core (bench/README.md has the figure).
 """
 
 from __future__ import annotations
