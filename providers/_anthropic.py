@@ -27,6 +27,7 @@ from typing import Any, Final
 
 import anthropic
 import anyio
+import attrs
 import h11
 import httpcore2
 import httpx2
@@ -242,6 +243,26 @@ class AnthropicProvider:
         if extra.get("headers"):
             params["extra_headers"] = dict(extra["headers"])
         return params
+
+    def statistics(self) -> AnthropicStatistics:
+        """The provider's clients and streams now (a snapshot; see ``AnthropicStatistics``)."""
+        return AnthropicStatistics(
+            clients=len(self._clients), open_streams=sum(self._open.values()), fast_bodies=0, slow_bodies=0
+        )
+
+
+@attrs.frozen
+class AnthropicStatistics:
+    """What ``AnthropicProvider.statistics()`` reports."""
+
+    clients: int
+    """SDK clients the provider made (a ``client`` given counts as none)."""
+    open_streams: int
+    """Calls open now on the clients the provider made."""
+    fast_bodies: int
+    """Response bodies read by the fast path (not counted yet: always 0)."""
+    slow_bodies: int
+    """Response bodies read by the general path (not counted yet: always 0)."""
 
 
 class _AnthropicCall:

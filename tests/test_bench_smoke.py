@@ -1,6 +1,8 @@
 """``python -m bench --quick`` runs end to end: the table and results.json keep their shape.
 
-Tiny sizes; nothing here asserts timing (the figures of a quick run mean nothing).
+Tiny sizes; nothing here asserts timing (the figures of a quick run mean nothing). Also the
+bench's parts that can break without changing a figure: a child's settings survive their trip
+through JSON, and the hop benchmark wires its handlers with the engine's own wiring.
 """
 
 from __future__ import annotations
@@ -9,6 +11,10 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -92,3 +98,61 @@ def test_quick_bench_prints_the_table_and_writes_results(tmp_path: Path) -> None
         assert b["policy"] == policy and b["delta_count"] == 3000
         assert b["text_bytes"] == sum(len(f"tok{i} ") for i in range(3000))  # the whole text came through
     assert set(results["hop"]["us_per_event"]) == set(results["hop"]["us_per_event_direct"]) == {"1", "2", "4"}
+    headline = results["headline"].splitlines()
+    assert headline[:2] == ["| Measure | Result | Target |", "|---|---|---|"] and len(headline) == 2 + 6
+    assert all(row.count(" | ") == 2 and row.endswith("|") for row in headline[2:])
+
+
+@pytest.fixture
+def bench(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The ``bench`` package (run from the repository root, not installed)."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    import bench
+
+    return bench
+
+
+def test_child_settings_survive_json(bench: Any) -> None:
+    from bench._settings import (
+        BackpressureSettings,
+        ConcurrencySettings,
+        child_json,
+        from_child_json,
+    )
+
+    for settings in (
+        ConcurrencySettings(url="http://127.0.0.1:1", streams=3, rate=20, seconds=0.5),
+        ConcurrencySettings(
+            url="u", streams=1, rate=5, seconds=1.0, ramp=0.1, gc_mode="default", max_starting=None,
+            handler="actor", shape="group",
+        ),
+        ConcurrencySettings(url="u", streams=1, rate=5, seconds=1.0, max_starting=8),
+        BackpressureSettings(policy="coalesce", deltas=10),
+    ):
+        text = child_json(settings)
+        assert json.loads(text)["kind"] == settings.kind
+        assert from_child_json(text) == settings
+    with pytest.raises(TypeError):
+        from_child_json('{"kind": "backpressure", "policy": "block", "deltas": 1, "stray": 2}')
+    with pytest.raises(ValueError, match="unknown bench child 'nope'"):
+        from_child_json('{"kind": "nope"}')
+
+
+def test_hop_wires_handlers_with_the_engines_wire_consumers(bench: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sluiceway.engine import HandlerConsumer
+    from sluiceway.engine._step import wire_consumers
+
+    from bench import _hop
+
+    calls: list[list[Any]] = []
+
+    async def spy(consumers: Any, run: Any) -> Any:
+        calls.append(list(consumers))
+        return await wire_consumers(consumers, run)
+
+    monkeypatch.setattr(_hop, "wire_consumers", spy)
+    for direct in (False, True):
+        assert trio.run(_hop.hop, 2, 200, direct) > 0
+    assert [len(c) for c in calls] == [2, 2]
+    assert all(type(c) is HandlerConsumer for consumers in calls for c in consumers)
+    assert [hasattr(consumers[0].handler, "handle_nowait") for consumers in calls] == [False, True]
