@@ -142,6 +142,10 @@ class RunOptions:
     mode with live options is an error (``ModeUnavailableError``), not a silent no-op."""
     run_id: str | None = None
     """Force the run id (default: ``run_<UTC time>_<random>``)."""
+    handler_plan: Any = None
+    """The Python API's ``handlers=`` / ``on_event=`` objects (a ``_handler_sources.HandlerPlan``):
+    ``replaces(step_name)`` drops the spec's handlers of a step, ``build(step, spec, context_for)``
+    returns the ``(handler, name)`` pairs to attach to a streaming step."""
 
 
 # --------------------------------------------------------------------------- preparation
@@ -161,19 +165,23 @@ def _effective_refs(step: Any, spec: Pipeline, options: RunOptions) -> tuple[str
         return ()
     if options.handlers is not None:
         return tuple(options.handlers)
+    if options.handler_plan is not None and options.handler_plan.replaces(step.name):
+        return ()
     ref = step.stream_handler if step.stream_handler is not None else spec.defaults.stream_handler
     if ref is None:
         return ()
     return (ref,) if isinstance(ref, str) else tuple(ref)
 
 
-def _effective_opts(step: Any, spec: Pipeline, refs: Sequence[str], options: RunOptions) -> dict[str, Any]:
+def _effective_opts(
+    step: Any, spec: Pipeline, refs: Sequence[Any], options: RunOptions, *, replaced: bool = False
+) -> dict[str, Any]:
     defaults = spec.defaults
     if step.stream_handler is None or step.stream_handler == defaults.stream_handler:
         opts = {**defaults.stream_handler_opts, **step.stream_handler_opts}
     else:
         opts = dict(step.stream_handler_opts)
-    if options.handlers is not None:
+    if replaced or options.handlers is not None:
         # --handler replaces the configured handlers: keep only the options they declare
         declared: set[str] = set()
         for ref in refs:
@@ -412,6 +420,11 @@ class _Executor:
             opts = _effective_opts(step, state.spec, refs, state.options)
             handlers = build_handlers(refs, opts, lambda ref: state.handler_context(step.name, ref))
             names = list(refs)
+        plan = state.options.handler_plan
+        if plan is not None and state.options.stream and step.stream:
+            for handler, name in plan.build(step, state.spec, lambda ref: state.handler_context(step.name, ref)):
+                handlers.append(handler)
+                names.append(name)
         if state.options.stream and step.stream and os.environ.get(STREAM_DEBUG_ENV) == "1" and "debug" not in refs:
             handlers += build_handlers(["debug"], {"file": "stderr"}, lambda ref: state.handler_context(step.name, ref))
             names.append("debug")
