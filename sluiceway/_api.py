@@ -45,9 +45,10 @@ def _asyncio_hint(name: str) -> str | None:
         return None
     if library != "asyncio":
         return None
+    usage = "async with" if name == "open_run" else "await"
     return (
         f"sluiceway.{name}() runs on trio, but it was called from an asyncio event loop: "
-        f"use `await sluiceway.aio.{name}(...)` instead"
+        f"use `{usage} sluiceway.aio.{name}(...)` instead"
     )
 
 
