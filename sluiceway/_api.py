@@ -102,7 +102,7 @@ def _options(
     )
 
 
-async def _execute(
+async def _execute(  # noqa: ASYNC128 - execute() calls task_status.started()
     spec: Pipeline,
     options: RunOptions,
     *,
@@ -283,7 +283,7 @@ class RunHandle:
         return TextStream(self.events, step)
 
 
-async def _run_job(
+async def _run_job(  # noqa: ASYNC128 - execute() calls task_status.started()
     spec: Pipeline,
     options: RunOptions,
     send_events: Any,

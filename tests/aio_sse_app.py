@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from sluiceway.engine import Event
+from sluiceway.specs import ClaudeOptions, ClaudeStep, Pipeline
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.routing import Route
 
 import sluiceway.aio
-from sluiceway.engine import Event
-from sluiceway.specs import ClaudeOptions, ClaudeStep, Pipeline
 
 
 def spec(deltas: int, delay_ms: int) -> Pipeline:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.lowlevel
 from sluiceway.engine import (
     Cancelled,
     Delta,
@@ -123,7 +124,7 @@ async def test_handlers_take_objects_classes_functions_names_and_lists(tmp_path:
     calls: list[str] = []
 
     async def async_fn(event: Event) -> None:
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         calls.append("async")
 
     result = await sluiceway.run(
@@ -168,7 +169,7 @@ async def test_bad_handler_sources_fail_before_the_run(tmp_path: Path) -> None:
         await sluiceway.run(SPEC, output_dir=tmp_path, handlers=[Recorder(), "no_such_handler"])
     with pytest.raises(TypeError, match="on_event"):
         await sluiceway.run(SPEC, output_dir=tmp_path, on_event=42)
-    assert not any(tmp_path.iterdir())
+    assert not list(await trio.Path(tmp_path).iterdir())
 
 
 async def test_invoke_takes_handlers_and_handler_classes(autojump_clock: Any) -> None:

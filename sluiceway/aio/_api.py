@@ -344,7 +344,7 @@ async def open_run(
     except BaseException:
         if not job.finished.done():
             job.cancel()
-        await settle(job)
+        await settle(job)  # noqa: ASYNC102 - waits out the run's bounded, trio-shielded cleanup
         if started.done() and not started.cancelled():
             started.exception()  # retrieved: what propagates is the error being raised
         raise
@@ -354,7 +354,7 @@ async def open_run(
         yield handle
     except BaseException:
         job.cancel()
-        await settle(job)
+        await settle(job)  # noqa: ASYNC102 - waits out the run's bounded, trio-shielded cleanup
         raise
     if not handoff.exhausted:
         job.cancel()  # left before the run ended: a stream that is closed stops it

@@ -94,9 +94,10 @@ async def settle(job: Job[Any]) -> None:
         job.cancel()
         while not job.finished.done():
             try:
-                await asyncio.shield(job.finished)
-            except asyncio.CancelledError:
-                continue  # cancelled again (anyio re-cancels): the cleanup still has to end
+                await asyncio.shield(job.finished)  # noqa: ASYNC102 - the cleanup is bounded on the trio side
+            except asyncio.CancelledError:  # noqa: ASYNC103 - re-raised after the loop
+                # cancelled again (anyio re-cancels): the cleanup still has to end
+                continue  # noqa: ASYNC104
         raise
 
 
@@ -244,8 +245,8 @@ class GuestRun:
             while not self.finished.done():
                 try:
                     await asyncio.shield(self.finished)
-                except asyncio.CancelledError:
-                    continue  # the guest's cleanup is bounded: wait it out
+                except asyncio.CancelledError:  # noqa: ASYNC103 - the guest must end first
+                    continue  # noqa: ASYNC104 - the guest's cleanup is bounded: wait it out
 
 
 async def current_guest() -> GuestRun:
