@@ -29,9 +29,9 @@ from ._guest import GuestRun, Handoff, Job, current_guest, settle, wait_asyncio
 
 __all__ = ("EventStream", "RunHandle", "TextStream", "invoke", "open_run", "run")
 
-#: Batches of events waiting between the trio side and the asyncio reader. With the
-#: run's own channel (``buffer_size``) and one batch being read, at most about
-#: (HANDOFF_BATCHES + 2) * buffer_size events are in flight: a slow reader slows the run.
+#: Batches of events (each at most ``buffer_size``) waiting between the trio side and the
+#: asyncio reader. With the run's own channel, the batch the trio side holds and the one
+#: being read, at most (HANDOFF_BATCHES + 3) * buffer_size events are in flight.
 HANDOFF_BATCHES: Final = 2
 
 
