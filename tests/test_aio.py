@@ -241,3 +241,18 @@ def test_the_guest_run_closes_with_each_loop_and_by_hand() -> None:
         assert _guest._guests == {}
     finally:
         loop.close()
+
+
+def test_bench_aio_quick_runs() -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench._aio", "--quick"], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert rows["bridge"]["events_per_run"] == 505
+    assert {"trio_open_run_events_per_s", "aio_open_run_events_per_s", "aio_cost_ratio"} <= set(rows["bridge"])
+    assert [run["events"] for run in rows["slow_reader"]["runs"]] == [205, 805]

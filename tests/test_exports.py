@@ -16,6 +16,7 @@ PACKAGES = (
     "sluiceway.handlers",
     "sluiceway.providers",
     "sluiceway.testing",
+    "sluiceway.aio",
 )
 # Imported on first access by a module __getattr__ (slow or optional dependencies).
 LAZY = {
