@@ -26,6 +26,7 @@ __all__ = (
     "RegistryError",
     "build_handlers",
     "handler_option_names",
+    "handler_ref_name",
     "import_object",
     "resolve_attr",
     "resolve_callable",
@@ -121,8 +122,10 @@ def resolve_callable(ref: str, spec: Any) -> Any:
     return resolve_attr(module, attr_path, repr(str(path)))
 
 
-def resolve_handler(ref: str) -> type:
-    """Return the handler class for a built-in name or a dotted path."""
+def resolve_handler(ref: str | type) -> type:
+    """Return the handler class for a built-in name or a dotted path (a class is its own)."""
+    if isinstance(ref, type):
+        return ref
     path = BUILTIN_HANDLERS.get(ref)
     if path is None:
         if "." not in ref and ":" not in ref:
@@ -173,7 +176,7 @@ def _structure_bool(value: Any, _: type) -> bool:
 _options_converter.register_structure_hook(bool, _structure_bool)
 
 
-def build_handlers(refs: Sequence[str], opts: Mapping[str, Any], context_for: Any) -> list[Any]:
+def build_handlers(refs: Sequence[str | type], opts: Mapping[str, Any], context_for: Any) -> list[Any]:
     """Build fresh handler instances for one step of one run.
 
     Each handler receives the options its ``Options`` class declares; an option
@@ -182,7 +185,7 @@ def build_handlers(refs: Sequence[str], opts: Mapping[str, Any], context_for: An
     classes as ``cls(**opts)``.
 
     Args:
-        refs: Handler names or dotted paths.
+        refs: Handler names, dotted paths or handler classes.
         opts: The step's ``stream_handler_opts``.
         context_for: ``callable(ref) -> HandlerContext``.
     """
@@ -194,7 +197,7 @@ def build_handlers(refs: Sequence[str], opts: Mapping[str, Any], context_for: An
         if unknown:
             raise RegistryError(
                 f"unknown stream_handler_opts {', '.join(map(repr, unknown))} for "
-                f"{', '.join(refs)}; known: {', '.join(sorted(known)) or 'none'}"
+                f"{', '.join(map(handler_ref_name, refs))}; known: {', '.join(sorted(known)) or 'none'}"
             )
     handlers = []
     for (ref, cls), names in zip(classes, declared, strict=True):
@@ -205,9 +208,16 @@ def build_handlers(refs: Sequence[str], opts: Mapping[str, Any], context_for: An
         try:
             options = _options_converter.structure(mine, cls.Options)
         except Exception as exc:  # cattrs raises ClassValidationError groups
-            raise RegistryError(f"invalid options for stream handler {ref!r}: {_describe(exc)}") from exc
+            raise RegistryError(
+                f"invalid options for stream handler {handler_ref_name(ref)!r}: {_describe(exc)}"
+            ) from exc
         handlers.append(cls(options, context_for(ref)))
     return handlers
+
+
+def handler_ref_name(ref: str | type) -> str:
+    """How a handler reference is named in messages: the name itself, or a class's qualified name."""
+    return ref if isinstance(ref, str) else f"{ref.__module__}.{ref.__qualname__}"
 
 
 def _describe(exc: Exception) -> str:

@@ -71,10 +71,11 @@ steps:
 async def test_open_run_streams_every_event_in_order(tmp_path: Path, autojump_clock: Any) -> None:
     events: list[tuple[float, Event]] = []
     async with sluiceway.open_run(SPEC, output_dir=tmp_path, buffer_size=1) as run:
-        assert run.result is None
+        assert not run.finished
         async for event in run.events:
             events.append((trio.current_time(), event))
-    assert run.result is not None and run.result.status == "ok"
+    result = await run.result()
+    assert run.finished and result.status == "ok"
     kinds = [type(e) for _, e in events]
     assert kinds[0] is RunStarted and kinds[-1] is RunFinished
     assert {e.run_id for _, e in events} == {run.run_id}
@@ -93,11 +94,14 @@ async def test_open_run_streams_every_event_in_order(tmp_path: Path, autojump_cl
     assert events[-1][1].status == "ok"
 
 
-async def test_open_run_exit_without_reading_waits_for_the_run(tmp_path: Path, autojump_clock: Any) -> None:
+async def test_open_run_wait_without_reading_lets_the_run_finish(tmp_path: Path, autojump_clock: Any) -> None:
+    # (leaving the block without waiting cancels the run: tests/test_api_stream.py)
     async with sluiceway.open_run(SPEC, output_dir=tmp_path, buffer_size=1) as run:
-        pass
-    assert run.result is not None and run.result.status == "ok"
-    assert run.result.steps["second"].text == "gamma delta epsilon"
+        waited = await run.wait()
+    result = await run.result()
+    assert result is waited
+    assert result.status == "ok"
+    assert result.steps["second"].text == "gamma delta epsilon"
 
 
 async def test_open_run_body_error_cancels_the_run(tmp_path: Path, autojump_clock: Any) -> None:
@@ -106,9 +110,9 @@ async def test_open_run_body_error_cancels_the_run(tmp_path: Path, autojump_cloc
             async for event in run.events:
                 if isinstance(event, Delta):
                     raise KeyError("stop here")
-    assert run.result is not None
-    assert run.result.status == "cancelled"
-    assert run.result.steps["first"].status == "cancelled"
+    result = await run.result()
+    assert result.status == "cancelled"
+    assert result.steps["first"].status == "cancelled"
 
 
 async def test_invoke_streams_to_sync_on_event(autojump_clock: Any) -> None:
@@ -180,7 +184,7 @@ async def test_open_run_body_error_with_full_channel_does_not_wait(tmp_path: Pat
         async with sluiceway.open_run(SPEC, output_dir=tmp_path, buffer_size=1) as run:
             await trio.sleep(0.5)  # the run fills the one-slot channel and blocks
             raise RuntimeError("not reading")
-    assert run.result is not None and run.result.status == "cancelled"
+    assert (await run.result()).status == "cancelled"
     assert trio.current_time() - start < 0.6  # no close timeout was waited out
 
 

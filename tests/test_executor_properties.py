@@ -78,7 +78,7 @@ def test_generated_pipelines_keep_the_invariants(case: tuple[Pipeline, int | Non
             async with sluiceway.open_run(spec, output_dir=tmp, buffer_size=buffer_size) as run:
                 async for event in run.events:
                     events.append(event)
-            return run.result
+            return await run.result()
 
         with contextlib.redirect_stderr(io.StringIO()):  # the debug handler writes there
             result = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))

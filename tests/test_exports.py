@@ -17,6 +17,7 @@ PACKAGES = (
     "sluiceway.providers",
     "sluiceway.testing",
     "sluiceway.tools",
+    "sluiceway.aio",
 )
 # Imported on first access by a module __getattr__ (slow or optional dependencies).
 LAZY = {

@@ -29,6 +29,11 @@ def build_consumers(state: ExecutionState, step: Any) -> tuple[list[Any], list[H
         opts = effective_opts(step, state.spec, refs, state.options)
         handlers = build_handlers(refs, opts, lambda ref: state.handler_context(step.name, ref))
         names = list(refs)
+    plan = state.options.handler_plan
+    if plan is not None and state.options.stream and step.stream:
+        for handler, name in plan.build(step, state.spec, lambda ref: state.handler_context(step.name, ref)):
+            handlers.append(handler)
+            names.append(name)
     if state.options.stream and step.stream and os.environ.get(STREAM_DEBUG_ENV) == "1" and "debug" not in refs:
         handlers += build_handlers(["debug"], {"file": "stderr"}, lambda ref: state.handler_context(step.name, ref))
         names.append("debug")

@@ -62,6 +62,10 @@ class RunOptions:
     mode with live options is an error (``ModeUnavailableError``), not a silent no-op."""
     run_id: str | None = None
     """Force the run id (default: ``run_<UTC time>_<random>``)."""
+    handler_plan: Any = None
+    """The Python API's ``handlers=`` / ``on_event=`` objects (a ``_handler_sources.HandlerPlan``):
+    ``replaces(step_name)`` drops the spec's handlers of a step, ``build(step, spec, context_for)``
+    returns the ``(handler, name)`` pairs to attach to a streaming step."""
 
 
 #: The options of a run given none (frozen: safe as a shared default).

@@ -44,20 +44,28 @@ def effective_refs(step: Any, spec: Pipeline, options: RunOptions) -> tuple[str,
         return ()
     if options.handlers is not None:
         return tuple(options.handlers)
+    if options.handler_plan is not None and options.handler_plan.replaces(step.name):
+        return ()
     ref = step.stream_handler if step.stream_handler is not None else spec.defaults.stream_handler
     if ref is None:
         return ()
     return (ref,) if isinstance(ref, str) else tuple(ref)
 
 
-def effective_opts(step: Any, spec: Pipeline, refs: Sequence[str], options: RunOptions) -> dict[str, Any]:
-    """The handler options of *step* (the defaults' apply to the defaults' handlers only)."""
+def effective_opts(
+    step: Any, spec: Pipeline, refs: Sequence[Any], options: RunOptions | None, *, replaced: bool = False
+) -> dict[str, Any]:
+    """The handler options of *step* (the defaults' apply to the defaults' handlers only).
+
+    With *replaced* (or ``--handler``), other handlers replace the configured ones: only the
+    options they declare are kept.
+    """
     defaults = spec.defaults
     if step.stream_handler is None or step.stream_handler == defaults.stream_handler:
         opts = {**defaults.stream_handler_opts, **step.stream_handler_opts}
     else:
         opts = dict(step.stream_handler_opts)
-    if options.handlers is not None:
+    if replaced or (options is not None and options.handlers is not None):
         # --handler replaces the configured handlers: keep only the options they declare
         declared: set[str] = set()
         for ref in refs:
