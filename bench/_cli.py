@@ -9,12 +9,12 @@ from typing import Any
 
 import trio
 
-from . import _backpressure, _concurrency, _hop, _throughput
+from . import _aio, _backpressure, _concurrency, _hop, _throughput
 from ._children import BENCH, Server
 from ._report import machine, write_results
 from ._settings import FULL, QUICK, ConcurrencySettings, Sizes, from_child_json
 
-SECTIONS = ("throughput", "concurrency", "backpressure", "hop")
+SECTIONS = ("throughput", "concurrency", "backpressure", "hop", "aio")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,6 +56,9 @@ def run_sections(sizes: Sizes, only: set[str], results: dict[str, Any]) -> None:
     if "hop" in only:
         print("5. hop cost ...", flush=True)
         results["hop"] = _hop.measure(sizes)
+    if "aio" in only:
+        print("6. the asyncio bridge (sluiceway.aio) ...", flush=True)
+        results["aio"] = _aio.aio_rows(_aio.QUICK if sizes is QUICK else _aio.FULL)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -81,6 +81,8 @@ def table(results: dict[str, Any]) -> str:
         rows += _backpressure_rows(results["backpressure"])
     if "hop" in results:
         rows += _hop_rows(results["hop"])
+    if "aio" in results:
+        rows += _aio_rows(results["aio"])
     return _markdown(rows)
 
 
@@ -264,3 +266,22 @@ def _hop_rows(hop: dict[str, Any]) -> list[Row]:
     ):
         rows.append((title, " / ".join(f"{hop[key][k]:.2f}" for k in ("1", "2", "4")) + " µs/event", ""))
     return rows
+
+
+def _aio_rows(aio: dict[str, Any]) -> list[Row]:
+    bridge = aio["bridge"]
+    ratio = bridge["aio_us_per_event"] / bridge["trio_us_per_event"]
+    runs = aio["slow_reader"]["runs"]
+    return [
+        (
+            "asyncio bridge: `aio.open_run` / trio `open_run`, same stream, events/s",
+            f"{bridge['aio_open_run_events_per_s']:,} / {bridge['trio_open_run_events_per_s']:,} "
+            f"({ratio:.2f}x the cost per event)",
+            f"<= 1.5x: {_ok(ratio <= 1.5)}",
+        ),
+        (
+            "slow asyncio reader: events, most in flight, allocation peak",
+            "; ".join(f"{r['events']:,}: {r['max_in_flight']:,}, {r['peak_alloc_kib']:,} KiB" for r in runs),
+            "bounded",
+        ),
+    ]

@@ -44,6 +44,8 @@ ROWS = (
     "backpressure 3,000 deltas, coalesce: peak RSS growth beyond the text",
     "hop: tee -> N actors, N = 1 / 2 / 4",
     "hop: tee -> N handlers with `handle_nowait`, N = 1 / 2 / 4",
+    "asyncio bridge: `aio.open_run` / trio `open_run`, same stream, events/s",
+    "slow asyncio reader: events, most in flight, allocation peak",
 )
 
 

@@ -311,7 +311,8 @@ def test_render_unknown_is_an_error_never_empty(template: str, fragment: str) ->
 
 def test_template_checks_at_load_time() -> None:
     spec = loads(
-        "name: x\nsteps:\n  - {name: a, type: claude, prompt: '{{execution_id}} {{step}} {{timestamp}} {{vars.anything}}'}\n"
+        "name: x\nvariables: {anything: 1}\n"
+        "steps:\n  - {name: a, type: claude, prompt: '{{execution_id}} {{step}} {{timestamp}} {{vars.anything}}'}\n"
         "  - {name: b, type: claude, prompt: '{{steps.a.text}}', output_to_file: 'out/{{execution_id}}.md'}\n"
     )
     assert spec.steps[1].prompt == "{{steps.a.text}}"
