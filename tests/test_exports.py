@@ -19,7 +19,7 @@ PACKAGES = (
 )
 # Imported on first access by a module __getattr__ (slow or optional dependencies).
 LAZY = {
-    "sluiceway.providers": ("AnthropicProvider",),
+    "sluiceway.providers": ("AnthropicProvider", "AnthropicStatistics", "FastPathWarning"),
     "sluiceway.testing": (
         "FakeAPI",
         "HandlerCheckError",
