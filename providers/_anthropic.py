@@ -293,26 +293,42 @@ class _AnthropicCall:
         elif request.idle_timeout is not None:
             self._deadline = now + request.idle_timeout
         try:
-            try:
-                with trio.move_on_at(self._deadline) as scope:
-                    starting = self._provider._starting
-                    if starting is None or not self._provider._owns_client:
-                        sdk_stream = await client.messages.create(**params)
-                    else:  # wait our turn (within the first-token deadline)
-                        async with StartupTurn(starting):
-                            sdk_stream = await client.messages.create(**params)
-            except Exception as exc:
-                raise map_error(exc, self._step) from exc
-            if scope.cancelled_caught:
-                raise ProviderTimeoutError(
-                    f"no response from the API within {request.first_token_timeout or request.idle_timeout} s",
-                    step=self._step,
-                )
+            response = self._response = await self._send(client, params)
         except BaseException:
             self._checkin()  # __aexit__ will not run
             raise
-        response = self._response = sdk_stream.response
         self._converter.request_id = response.headers.get("request-id")
+        try:
+            self._open_body(response)
+        except Exception:
+            # a FastPathWarning made an error, say: __aexit__ will not run, and the response
+            # it closes must not be left open (it closes shielded and bounded)
+            await self.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def _send(self, client: anthropic.AsyncAnthropic, params: dict[str, Any]) -> httpx2.Response:
+        """Send the request and return the streamed response, its head read, within the deadline."""
+        request = self._request
+        try:
+            with trio.move_on_at(self._deadline) as scope:
+                starting = self._provider._starting
+                if starting is None or not self._provider._owns_client:
+                    sdk_stream = await client.messages.create(**params)
+                else:  # wait our turn (within the first-token deadline)
+                    async with StartupTurn(starting):
+                        sdk_stream = await client.messages.create(**params)
+        except Exception as exc:
+            raise map_error(exc, self._step) from exc
+        if scope.cancelled_caught:
+            raise ProviderTimeoutError(
+                f"no response from the API within {request.first_token_timeout or request.idle_timeout} s",
+                step=self._step,
+            )
+        return sdk_stream.response  # type: ignore[no-any-return]
+
+    def _open_body(self, response: httpx2.Response) -> None:
+        """Open the body on the fast path when it engages, else the plain way; count which."""
         body = open_fast_body(response)
         if isinstance(body, FastBody):
             self._provider._fast_bodies += 1
@@ -320,7 +336,6 @@ class _AnthropicCall:
         else:
             self._provider._slow_bodies += 1
             self._chunks = open_plain_body(response)
-        return self
 
     async def __aexit__(
         self,
