@@ -301,9 +301,12 @@ class _AnthropicCall:
         try:
             self._open_body(response)
         except Exception:
-            # a FastPathWarning made an error, say: __aexit__ will not run, and the response
-            # it closes must not be left open (it closes shielded and bounded)
-            await self.__aexit__(None, None, None)
+            # a FastPathWarning made an error, say: __aexit__ will not run, and the
+            # response must not be left open
+            self._checkin()
+            self._response = None
+            with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
+                await response.aclose()
             raise
         return self
 

@@ -184,7 +184,7 @@ _CHUNKED_READER_STATE: Final = ("_bytes_in_chunk", "_bytes_to_discard", "_readin
 
 def _at_chunk_boundary(state: h11.Connection) -> bool:
     """True when h11 reads a chunked body, between chunks, with nothing buffered."""
-    reader = state._reader
+    reader: Any = state._reader  # h11 types it as any reader; the door checked its attributes
     return (
         type(reader).__name__ == "ChunkedReader"
         and state.their_state is h11.SEND_BODY

@@ -209,7 +209,10 @@ def usage_of(raw: dict[str, Any]) -> Usage:
 
 
 #: json's scanner (the C one when built): ``(value, end)`` for the JSON value at an index
-_scan_json: Final = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[attr-defined]
+# (typeshed types make_scanner's argument as itself; json passes its decoder, as here)
+_scan_json: Final[Callable[[str, int], tuple[Any, int]]] = json.scanner.make_scanner(
+    json.JSONDecoder()  # type: ignore[arg-type]
+)
 
 # the events that end the first-token wait
 _DELTAS: Final = (TextChunk, ThinkingChunk, InputJsonChunk)
