@@ -25,7 +25,8 @@ from sluiceway.engine._provider_events import (
     TextChunk,
     ThinkingChunk,
 )
-from sluiceway.providers._anthropic import AnthropicProvider, map_error
+from sluiceway.providers._anthropic import AnthropicProvider
+from sluiceway.providers._anthropic_errors import map_error
 
 from sluiceway._errors import (
     AuthenticationError,
@@ -728,13 +729,13 @@ async def test_a_call_cancelled_waiting_for_its_turn_after_connecting_closes_the
 
 
 async def test_the_turn_follows_httpcores_trace_through_a_tls_connection_and_a_request():
-    from sluiceway.providers._anthropic import _TURN, _trace, _Turn
+    from sluiceway.providers._startup import CURRENT_TURN, StartupTurn, trace_turn
 
     limiter = trio.CapacityLimiter(1)
-    turn = _Turn(limiter)
+    turn = StartupTurn(limiter)
     await turn.take()
     held: list[tuple[str, bool]] = []
-    reset = _TURN.set(turn)
+    reset = CURRENT_TURN.set(turn)
     try:
         for name in (
             "connection.connect_tcp.started",  # network: given back
@@ -749,15 +750,15 @@ async def test_the_turn_follows_httpcores_trace_through_a_tls_connection_and_a_r
             "http11.receive_response_headers.complete",  # the deltas behind the head must not wait
             "http11.response_closed.started",
         ):
-            await _trace(name, {})
+            await trace_turn(name, {})
             held.append((name, turn.held))
     finally:
-        _TURN.reset(reset)
+        CURRENT_TURN.reset(reset)
     assert [name for name, is_held in held if is_held] == [
         "http11.send_request_headers.started", "http11.send_request_headers.complete"
     ]
     assert limiter.borrowed_tokens == 0
-    await _trace("connection.connect_tcp.started", {})  # no call starting in this task: nothing happens
+    await trace_turn("connection.connect_tcp.started", {})  # no call starting in this task: nothing happens
     assert limiter.borrowed_tokens == 0
 
 

@@ -35,7 +35,7 @@ LAZY = {
         "RunResult",
         "StepResult",
     ),
-    "sluiceway.providers": ("AnthropicProvider",),
+    "sluiceway.providers": ("AnthropicProvider", "AnthropicStatistics", "FastPathWarning"),
     "sluiceway.testing": (
         "FakeAPI",
         "HandlerCheckError",

@@ -1,8 +1,11 @@
-"""The provider's own chunked-body reader (``_H11Body``) against h11, on random splits."""
+"""The fast path's chunked-body reader (``FastBody``) against h11, on random splits.
+
+These drive ``FastBody`` with a real h11 state and a socket stream of our own; that the fast
+path engages under the real HTTP stack is ``tests/test_fastbody_engages.py``'s to check.
+"""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 import h11
@@ -11,7 +14,7 @@ import pytest
 import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sluiceway.providers._anthropic import _H11Body
+from sluiceway.providers._fastbody import FastBody
 
 
 class _Pieces:
@@ -39,7 +42,7 @@ def _chunked(datas: list[bytes], trailer: bytes = b"") -> bytes:
     return b"".join(b"%x\r\n%s\r\n" % (len(d), d) for d in datas if d) + b"0\r\n" + trailer + b"\r\n"
 
 
-def _body(raw: bytes, cuts: list[int], head_extra: bytes = b"") -> tuple[_H11Body, h11.Connection, _Pieces]:
+def _body(raw: bytes, cuts: list[int], head_extra: bytes = b"") -> tuple[FastBody, h11.Connection, _Pieces]:
     state = h11.Connection(h11.CLIENT)
     state.send(h11.Request(method="POST", target="/", headers=[("Host", "x"), ("Content-Length", "0")]))
     state.send(h11.EndOfMessage())
@@ -48,11 +51,10 @@ def _body(raw: bytes, cuts: list[int], head_extra: bytes = b"") -> tuple[_H11Bod
     points = sorted({c % (len(raw) + 1) for c in cuts} | {0, len(raw)})
     pieces = [raw[a:b] for a, b in zip(points, points[1:], strict=False) if b > a]
     stream = _Pieces(pieces)
-    connection = SimpleNamespace(_h11_state=state, _network_stream=SimpleNamespace(_stream=stream), READ_NUM_BYTES=65536)
-    return _H11Body(_Pool(), connection), state, stream
+    return FastBody(_Pool(), state, stream, 65536), state, stream  # type: ignore[arg-type]  # a stand-in socket stream
 
 
-async def _read_all(body: _H11Body) -> bytes:
+async def _read_all(body: FastBody) -> bytes:
     return b"".join([chunk async for chunk in body])
 
 
@@ -121,7 +123,7 @@ def test_a_read_of_one_whole_chunk_with_a_bad_header_is_an_error(header: bytes) 
         trio.run(_read_all, body)
 
 
-async def _read_chunks(body: _H11Body) -> list[bytes]:
+async def _read_chunks(body: FastBody) -> list[bytes]:
     return [chunk async for chunk in body]
 
 
@@ -154,15 +156,14 @@ def test_aclose_closes_the_pool_stream_once() -> None:
 # -- over a real socket: the descriptor path (wait_readable + os.read) ---------------------
 
 
-def _socket_body(head_extra: bytes = b"") -> tuple[_H11Body, h11.Connection, trio.SocketStream, trio.SocketStream]:
+def _socket_body(head_extra: bytes = b"") -> tuple[FastBody, h11.Connection, trio.SocketStream, trio.SocketStream]:
     state = h11.Connection(h11.CLIENT)
     state.send(h11.Request(method="POST", target="/", headers=[("Host", "x"), ("Content-Length", "0")]))
     state.send(h11.EndOfMessage())
     state.receive_data(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + head_extra)
     assert type(state.next_event()) is h11.Response
     ours, theirs = (trio.SocketStream(s) for s in trio.socket.socketpair())
-    connection = SimpleNamespace(_h11_state=state, _network_stream=SimpleNamespace(_stream=ours), READ_NUM_BYTES=64)
-    return _H11Body(_Pool(), connection), state, ours, theirs
+    return FastBody(_Pool(), state, ours, 64), state, ours, theirs
 
 
 @settings(max_examples=40, deadline=None)
