@@ -37,6 +37,7 @@ from ._protocols import HandlerContext as HandlerContext
 from ._protocols import HandlerPolicy as HandlerPolicy
 from ._protocols import ModelRequest as ModelRequest
 from ._protocols import Provider as Provider
+from ._protocols import ToolRunner as ToolRunner
 from ._provider_events import BlockStart as BlockStart
 from ._provider_events import BlockStop as BlockStop
 from ._provider_events import InputJsonChunk as InputJsonChunk
@@ -54,13 +55,12 @@ from ._run import emit_run_finished as emit_run_finished
 from ._run import emit_run_started as emit_run_started
 from ._sessions import SessionError as SessionError
 from ._sessions import SessionStore as SessionStore
-from ._step import ChannelConsumer as ChannelConsumer
-from ._step import Consumer as Consumer
-from ._step import HandlerConsumer as HandlerConsumer
 from ._step import stream_step as stream_step
 from ._step import to_api_block as to_api_block
 from ._tee import DEFAULT_BUFFER_SIZE as DEFAULT_BUFFER_SIZE
 from ._tools import ALL_TOOLS as ALL_TOOLS
 from ._tools import DEFAULT_TOOLS as DEFAULT_TOOLS
 from ._tools import Toolbox as Toolbox
-from ._tools import ToolRunner as ToolRunner
+from ._wiring import ChannelConsumer as ChannelConsumer
+from ._wiring import Consumer as Consumer
+from ._wiring import HandlerConsumer as HandlerConsumer

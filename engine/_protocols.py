@@ -6,7 +6,7 @@ facade (``sluiceway``) builds concrete ones from a spec and hands them over.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Literal, Protocol, TextIO, runtime_checkable
 
@@ -15,7 +15,7 @@ import attrs
 from ._events import Event
 from ._provider_events import ProviderEvent
 
-__all__ = ("Handler", "HandlerContext", "HandlerPolicy", "ModelRequest", "Provider")
+__all__ = ("Handler", "HandlerContext", "HandlerPolicy", "ModelRequest", "Provider", "ToolRunner")
 
 HandlerPolicy = Literal["block", "coalesce"]
 
@@ -91,6 +91,19 @@ class Handler(Protocol):
     async def handle(self, event: Event) -> None: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class ToolRunner(Protocol):
+    """What the tool-use loop needs from a set of tools."""
+
+    def definitions(self) -> tuple[dict[str, Any], ...]:
+        """Return the Messages API tool definitions to offer to the model."""
+        ...
+
+    async def run(self, name: str, input: Mapping[str, Any]) -> tuple[str, bool]:
+        """Run one tool call; return ``(content, is_error)``. Never raises for model errors."""
+        ...
 
 
 class BatchHandler(Handler, Protocol):

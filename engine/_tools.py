@@ -28,12 +28,13 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, Final, Protocol, TextIO, runtime_checkable
+from typing import Any, Final, TextIO
 
 import jsonschema
 import trio
 
 from ._blocking import clock_jumps, run_blocking
+from ._protocols import ToolRunner as ToolRunner  # the protocol Toolbox implements
 
 __all__ = (
     "ALL_TOOLS",
@@ -60,19 +61,6 @@ _GREP_SKIP_DIRS: Final = frozenset({".git", ".hg", ".svn", "__pycache__", "node_
 
 #: Tools offered when ``allowed_tools`` is not set. ``Bash`` is never a default.
 DEFAULT_TOOLS: Final = ("Read", "Write", "Edit", "Glob", "Grep", "LS")
-
-
-@runtime_checkable
-class ToolRunner(Protocol):
-    """What the tool-use loop needs from a set of tools."""
-
-    def definitions(self) -> tuple[dict[str, Any], ...]:
-        """Return the Messages API tool definitions to offer to the model."""
-        ...
-
-    async def run(self, name: str, input: Mapping[str, Any]) -> tuple[str, bool]:
-        """Run one tool call; return ``(content, is_error)``. Never raises for model errors."""
-        ...
 
 
 def _schema(properties: dict[str, Any], required: Sequence[str]) -> dict[str, Any]:
