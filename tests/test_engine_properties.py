@@ -18,7 +18,10 @@ from sluiceway.engine import (
     Done,
     HandlerConsumer,
     HandlerWarning,
+    Retrying,
     RunContext,
+    ThinkingDelta,
+    ToolInputDelta,
     ToolUse,
     _step,
     stream_step,
@@ -56,7 +59,8 @@ def scenarios(draw):
     n_calls = draw(st.integers(1, 3))
     calls = [draw(blocks(tools=i < n_calls - 1, call_no=i)) for i in range(n_calls)]
     delays = [draw(st.sampled_from([0.0, 0.01, 0.1])) for _ in calls]
-    fail_first = draw(st.none() | st.integers(0, 6))  # an attempt that fails after N chunks, retried
+    # an attempt that fails in call K after N chunks (calls before K complete their tool turns), retried
+    fail_first = draw(st.none() | st.tuples(st.integers(0, n_calls - 1), st.integers(0, 6)))
     handlers = draw(
         st.lists(
             st.tuples(
@@ -72,7 +76,8 @@ def scenarios(draw):
     )
     # one extra handler failing at its Nth event (isolated), in handle or in handle_nowait
     failing = draw(st.none() | st.tuples(st.integers(0, 12), st.none() | st.integers(0, 3)))
-    cancel_at = draw(st.none() | st.floats(0.0, 1.5))
+    # a time, or "terminal": cancelled as the step starts delivering Done
+    cancel_at = draw(st.none() | st.floats(0.0, 1.5) | st.just("terminal"))
     # a passthrough channel the caller reads (policy, buffer, reader's seconds per event)
     channel = draw(
         st.none()
@@ -95,6 +100,7 @@ class RecordingTee(Tee):
 
     instances: list[RecordingTee] = []
     checks: list = []  # callables run before each send, with the number of events sent so far
+    on_done = None  # called as a Done starts out (to cancel during terminal delivery)
 
     def __init__(self, outlets):
         super().__init__(outlets)
@@ -110,6 +116,8 @@ class RecordingTee(Tee):
     async def send_each(self, event, done):
         if not self.sent or self.sent[-1] is not event:
             self.sent.append(event)
+            if isinstance(event, Done) and RecordingTee.on_done is not None:
+                RecordingTee.on_done()
         await super().send_each(event, done)
 
 
@@ -118,14 +126,16 @@ def count_tasks(task) -> int:
 
 
 def scripts_for(calls, delays, fail_first):
-    scripts = []
-    if fail_first is not None:
-        first = call_script(calls[0], delay=delays[0])
-        chunks = [i for i, item in enumerate(first) if isinstance(item, TextChunk | ThinkingChunk | InputJsonChunk)]
-        cut = chunks[min(fail_first, len(chunks) - 1)] if fail_first < len(chunks) else len(first) - 1
-        scripts.append([*first[:cut], OverloadedError("busy")])
-    scripts += [call_script(c, delay=d) for c, d in zip(calls, delays, strict=True)]
-    return scripts
+    """The calls' scripts; with *fail_first* ``(k, n)``, preceded by a first attempt that plays calls
+    ``0..k-1`` (their tool turns complete) and fails in call *k* after *n* chunks."""
+    complete = [call_script(c, delay=d) for c, d in zip(calls, delays, strict=True)]
+    if fail_first is None:
+        return complete
+    k, n = fail_first
+    failing = complete[k]
+    chunks = [i for i, item in enumerate(failing) if isinstance(item, TextChunk | ThinkingChunk | InputJsonChunk)]
+    cut = chunks[min(n, len(chunks) - 1)] if n < len(chunks) else len(failing) - 1
+    return [*complete[:k], [*failing[:cut], OverloadedError("busy")], *complete]
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -134,13 +144,24 @@ def scripts_for(calls, delays, fail_first):
     scenario=(
         [[("thinking", ["a"]), ("text", ["a"] * 7)]],
         [0.0],
-        2,
+        (0, 2),
         [("block", 0, 0.0, False, None), ("coalesce", 0, 0.05, False, None)],
         None,
         0.75,
         ("coalesce", 2, 0.05),
     ),
 ).via("discovered failure")
+@example(  # a tool turn completes, the next call fails, the retry starts over; cancelled as Done goes out
+    scenario=(
+        [[("text", ["a", "b"]), ("tool", "tu_0_0", "Read", ['{"k"', ": 1}"])], [("text", ["c"])]],
+        [0.0, 0.01],
+        (1, 0),
+        [("block", 0, 0.05, False, None), ("coalesce", 1, 0.0, True, None)],
+        None,
+        "terminal",
+        ("block", 1, 0.005),
+    ),
+)
 def test_stream_invariants(scenario):
     calls, delays, fail_first, handler_specs, failing, cancel_at, channel = scenario
     expected_text = "".join("".join(b[1]) for c in calls for b in c if b[0] == "text")
@@ -189,8 +210,9 @@ def test_stream_invariants(scenario):
         async with trio.open_nursery() as nursery:
             if channel is not None:
                 nursery.start_soon(reader)  # outside the cancelled scope: it reads to the end
-            with trio.move_on_after(cancel_at if cancel_at is not None else 1e9) as scope:
+            with trio.move_on_after(cancel_at if isinstance(cancel_at, float) else 1e9) as scope:
                 RecordingTee.checks = [in_flight_check]
+                RecordingTee.on_done = scope.cancel if cancel_at == "terminal" else None
                 with mock.patch.object(_step, "Tee", RecordingTee):
                     outcome["response"] = await stream_step(
                         run=RunContext(run_id="r", origin=trio.current_time()),
@@ -255,3 +277,12 @@ def test_stream_invariants(scenario):
         assert "".join(e.content for e in sent if isinstance(e, Delta) and e.attempt == terminal.attempt) == (
             outcome["response"].text
         )
+        # invariant 3: nothing of a superseded attempt (its tool turns included) stays in the response
+        response = outcome["response"]
+        assert {m.attempt for m in response.messages} == {terminal.attempt}
+        assert response.metrics.delta_count == sum(
+            1 for e in sent if isinstance(e, Delta | ThinkingDelta | ToolInputDelta) and e.attempt == terminal.attempt
+        )
+    retrying = [e for e in sent if isinstance(e, Retrying)]
+    if fail_first is not None and fail_first[0] > 0 and (retrying or not cancelled):
+        assert retrying[0].output_may_have_started  # it failed after completed tool turns
