@@ -148,24 +148,24 @@ class Attempt:
         """``content_block_start``: a new block at its index."""
         self.blocks[event.index] = Block(event.kind, event.tool_use_id, event.name)
 
-    def add_chunk(self, chunk: TextChunk | ThinkingChunk | InputJsonChunk) -> tuple[Block, str] | None:
-        """Fold a content chunk into its block; return the block and the chunk's text.
+    def add_chunk(self, chunk: TextChunk | ThinkingChunk | InputJsonChunk) -> Block | None:
+        """Fold a content chunk into its block and return the block.
 
         A chunk without a ``content_block_start`` opens the block it implies.
         Returns None for a thinking chunk without text (a signature alone): no delta.
         """
         signature = None
         if type(chunk) is TextChunk:
-            piece, block_kind = chunk.text, "text"
+            piece, kind = chunk.text, "text"
         elif type(chunk) is InputJsonChunk:
-            piece, block_kind = chunk.partial_json, "tool_use"
+            piece, kind = chunk.partial_json, "tool_use"
         else:
             assert type(chunk) is ThinkingChunk
-            piece, block_kind, signature = chunk.text, "thinking", chunk.signature
+            piece, kind, signature = chunk.text, "thinking", chunk.signature
         block = self.blocks.get(chunk.index)
         if block is None:
-            block = self.blocks[chunk.index] = Block(block_kind)
-        if block_kind == "thinking":
+            block = self.blocks[chunk.index] = Block(kind)
+        if kind == "thinking":
             if signature is not None:
                 block.signature = signature
             if not piece:
@@ -175,7 +175,7 @@ class Attempt:
         if len(parts) >= CHUNK:
             block.compact()
         self.delta_count += 1
-        return block, piece
+        return block
 
     def stop_block(self, index: int, *, step: str) -> Block | None:
         """``content_block_stop``: a ``tool_use`` block's input is parsed; returns that block, else None.

@@ -75,9 +75,6 @@ __all__ = (
     "to_api_block",
 )
 
-_CONTENT_CHUNKS = (TextChunk, ThinkingChunk, InputJsonChunk)
-
-
 class _StepRun:
     """The state of one ``stream_step`` call: envelope, the attempt's accumulation, metrics."""
 
@@ -172,23 +169,24 @@ class _StepRun:
         async with provider.stream(request) as provider_events:
             async for item in provider_events:
                 kind = type(item)
-                if kind in _CONTENT_CHUNKS:  # the per-delta hot path
-                    added = add_chunk(item)  # type: ignore[arg-type]
-                    if added is None:
+                if kind is TextChunk or kind is ThinkingChunk or kind is InputJsonChunk:  # the hot path
+                    block = add_chunk(item)  # type: ignore[arg-type]
+                    if block is None:
                         continue  # a signature alone: no delta
-                    block, piece = added
                     now = current_time()
                     if self.first_token is None:
                         self.first_token = now
                     self.seq += 1
                     if kind is TextChunk:
-                        event = new_delta(run_id, path, attempt_no, self.seq, now - origin, piece, item.index)
+                        event = new_delta(run_id, path, attempt_no, self.seq, now - origin, item.text, item.index)
                     elif kind is ThinkingChunk:
-                        event = new_thinking_delta(run_id, path, attempt_no, self.seq, now - origin, piece, item.index)
+                        event = new_thinking_delta(
+                            run_id, path, attempt_no, self.seq, now - origin, item.text, item.index
+                        )
                     else:
                         event = new_tool_input_delta(
-                            run_id, path, attempt_no, self.seq, now - origin, block.tool_use_id or "", piece,
-                            item.index,
+                            run_id, path, attempt_no, self.seq, now - origin, block.tool_use_id or "",
+                            item.partial_json, item.index,
                         )
                     rest = offer(event)
                     if rest >= 0:
