@@ -16,7 +16,7 @@ import attrs
 import trio
 
 from ._actors import HANDLER_CLOSE_TIMEOUT, ChannelRelay
-from ._channel import EventReceiver, open_event_channel
+from ._channel import EventReceiver, EventSender, open_event_channel
 from ._events import Event
 from ._protocols import HandlerPolicy
 from ._run import RunContext
@@ -119,6 +119,8 @@ async def wire_consumers(consumers: Sequence[Consumer], run: RunContext) -> Wiri
 
 
 def _wire(consumer: Consumer, wiring: Wiring) -> Outlet:
+    send: EventSender[Event]
+    receive: EventReceiver[Event]
     if isinstance(consumer, HandlerConsumer):
         send, receive = open_event_channel(consumer.buffer_size)
         outlet = Outlet(
