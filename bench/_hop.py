@@ -19,8 +19,8 @@ from typing import Any
 import trio
 from sluiceway.engine import Delta, HandlerConsumer, RunContext
 from sluiceway.engine._actors import handler_actor
-from sluiceway.engine._step import wire_consumers
 from sluiceway.engine._tee import Tee
+from sluiceway.engine._wiring import wire_consumers
 
 from ._common import NoOpDirectHandler, NoOpHandler
 from ._settings import Sizes
@@ -37,15 +37,17 @@ async def hop(n_handlers: int, events: int, direct: bool = False) -> float:
     """µs per event through the tee to *n_handlers* no-op handlers (with ``handle_nowait`` if *direct*)."""
     handler = NoOpDirectHandler if direct else NoOpHandler
     consumers = [HandlerConsumer(handler(), name="noop") for _ in range(n_handlers)]
-    outlets, actors, given, run_outlet = await wire_consumers(consumers, RunContext.start("bench"))
-    assert not given and run_outlet is None  # handlers only, no run stream: every outlet is an actor's
-    tee = Tee(outlets)
+    wiring = await wire_consumers(consumers, RunContext.start("bench"))
+    assert not wiring.given and wiring.run_outlet is None  # handlers only: every outlet is an actor's
+    tee = Tee(wiring.outlets)
     batch = [
         Delta(run_id="bench", step="bench", attempt=1, seq=i, at=0.0, content="tok ", index=0) for i in range(1000)
     ]
     async with trio.open_nursery() as nursery:
-        for receive, consumer_handler, outlet, name in actors:
-            nursery.start_soon(partial(handler_actor, receive, consumer_handler, outlet, name=name, fail=_fail))
+        for actor in wiring.actors:
+            nursery.start_soon(
+                partial(handler_actor, actor.receive, actor.handler, actor.outlet, name=actor.name, fail=_fail)
+            )
         offer, send_from = tee.offer, tee.send_from
         start = time.perf_counter()
         for i in range(events):  # as the step delivers a delta: offer, awaiting only when an outlet is full
@@ -53,8 +55,7 @@ async def hop(n_handlers: int, events: int, direct: bool = False) -> float:
             rest = offer(event)
             if rest >= 0:
                 await send_from(event, rest)
-        for outlet in outlets:
-            outlet.send.close()
+        wiring.close()
     return (time.perf_counter() - start) / events * 1e6
 
 

@@ -50,9 +50,9 @@ from ._retry import RetryPolicy as RetryPolicy
 from ._run import RunContext as RunContext
 from ._run import emit_run_finished as emit_run_finished
 from ._run import emit_run_started as emit_run_started
-from ._step import ChannelConsumer as ChannelConsumer
-from ._step import Consumer as Consumer
-from ._step import HandlerConsumer as HandlerConsumer
 from ._step import stream_step as stream_step
 from ._step import to_api_block as to_api_block
 from ._tee import DEFAULT_BUFFER_SIZE as DEFAULT_BUFFER_SIZE
+from ._wiring import ChannelConsumer as ChannelConsumer
+from ._wiring import Consumer as Consumer
+from ._wiring import HandlerConsumer as HandlerConsumer

@@ -292,13 +292,10 @@ async def _after_cancel(
 
 
 def _as_seen(terminal: Event, incomplete: bool) -> Event:
-    """*terminal*, or for a ``Done`` whose step lost events, a ``Cancelled`` with its response as ``partial``."""
-    if not incomplete or not isinstance(terminal, Done):
-        return terminal
-    return Cancelled(
-        run_id=terminal.run_id, step=terminal.step, attempt=terminal.attempt, seq=terminal.seq,
-        at=terminal.at, partial=terminal.response,
-    )
+    """*terminal*, or for a ``Done`` whose step lost events, ``Done.as_cancelled()``."""
+    if incomplete and isinstance(terminal, Done):
+        return terminal.as_cancelled()
+    return terminal
 
 
 async def _deliver(handler: Any, events: list[Event]) -> None:

@@ -12,23 +12,16 @@ themselves; the composite step adds only its own two events there.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from functools import partial
 from typing import Any, Literal
 
 import trio
 
-from sluiceway._errors import HandlerError
-
-from ._actors import TERMINAL_DELIVERY_TIMEOUT, handler_actor
+from ._actors import TERMINAL_DELIVERY_TIMEOUT
 from ._events import Cancelled, Done, Event, Failed, Response, StepStarted
 from ._run import RunContext
-from ._step import (
-    ChannelConsumer,
-    Consumer,
-    _attach_partial,
-    wire_consumers,
-)
 from ._tee import DEFAULT_BUFFER_SIZE, Tee
+from ._terminal import Delivery, attach_partial
+from ._wiring import ChannelConsumer, Consumer, wire_consumers
 
 __all__ = ("SubConsumer", "stream_group")
 
@@ -51,15 +44,9 @@ async def stream_group(
 ) -> Response:
     """Run *body* as composite step *path*; its sub-steps stream to *consumers*.
 
-    Events: ``StepStarted(path)``, then every sub-step's events as they come
-    (interleaved across sub-steps, in order within each), then exactly one
-    terminal event for *path*: ``Done(response)`` with what *body* returned,
-    ``Failed`` (what *body* raised, ``partial`` from the error's ``partial``) or
-    ``Cancelled``. The terminal comes after every sub-step event (the fan-in is
-    drained first). Cancelled: sub-step events in flight may be dropped, but each
-    consumer still gets every started sub-step's ``StepStarted`` and terminal
-    event (a ``Done`` that lost events as ``Cancelled(partial)``), then the
-    group's ``Cancelled`` (shielded, bounded by ``TERMINAL_DELIVERY_TIMEOUT``).
+    Events: ``StepStarted(path)``, then every sub-step's events as they come,
+    then exactly one terminal event for *path*, after every sub-step event
+    (docs/engine.md has the details, cancellation included).
 
     Args:
         run: The run's context; the composite step's own events go to ``run.events``.
@@ -71,9 +58,8 @@ async def stream_group(
         buffer_size: The consumers' channels' buffer; the fan-in's is larger (below).
         concurrency: How many sub-steps may stream at once. The fan-in holds
             ``buffer_size + concurrency`` events: one waiting for each sub-step, and
-            ``buffer_size`` for bursts (a message's end is three events at once), so a
-            sub-step does not wait on the fan-in between two runs of its pump
-            (1,000 paced sub-steps: p99 lag 88 ms with a fan-in of 64, 24 ms of 1,024).
+            ``buffer_size`` for bursts (a message's end is three events at once), so
+            that a sub-step does not wait on the fan-in between two runs of its pump.
         on_handler_error: As for ``stream_step``.
 
     Returns:
@@ -85,53 +71,107 @@ async def stream_group(
 
     Closes every consumer channel and handler, on success, error and
     cancellation. Backpressure: a full consumer blocks the fan-in, and so the
-    sub-steps.
+    sub-steps. Cancelled: each consumer still gets every started sub-step's
+    ``StepStarted`` and terminal event, then the group's ``Cancelled``
+    (shielded, bounded by ``TERMINAL_DELIVERY_TIMEOUT``).
     """
-    outlets, actors, given, run_outlet = await wire_consumers(consumers, run)
-
-    to_consumers = Tee(outlets)  # sub-step events: they reach the run stream by themselves
-    to_all = Tee([*outlets, *([run_outlet] if run_outlet is not None else [])])
-    produce_scope = trio.CancelScope()
-    handler_failure: list[HandlerError] = []
+    wiring = await wire_consumers(consumers, run)
+    to_consumers = Tee(wiring.outlets)  # sub-step events: they reach the run stream by themselves
+    to_all = Tee([*wiring.outlets, *([wiring.run_outlet] if wiring.run_outlet is not None else [])])
+    delivery = Delivery(wiring, to_all, on_handler_error)
+    fan_in = _FanIn(to_consumers, buffer_size + max(concurrency, 0))
     seq = 0
-
-    def fail(error: HandlerError) -> None:
-        if not handler_failure:
-            handler_failure.append(error)
-        produce_scope.cancel()
 
     def envelope() -> dict[str, Any]:
         nonlocal seq
         seq += 1
         return {"run_id": run.run_id, "step": path, "attempt": 1, "seq": seq, "at": trio.current_time() - run.origin}
 
-    send_sub, receive_sub = trio.open_memory_channel[Event](buffer_size + max(concurrency, 0))
+    async def produce() -> Event:
+        try:
+            body_error: Exception | None = None
+            response: Response | None = None
+            try:
+                with delivery.produce_scope:
+                    await to_all.send(StepStarted(**envelope(), provider=provider, model=model, step_type=step_type))
+                    response = await body(fan_in.sub_consumer)
+            except Exception as exc:  # kept until the fan-in is drained
+                body_error = exc
+            finally:
+                fan_in.send.close()
+            await fan_in.drained.wait()  # every sub-step event is with the consumers: the terminal comes last
+            if delivery.handler_failure is not None:
+                raise delivery.handler_failure
+            if body_error is not None:
+                raise body_error
+            assert response is not None
+            return Done(**envelope(), response=response)
+        except Exception as exc:
+            partial = getattr(exc, "partial", None)
+            return Failed(
+                **envelope(), error=exc, message=str(exc), partial=partial if isinstance(partial, Response) else None
+            )
 
-    drained = trio.Event()
-    # the pump's scopes (its own, and its shielded one after a cancellation): the terminal path
-    # cancels them when the fan-in does not drain in time (nothing may follow the group's terminal)
-    pump_scope = trio.CancelScope()
-    pump_scopes = [pump_scope]
+    async def cancelled() -> Event:
+        # the sub-steps' terminal events first (each consumer: sub-steps', then ours)
+        await fan_in.finish()
+        return Cancelled(**envelope())
 
-    def stop_pump() -> None:
-        for scope in pump_scopes:
+    try:
+        terminal = await delivery.run(produce, cancelled, beside=fan_in.pump)
+    except BaseException as exc:
+        attach_partial(exc, getattr(delivery.terminal, "partial", None))
+        raise
+    finally:
+        fan_in.send.close()
+    if isinstance(terminal, Failed):
+        raise terminal.error
+    assert isinstance(terminal, Done)
+    return terminal.response
+
+
+class _FanIn:
+    """The sub-steps' events, through one bounded channel, to the composite step's consumers."""
+
+    def __init__(self, to_consumers: Tee, size: int) -> None:
+        self.to_consumers = to_consumers
+        self.send, self.receive = trio.open_memory_channel[Event](size)
+        self.drained = trio.Event()
+        """Set when the pump has ended (every sub-step event forwarded, or dropped after a cancellation)."""
+        # the pump's scopes (its own, and its shielded one after a cancellation): ``finish`` cancels
+        # them when the fan-in does not drain in time (nothing may follow the group's terminal)
+        self.scope = trio.CancelScope()
+        self.scopes = [self.scope]
+
+    def sub_consumer(self) -> ChannelConsumer:
+        return ChannelConsumer(self.send.clone())
+
+    async def finish(self) -> None:
+        """After a cancellation: let the pump forward the sub-steps' terminal events, for at most half the bound."""
+        self.send.close()
+        with trio.move_on_after(TERMINAL_DELIVERY_TIMEOUT / 2):
+            await self.drained.wait()
+        for scope in self.scopes:
             scope.cancel()
+        await self.drained.wait()
 
-    async def pump() -> None:
+    async def pump(self) -> None:
+        """Forward every sub-step event; after a cancellation only their ``StepStarted`` and terminal events."""
         current: Event | None = None  # the event being sent (``delivered``: the outlets that have it)
         delivered: set[int] = set()
+        receive = self.receive
         try:
-            with pump_scope, receive_sub:
+            with self.scope, receive:
                 try:
                     while True:
                         # what is waiting, taken without a checkpoint per event (trio's receive
                         # yields on every call, so the pump got one event per scheduler pass and
                         # fell behind N sub-steps); waits only when the fan-in is empty
                         try:
-                            event = receive_sub.receive_nowait()
+                            event = receive.receive_nowait()
                         except trio.WouldBlock:
                             try:
-                                event = await receive_sub.receive()
+                                event = await receive.receive()
                             except trio.EndOfChannel:
                                 break
                         except trio.EndOfChannel:
@@ -139,89 +179,21 @@ async def stream_group(
                         current = event
                         if isinstance(event, _STRUCTURAL):
                             delivered = set()
-                            await to_consumers.send_each(event, delivered)
+                            await self.to_consumers.send_each(event, delivered)
                         else:
-                            await to_consumers.send(event)
+                            await self.to_consumers.send(event)
                         current = None
                 except trio.Cancelled:
                     # the sub-steps send their terminal events (shielded) after a cancellation:
                     # forward those, and their StepStarted, in order; the rest in flight is dropped
                     with trio.move_on_after(TERMINAL_DELIVERY_TIMEOUT, shield=True) as late:
-                        pump_scopes.append(late)
-                        if pump_scope.cancel_called:
+                        self.scopes.append(late)
+                        if self.scope.cancel_called:
                             late.cancel()  # already stopped
-                        await _forward_structure(receive_sub, to_consumers, current, delivered)
+                        await _forward_structure(receive, self.to_consumers, current, delivered)
                     raise
         finally:
-            drained.set()
-
-    def sub_consumer() -> ChannelConsumer:
-        return ChannelConsumer(send_sub.clone())
-
-    failure: BaseException | None = None
-    response: Response | None = None
-    terminal: Event | None = None
-    try:
-        async with trio.open_nursery() as nursery:
-            for receive, handler, outlet, name in actors:
-                nursery.start_soon(
-                    partial(handler_actor, receive, handler, outlet, name=name, on_error=on_handler_error, fail=fail)
-                )
-            nursery.start_soon(pump)
-            delivered: set[int] = set()
-            try:
-                try:
-                    body_error: Exception | None = None
-                    try:
-                        with produce_scope:
-                            await to_all.send(
-                                StepStarted(**envelope(), provider=provider, model=model, step_type=step_type)
-                            )
-                            response = await body(sub_consumer)
-                    except Exception as exc:  # kept until the fan-in is drained
-                        body_error = exc
-                    finally:
-                        send_sub.close()
-                    await drained.wait()  # every sub-step event is with the consumers: the terminal comes last
-                    if handler_failure:
-                        raise handler_failure[0]
-                    if body_error is not None:
-                        raise body_error
-                    assert response is not None
-                    terminal = Done(**envelope(), response=response)
-                except Exception as exc:
-                    failure = exc
-                    partial_response = getattr(exc, "partial", None)
-                    terminal = Failed(
-                        **envelope(), error=exc, message=str(exc),
-                        partial=partial_response if isinstance(partial_response, Response) else None,
-                    )
-                await to_all.send_each(terminal, delivered)
-            except BaseException:  # cancelled (the body's nurseries raise it grouped): re-raised below
-                with trio.move_on_after(TERMINAL_DELIVERY_TIMEOUT, shield=True):
-                    if terminal is None:
-                        send_sub.close()
-                        # the sub-steps' terminal events first (each consumer: sub-steps', then ours)
-                        with trio.move_on_after(TERMINAL_DELIVERY_TIMEOUT / 2):
-                            await drained.wait()
-                        stop_pump()
-                        await drained.wait()
-                        terminal = Cancelled(**envelope())
-                    await to_all.send_each(terminal, delivered)
-                raise
-            finally:
-                send_sub.close()
-                for outlet in outlets:
-                    outlet.send.close()
-                for channel in given:
-                    channel.close()
-    except BaseException as exc:
-        _attach_partial(exc, getattr(terminal, "partial", None))
-        raise
-    if failure is not None:
-        raise failure
-    assert response is not None
-    return response
+            self.drained.set()
 
 
 _STRUCTURAL = (StepStarted, Done, Failed, Cancelled)
@@ -241,10 +213,7 @@ async def _forward_structure(
 
     async def put(event: Event, done: set[int]) -> None:
         if isinstance(event, Done) and event.step in dropped:
-            event = Cancelled(
-                run_id=event.run_id, step=event.step, attempt=event.attempt, seq=event.seq, at=event.at,
-                partial=event.response,
-            )
+            event = event.as_cancelled()
         await to_consumers.send_each(event, done)
 
     if current is not None:

@@ -142,7 +142,7 @@ def test_child_settings_survive_json(bench: Any) -> None:
 
 def test_hop_wires_handlers_with_the_engines_wire_consumers(bench: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from sluiceway.engine import HandlerConsumer
-    from sluiceway.engine._step import wire_consumers
+    from sluiceway.engine._wiring import wire_consumers
 
     from bench import _hop
 

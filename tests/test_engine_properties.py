@@ -8,7 +8,7 @@ from unittest import mock
 
 import trio
 import trio.testing
-from engine_helpers import Recorder, ScriptedProvider, call_script, request, split_json
+from engine_helpers import Recorder, ScriptedProvider, _Stream, call_script, request, split_json
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sluiceway.engine import (
@@ -16,11 +16,19 @@ from sluiceway.engine import (
     ChannelConsumer,
     Delta,
     Done,
+    Failed,
     HandlerConsumer,
     HandlerWarning,
+    Response,
+    Retrying,
     RunContext,
+    StepStarted,
+    ThinkingDelta,
+    ToolInputDelta,
     ToolUse,
+    _group,
     _step,
+    stream_group,
     stream_step,
 )
 from sluiceway.engine._provider_events import InputJsonChunk, TextChunk, ThinkingChunk
@@ -56,7 +64,8 @@ def scenarios(draw):
     n_calls = draw(st.integers(1, 3))
     calls = [draw(blocks(tools=i < n_calls - 1, call_no=i)) for i in range(n_calls)]
     delays = [draw(st.sampled_from([0.0, 0.01, 0.1])) for _ in calls]
-    fail_first = draw(st.none() | st.integers(0, 6))  # an attempt that fails after N chunks, retried
+    # an attempt that fails in call K after N chunks (calls before K complete their tool turns), retried
+    fail_first = draw(st.none() | st.tuples(st.integers(0, n_calls - 1), st.integers(0, 6)))
     handlers = draw(
         st.lists(
             st.tuples(
@@ -72,7 +81,8 @@ def scenarios(draw):
     )
     # one extra handler failing at its Nth event (isolated), in handle or in handle_nowait
     failing = draw(st.none() | st.tuples(st.integers(0, 12), st.none() | st.integers(0, 3)))
-    cancel_at = draw(st.none() | st.floats(0.0, 1.5))
+    # a time, or "terminal": cancelled as the step starts delivering Done
+    cancel_at = draw(st.none() | st.floats(0.0, 1.5) | st.just("terminal"))
     # a passthrough channel the caller reads (policy, buffer, reader's seconds per event)
     channel = draw(
         st.none()
@@ -90,11 +100,25 @@ class Tools:
         return json.dumps(input), False
 
 
+async def send_interrupted(tee, event, done, cancel):
+    """*cancel*, then *event* to the first outlet only, then a checkpoint: a cancellation that
+    lands mid-delivery of a terminal event, whatever room the channels have."""
+    cancel()
+    rest = set(range(1, len(tee.outlets))) - done
+    done |= rest
+    try:
+        await Tee.send_each(tee, event, done)
+    finally:
+        done -= rest
+    await trio.lowlevel.checkpoint()
+
+
 class RecordingTee(Tee):
     """Records what the step sends, and checks the in-flight bound before each send."""
 
     instances: list[RecordingTee] = []
     checks: list = []  # callables run before each send, with the number of events sent so far
+    on_done = None  # cancels as a Done starts out (to cancel during terminal delivery)
 
     def __init__(self, outlets):
         super().__init__(outlets)
@@ -110,6 +134,8 @@ class RecordingTee(Tee):
     async def send_each(self, event, done):
         if not self.sent or self.sent[-1] is not event:
             self.sent.append(event)
+            if isinstance(event, Done) and RecordingTee.on_done is not None:
+                await send_interrupted(self, event, done, RecordingTee.on_done)
         await super().send_each(event, done)
 
 
@@ -118,14 +144,16 @@ def count_tasks(task) -> int:
 
 
 def scripts_for(calls, delays, fail_first):
-    scripts = []
-    if fail_first is not None:
-        first = call_script(calls[0], delay=delays[0])
-        chunks = [i for i, item in enumerate(first) if isinstance(item, TextChunk | ThinkingChunk | InputJsonChunk)]
-        cut = chunks[min(fail_first, len(chunks) - 1)] if fail_first < len(chunks) else len(first) - 1
-        scripts.append([*first[:cut], OverloadedError("busy")])
-    scripts += [call_script(c, delay=d) for c, d in zip(calls, delays, strict=True)]
-    return scripts
+    """The calls' scripts; with *fail_first* ``(k, n)``, preceded by a first attempt that plays calls
+    ``0..k-1`` (their tool turns complete) and fails in call *k* after *n* chunks."""
+    complete = [call_script(c, delay=d) for c, d in zip(calls, delays, strict=True)]
+    if fail_first is None:
+        return complete
+    k, n = fail_first
+    failing = complete[k]
+    chunks = [i for i, item in enumerate(failing) if isinstance(item, TextChunk | ThinkingChunk | InputJsonChunk)]
+    cut = chunks[min(n, len(chunks) - 1)] if n < len(chunks) else len(failing) - 1
+    return [*complete[:k], [*failing[:cut], OverloadedError("busy")], *complete]
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -134,13 +162,24 @@ def scripts_for(calls, delays, fail_first):
     scenario=(
         [[("thinking", ["a"]), ("text", ["a"] * 7)]],
         [0.0],
-        2,
+        (0, 2),
         [("block", 0, 0.0, False, None), ("coalesce", 0, 0.05, False, None)],
         None,
         0.75,
         ("coalesce", 2, 0.05),
     ),
 ).via("discovered failure")
+@example(  # a tool turn completes, the next call fails, the retry starts over; cancelled as Done goes out
+    scenario=(
+        [[("text", ["a", "b"]), ("tool", "tu_0_0", "Read", ['{"k"', ": 1}"])], [("text", ["c"])]],
+        [0.0, 0.01],
+        (1, 0),
+        [("block", 0, 0.05, False, None), ("coalesce", 1, 0.0, True, None)],
+        None,
+        "terminal",
+        ("block", 1, 0.005),
+    ),
+)
 def test_stream_invariants(scenario):
     calls, delays, fail_first, handler_specs, failing, cancel_at, channel = scenario
     expected_text = "".join("".join(b[1]) for c in calls for b in c if b[0] == "text")
@@ -189,8 +228,9 @@ def test_stream_invariants(scenario):
         async with trio.open_nursery() as nursery:
             if channel is not None:
                 nursery.start_soon(reader)  # outside the cancelled scope: it reads to the end
-            with trio.move_on_after(cancel_at if cancel_at is not None else 1e9) as scope:
+            with trio.move_on_after(cancel_at if isinstance(cancel_at, float) else 1e9) as scope:
                 RecordingTee.checks = [in_flight_check]
+                RecordingTee.on_done = scope.cancel if cancel_at == "terminal" else None
                 with mock.patch.object(_step, "Tee", RecordingTee):
                     outcome["response"] = await stream_step(
                         run=RunContext(run_id="r", origin=trio.current_time()),
@@ -255,3 +295,146 @@ def test_stream_invariants(scenario):
         assert "".join(e.content for e in sent if isinstance(e, Delta) and e.attempt == terminal.attempt) == (
             outcome["response"].text
         )
+        # invariant 3: nothing of a superseded attempt (its tool turns included) stays in the response
+        response = outcome["response"]
+        assert {m.attempt for m in response.messages} == {terminal.attempt}
+        assert response.metrics.delta_count == sum(
+            1 for e in sent if isinstance(e, Delta | ThinkingDelta | ToolInputDelta) and e.attempt == terminal.attempt
+        )
+    retrying = [e for e in sent if isinstance(e, Retrying)]
+    if fail_first is not None and fail_first[0] > 0 and (retrying or not cancelled):
+        assert retrying[0].output_may_have_started  # it failed after completed tool turns
+
+
+# -- the same for a composite step: sub-steps fan in to one set of handlers ------------------------
+
+
+@st.composite
+def group_scenarios(draw):
+    subs = []
+    for _ in range(draw(st.integers(1, 3))):
+        n_calls = draw(st.integers(1, 2))
+        calls = [draw(blocks(tools=i < n_calls - 1, call_no=i)) for i in range(n_calls)]
+        delays = [draw(st.sampled_from([0.0, 0.01, 0.1])) for _ in calls]
+        fail_first = draw(st.none() | st.tuples(st.integers(0, n_calls - 1), st.integers(0, 4)))
+        subs.append((calls, delays, fail_first))
+    handlers = draw(
+        st.lists(
+            st.tuples(st.sampled_from(["block", "coalesce"]), st.integers(1, 4), st.sampled_from([0.0, 0.05, 0.3]),
+                      st.booleans()),
+            min_size=1,
+            max_size=2,
+        )
+    )
+    # a time, or "terminal": cancelled as the composite step starts delivering its Done
+    cancel_at = draw(st.none() | st.floats(0.0, 1.0) | st.just("terminal"))
+    return subs, handlers, cancel_at
+
+
+class GroupTee(Tee):
+    """Cancels (``on_done``) as the composite step's own Done starts out."""
+
+    on_done = None
+
+    async def send_each(self, event, done):
+        if not done and isinstance(event, Done) and event.step == "g" and GroupTee.on_done is not None:
+            await send_interrupted(self, event, done, GroupTee.on_done)
+        await super().send_each(event, done)
+
+
+class ByStep(ScriptedProvider):
+    """Scripted per sub-step: ``g[i]`` plays ``scripts[i]`` in order."""
+
+    def __init__(self, scripts):
+        super().__init__([])
+        self.by_step = [iter(s) for s in scripts]
+
+    def stream(self, req):
+        self.requests.append(req)
+        return _Stream(self, next(self.by_step[int(req.step[2:-1])]))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(group_scenarios())
+@example(  # sub-steps that retry after a tool turn; cancelled as the group's Done goes out to a slow handler
+    scenario=(
+        [
+            ([[("text", ["a"]), ("tool", "tu_0_0", "Read", ["{}"])], [("text", ["b"])]], [0.0, 0.01], (1, 0)),
+            ([[("text", ["c", "d"])]], [0.01], None),
+        ],
+        [("block", 1, 0.3, False), ("coalesce", 1, 0.0, True)],
+        "terminal",
+    ),
+)
+def test_group_stream_invariants(scenario):
+    subs, handler_specs, cancel_at = scenario
+    recorders = [(Recorder(delay=d, batch=b, policy=p), p, size) for p, size, d, b in handler_specs]
+    provider = ByStep([scripts_for(*sub) for sub in subs])
+
+    class Retry:
+        def decide(self, error, attempt):
+            return 0.25 if attempt == 1 else None
+
+    outcome = {}
+
+    async def main():
+        root = trio.lowlevel.current_root_task()
+        before = count_tasks(root)
+        run_send, run_recv = trio.open_memory_channel(10_000)
+        run = RunContext(run_id="r", origin=trio.current_time(), events=run_send)
+
+        async def body(sub):
+            async def one(i):
+                await stream_step(
+                    run=run, path=f"g[{i}]", provider=provider, request=request(step=f"g[{i}]"), consumers=[sub()],
+                    tool_runner=Tools(), max_turns=10, retry=Retry(),
+                )
+
+            async with trio.open_nursery() as nursery:
+                for i in range(len(subs)):
+                    nursery.start_soon(one, i)
+            return Response(text="")
+
+        with trio.move_on_after(cancel_at if isinstance(cancel_at, float) else 1e9) as scope:
+            GroupTee.on_done = scope.cancel if cancel_at == "terminal" else None
+            with mock.patch.object(_group, "Tee", GroupTee):
+                await stream_group(
+                    run=run, path="g", consumers=[HandlerConsumer(r, f"h{i}", p, s) for i, (r, p, s) in enumerate(recorders)],
+                    body=body, step_type="parallel_claude", buffer_size=2, concurrency=len(subs),
+                )
+        run_send.close()
+        outcome["run"] = [e async for e in run_recv]
+        outcome["cancelled"] = scope.cancelled_caught
+        outcome["tasks_left"] = count_tasks(root) - before
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    on_run, cancelled = outcome["run"], outcome["cancelled"]
+    assert outcome["tasks_left"] == 0 and provider.open_streams == 0
+    check_invariants(on_run)
+    terminal = on_run[-1]
+    assert terminal.step == "g" and isinstance(terminal, Done | Cancelled)
+    assert isinstance(terminal, Done) or cancelled
+    steps = {e.step for e in on_run}
+    for rec, policy, _ in recorders:
+        events = rec.events
+        assert rec.close_count == 1 and not rec.after_close
+        # the composite step's own two events: StepStarted first, its one terminal last
+        assert [type(e) for e in events if e.step == "g"][0] is StepStarted
+        assert events[-1] in (terminal, terminal.as_cancelled() if isinstance(terminal, Done) else terminal)
+        assert sum(1 for e in events if e.step == "g" and isinstance(e, Done | Failed | Cancelled)) == 1
+        if cancelled:  # events in flight were dropped (a Retrying too): per step, one terminal, last, seq rising
+            for step in {e.step for e in events}:
+                mine = [e for e in events if e.step == step]
+                assert [e.seq for e in mine] == sorted({e.seq for e in mine})
+                ends = [k for k, e in enumerate(mine) if isinstance(e, Done | Failed | Cancelled)]
+                assert ends in ([], [len(mine) - 1]), step
+        else:
+            check_invariants(events)
+        for step in steps:  # each sub-step's events, in order (merged deltas aside), nothing lost unless cancelled
+            mine = [e for e in events if e.step == step]
+            check_delivery([e for e in on_run if e.step == step], mine, policy=policy, complete=not cancelled)
+    if not cancelled:
+        for (calls, _, _), i in zip(subs, range(len(subs)), strict=True):
+            (done,) = [e for e in on_run if e.step == f"g[{i}]" and isinstance(e, Done)]
+            assert done.response.text == "".join("".join(b[1]) for c in calls for b in c if b[0] == "text")
+            assert {m.attempt for m in done.response.messages} == {done.attempt}

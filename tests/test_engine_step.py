@@ -617,3 +617,98 @@ async def test_a_broken_handler_warns_once_even_if_aclose_fails_too(autojump_clo
         await run_step(ScriptedProvider([call_script([("text", ["a", "b", "c"])])]), [HandlerConsumer(rec, "h")])
     assert len(warned) == 1 and "handle_batch raised RuntimeError: boom at 2" in str(warned[0].message)
     assert rec.close_count == 1
+
+
+# -- terminal delivery interrupted, and a retry after a completed tool turn (issue 20: M04, M06) ----
+
+
+def terminals(events):
+    return [e for e in events if isinstance(e, Done | Failed | Cancelled)]
+
+
+@pytest.mark.parametrize("batch", [False, True])
+@pytest.mark.parametrize("cancel_at", [2.5 + 0.25 * i for i in range(11)])
+async def test_cancel_while_done_is_delivered_still_gives_each_handler_a_terminal(autojump_clock, batch, cancel_at):
+    """Cancelled around 3.5 s, while Done waits for room in the slow handler's channel (when exactly
+    depends on trio's schedule): Done still goes to the rest; a handler that lost the event it was
+    handling reads it as Cancelled(partial)."""
+    provider = ScriptedProvider([call_script([("text", ["a", "b", "c"])])])
+    slow = Recorder(delay=1.0, batch=batch)  # 1 s per event, behind a channel of 1: Done waits for it
+    quick = Recorder()
+    run_send, run_recv = trio.open_memory_channel(100)
+    run = RunContext(run_id="r", origin=trio.current_time(), events=run_send)
+    with trio.move_on_after(cancel_at):
+        await run_step(provider, [HandlerConsumer(slow, "slow", "block", 1), HandlerConsumer(quick, "quick")], run=run)
+    run_send.close()
+    sent = [e async for e in run_recv]
+    (terminal,) = terminals(sent)
+    assert sent[-1] is terminal
+    for rec in (slow, quick):
+        assert rec.close_count == 1 and not rec.after_close
+        assert len(terminals(rec.events)) == 1
+        assert rec.events[-1] == terminal or (isinstance(terminal, Done) and rec.events[-1] == terminal.as_cancelled())
+        check_invariants(rec.events)
+    if isinstance(terminal, Done):
+        assert terminal.response.text == "abc"
+        assert quick.events == sent  # the quick handler lost nothing
+
+
+@pytest.mark.parametrize("cancel_at", [0.5 * i for i in range(1, 14)])
+async def test_cancelled_at_any_time_each_handler_gets_one_terminal_last(autojump_clock, cancel_at):
+    provider = ScriptedProvider([call_script([("text", ["a", "b", "c", "d"])], delay=0.3)])
+    slow = Recorder(delay=1.0, batch=False)
+    quick = Recorder(policy="coalesce")
+    run_send, run_recv = trio.open_memory_channel(100)
+    run = RunContext(run_id="r", origin=trio.current_time(), events=run_send)
+    with trio.move_on_after(cancel_at):
+        await run_step(
+            provider, [HandlerConsumer(slow, "slow", "block", 1), HandlerConsumer(quick, "quick", "coalesce", 1)],
+            run=run,
+        )
+    run_send.close()
+    sent = [e async for e in run_recv]
+    (terminal,) = terminals(sent)
+    assert sent[-1] is terminal
+    for rec in (slow, quick):
+        assert rec.close_count == 1
+        assert len(terminals(rec.events)) == 1
+        assert rec.events[-1] == terminal or (isinstance(terminal, Done) and rec.events[-1] == terminal.as_cancelled())
+        check_invariants(rec.events)
+
+
+class OneTool:
+    def definitions(self):
+        return ({"name": "Read", "input_schema": {"type": "object"}},)
+
+    async def run(self, name, input):
+        await trio.sleep(0.5)
+        return "the file", False
+
+
+@pytest.mark.parametrize("immediate_failures", [0, 1])
+async def test_a_retry_after_a_completed_tool_turn_keeps_nothing_of_the_superseded_attempt(
+    autojump_clock, immediate_failures
+):
+    """Attempt 1 completes a tool turn, then its next call is overloaded; attempt 2 (after
+    *immediate_failures* attempts that fail before any output) answers "new"."""
+    tool_turn = call_script([("text", ["Old reading."]), ("tool", "t1", "Read", ['{"path": "a"}'])])
+    scripts = [tool_turn, [OverloadedError("busy")]]
+    scripts += [[OverloadedError("busy again")]] * immediate_failures
+    scripts.append(call_script([("text", ["new"])]))
+    provider = ScriptedProvider(scripts)
+    rec = Recorder()
+    response = await run_step(
+        provider, [HandlerConsumer(rec, "r")], tool_runner=OneTool(), max_turns=5, retry=Policy([0.5, 0.5])
+    )
+    last = 2 + immediate_failures
+    assert response.text == "new"
+    assert len(response.messages) == 1 and [m.attempt for m in response.messages] == [last]
+    assert response.metrics.delta_count == 1 and response.metrics.message_count == 1
+    retrying = [e for e in rec.events if isinstance(e, Retrying)]
+    assert [r.output_may_have_started for r in retrying] == [True] + [False] * immediate_failures
+    assert [r.next_attempt for r in retrying] == list(range(2, last + 1))
+    assert [r.turn for r in provider.requests] == [0, 1] + [0] * (1 + immediate_failures)
+    assert rec.events[-1] == Done(
+        run_id="r", step="s", attempt=last, seq=rec.events[-1].seq, at=rec.events[-1].at, response=response
+    )
+    check_invariants(rec.events)

@@ -233,6 +233,32 @@ async def test_content_is_on_disk_per_batch_before_aclose(tmp_path, fsyncs):
     await handler.aclose()
 
 
+@pytest.mark.parametrize("terminal", [False, True])
+async def test_aclose_syncs_only_after_its_last_write(tmp_path, monkeypatch, terminal):
+    """A stream cut mid-line (no terminal event): aclose ends the line, and its fsync covers that too."""
+    handler = make(tmp_path)
+    synced_bytes = []  # the file as each fsync found it (read through a separate descriptor)
+    real = os.fsync
+
+    def fsync(fd):
+        synced_bytes.append(handler.path.read_bytes())
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    ev = Events()
+    await handler.handle(ev.delta("mid-"))
+    await handler.handle_batch([ev.delta("line")])
+    if terminal:
+        await handler.handle(ev.message("mid-line"))
+        await handler.handle(ev.done("mid-line"))
+        await handler.handle(ev.delta("late", step="draft.sub"))  # not this step's terminal: no fsync of its own
+    await handler.aclose()
+    final = handler.path.read_bytes()
+    assert final.endswith(b"\n") and final.startswith(b"mid-line\n")
+    assert synced_bytes[-1] == final  # nothing written after the last fsync
+    assert len(synced_bytes) == (2 if terminal else 1)
+
+
 async def test_jsonl_is_on_disk_after_a_message_before_aclose(tmp_path):
     handler = make(tmp_path, format="jsonl")
     ev = Events()
