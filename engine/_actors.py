@@ -31,6 +31,7 @@ from sluiceway._errors import HandlerError
 
 from ._channel import DirectError, EventReceiver
 from ._events import TERMINAL_EVENTS, Cancelled, Done, Event, StepStarted
+from ._protocols import Handler
 from ._tee import Outlet
 
 __all__ = (
@@ -78,7 +79,7 @@ class ChannelRelay:
 
 async def handler_actor(
     receive_events: EventReceiver[Event],
-    handler: Any,
+    handler: Handler,
     outlet: Outlet,
     *,
     name: str,
@@ -148,7 +149,7 @@ async def handler_actor(
 
 async def _feed(
     receive_events: EventReceiver[Event],
-    handler: Any,
+    handler: Handler,
     outlet: Outlet,
     failed: Callable[[Exception, str], None],
     held: _Held,
@@ -163,7 +164,9 @@ async def _feed(
         # waits only when nothing is waiting (and meanwhile, handle_nowait takes events
         # in the sender's task: nothing sent before them is waiting or being handled)
         if outlet.pending is not None and not waiting():
-            batch = [outlet.take_pending()]
+            pending = outlet.take_pending()
+            assert pending is not None  # outlet.pending was set
+            batch = [pending]
         else:
             try:
                 batch = await receive_batch(handle_nowait)
@@ -172,11 +175,11 @@ async def _feed(
             except DirectError as exc:
                 failed(exc.error, "handle_nowait")
                 return  # as for handle: the channel closes, the producer skips this handler
-            if outlet.pending is not None:
-                batch.append(outlet.take_pending())
+            if (pending := outlet.take_pending()) is not None:
+                batch.append(pending)
         if len(batch) > outlet.high_water:  # the batch is what was waiting (+ a blocked sender's)
             outlet.high_water = min(len(batch), max(outlet.buffer_size, 1))
-        held.batch = batch  # type: ignore[assignment]
+        held.batch = batch
         held.busy = True
         try:
             if handle_batch is not None:
@@ -210,7 +213,7 @@ def direct_handle(handler: Any) -> Callable[[Event], None] | None:
         return None
     own = getattr(handler, "__dict__", {})
     if "handle_nowait" in own:
-        return nowait  # type: ignore[no-any-return]
+        return nowait
     if "handle" in own or "handle_batch" in own:
         return None
     mro = type(handler).__mro__
@@ -220,7 +223,7 @@ def direct_handle(handler: Any) -> Callable[[Event], None] | None:
 
     if min(level("handle"), level("handle_batch")) < level("handle_nowait"):
         return None
-    return nowait  # type: ignore[no-any-return]
+    return nowait
 
 
 class _Held:
@@ -298,7 +301,7 @@ def _as_seen(terminal: Event, incomplete: bool) -> Event:
     return terminal
 
 
-async def _deliver(handler: Any, events: list[Event]) -> None:
+async def _deliver(handler: Handler, events: list[Event]) -> None:
     handle_batch = getattr(handler, "handle_batch", None)
     if handle_batch is not None:
         await handle_batch(events)

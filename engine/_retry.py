@@ -21,7 +21,7 @@ them and a run replays the same way.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import attrs
 
@@ -52,9 +52,13 @@ def _check_retry_on(_inst: object, _attr: attrs.Attribute[frozenset[str]], value
         )
 
 
-def _check_non_negative(_inst: object, attr: attrs.Attribute[float], value: float) -> None:
+def _check_non_negative(_inst: object, attr: attrs.Attribute[Any], value: float) -> None:
     if not value >= 0:  # also refuses NaN
         raise ValueError(f"{attr.name} must be >= 0, got {value!r}")
+
+
+def _string_set(values: Iterable[str]) -> frozenset[str]:
+    return frozenset(values)
 
 
 @attrs.frozen(kw_only=True)
@@ -70,7 +74,7 @@ class RetryPolicy:
     max_delay: float = attrs.field(default=30.0, validator=_check_non_negative)
     """Seconds: the cap of a computed delay (a larger ``retry_after`` still wins)."""
     retry_on: frozenset[str] = attrs.field(
-        default=RETRY_CATEGORIES, converter=frozenset, validator=_check_retry_on
+        default=RETRY_CATEGORIES, converter=_string_set, validator=_check_retry_on
     )
     """Error categories that are retried (see ``RETRY_CATEGORIES``)."""
     fallback_model: str | None = None

@@ -212,8 +212,8 @@ class _StepRun:
         message = await self.emit(
             Message, role="assistant", content=content, usage=usage, stop_reason=attempt.stop_reason
         )
-        attempt.messages.append(message)  # type: ignore[arg-type]
-        return message  # type: ignore[return-value]
+        attempt.messages.append(message)  # type: ignore[arg-type]  # emit(Message, ...) returns a Message
+        return message  # type: ignore[return-value]  # emit(Message, ...) returns a Message
 
 
 def to_api_block(block: ContentBlock) -> dict[str, Any]:

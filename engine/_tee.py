@@ -84,7 +84,7 @@ class Outlet:
         joined = "".join(parts)
         if type(first) is ToolInputDelta:
             return attrs.evolve(first, partial_json=joined)
-        return attrs.evolve(first, content=joined)
+        return attrs.evolve(first, content=joined)  # type: ignore[call-arg]  # a Delta or ThinkingDelta
 
     def _park(self, event: Event) -> None:
         self.pending = event
@@ -94,17 +94,17 @@ class Outlet:
         first = self.pending
         return (
             type(event) is type(first)
-            and event.index == first.index  # type: ignore[attr-defined]
-            and event.attempt == first.attempt  # type: ignore[union-attr]
-            and event.step == first.step  # type: ignore[union-attr]
-            and (type(event) is not ToolInputDelta or event.tool_use_id == first.tool_use_id)  # type: ignore[attr-defined]
+            and event.index == first.index  # type: ignore[attr-defined]  # both deltas (hot path: no isinstance)
+            and event.attempt == first.attempt
+            and event.step == first.step
+            and (type(event) is not ToolInputDelta or event.tool_use_id == first.tool_use_id)  # type: ignore[attr-defined]  # both tool-input deltas
         )
 
 
 def _piece(event: Event) -> str:
     if type(event) is ToolInputDelta:
         return event.partial_json
-    return event.content  # type: ignore[attr-defined]
+    return event.content  # type: ignore[attr-defined]  # a text or thinking delta
 
 
 class Tee:
@@ -177,8 +177,9 @@ class Tee:
                     return
                 # order: the pending delta goes in before anything else
                 pending = outlet.take_pending()
+                assert pending is not None  # outlet.pending was set
                 try:
-                    await self._put(outlet, pending)  # type: ignore[arg-type]
+                    await self._put(outlet, pending)
                 except trio.Cancelled:
                     outlet._park(pending)  # not sent (channel ops are atomic): keep it for the terminal
                     raise

@@ -113,6 +113,6 @@ def attach_partial(exc: BaseException, partial: Response | None) -> None:
     """
     if partial is not None and getattr(exc, "partial", None) is None:
         try:
-            exc.partial = partial  # type: ignore[attr-defined]
+            exc.partial = partial  # type: ignore[attr-defined]  # the partial response rides on any exception
         except AttributeError:  # an exception class with __slots__: nothing to attach to
             pass

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import attrs
 import trio
@@ -18,7 +18,7 @@ import trio
 from ._actors import HANDLER_CLOSE_TIMEOUT, ChannelRelay
 from ._channel import EventReceiver, EventSender, open_event_channel
 from ._events import Event
-from ._protocols import HandlerPolicy
+from ._protocols import Handler, HandlerPolicy
 from ._run import RunContext
 from ._tee import DEFAULT_BUFFER_SIZE, Outlet
 
@@ -29,7 +29,7 @@ __all__ = ("ChannelConsumer", "Consumer", "HandlerActorArgs", "HandlerConsumer",
 class HandlerConsumer:
     """A handler fed by its own actor, through its own bounded channel."""
 
-    handler: Any
+    handler: Handler
     """The ``Handler`` (``handle``, optional ``handle_batch``, ``aclose``)."""
     name: str = ""
     """The handler's name as configured, for warnings and ``HandlerError.handler``."""
@@ -60,7 +60,7 @@ class HandlerActorArgs(NamedTuple):
 
     receive: EventReceiver[Event]
     """Its channel."""
-    handler: Any
+    handler: Handler
     """The handler it feeds (a ``ChannelRelay`` for a ``coalesce`` channel consumer)."""
     outlet: Outlet
     """Its tee outlet (for the pending merged delta and the high-water mark)."""

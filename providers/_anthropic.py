@@ -328,7 +328,7 @@ class _AnthropicCall:
                 f"no response from the API within {request.first_token_timeout or request.idle_timeout} s",
                 step=self._step,
             )
-        return sdk_stream.response  # type: ignore[no-any-return]
+        return sdk_stream.response
 
     def _open_body(self, response: httpx2.Response) -> None:
         """Open the body on the fast path when it engages, else the plain way; count which."""

@@ -121,7 +121,7 @@ def open_plain_body(response: httpx2.Response) -> AsyncIterator[bytes]:
     if response.headers.get("content-encoding", "identity").lower() in ("identity", ""):
         pool_stream = _pool_stream(response)
         if pool_stream is not None:
-            return pool_stream.__aiter__()  # type: ignore[no-any-return]
+            return pool_stream.__aiter__()
     return response.aiter_bytes()
 
 
@@ -308,7 +308,7 @@ class FastBody:
                 raise httpcore2.RemoteProtocolError(str(exc)) from exc
             kind = type(event)
             if kind is h11.Data:
-                return bytes(event.data)  # type: ignore[union-attr]
+                return bytes(event.data)  # type: ignore[union-attr]  # kind is h11.Data
             if event is h11.NEED_DATA:
                 if _at_chunk_boundary(state):
                     self._own = True
@@ -320,7 +320,7 @@ class FastBody:
 
     async def _receive(self) -> bytes:
         try:
-            return await self._socket_stream.receive_some(self._read_size)  # type: ignore[no-any-return]
+            return await self._socket_stream.receive_some(self._read_size)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise httpcore2.ReadError(str(exc)) from exc
 

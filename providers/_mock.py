@@ -79,7 +79,7 @@ import math
 import random
 import re
 from collections.abc import Iterator, Mapping
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import attrs
 import trio
@@ -380,7 +380,7 @@ class _MockStream:
     def _close(self) -> None:
         self._closed = True
         if self._plan is not None:
-            self._plan.close()  # type: ignore[attr-defined]
+            self._plan.close()  # type: ignore[attr-defined]  # an async generator: close() exists
             self._plan = None
 
     def __aiter__(self) -> _MockStream:
@@ -466,15 +466,15 @@ class _MockStream:
         )
         out_chars = 0
         index = 0
-        blocks: list[tuple[str, str | None, str | None, str]] = []
+        blocks: list[tuple[Literal["text", "thinking", "tool_use"], str | None, str | None, str]] = []
         if turn.thinking:
             blocks.append(("thinking", None, None, turn.thinking))
         if turn.text or not (turn.thinking or turn.tool_calls):
             blocks.append(("text", None, None, turn.text))
-        for i, (name, payload) in enumerate(turn.tool_calls):
-            blocks.append(("tool_use", f"toolu_mock_{request.turn}_{i}", name, payload))
+        for i, (tool_name, payload) in enumerate(turn.tool_calls):
+            blocks.append(("tool_use", f"toolu_mock_{request.turn}_{i}", tool_name, payload))
         for kind, tool_use_id, name, content in blocks:
-            yield BlockStart(index, kind, tool_use_id=tool_use_id, name=name)  # type: ignore[arg-type]
+            yield BlockStart(index, kind, tool_use_id=tool_use_id, name=name)
             pieces = pacer.split_json(content) if kind == "tool_use" else pacer.split_text(content)
             for piece in pieces:
                 delay = pacer.delay()

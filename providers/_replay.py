@@ -88,7 +88,7 @@ def event_from_json(data: Mapping[str, Any]) -> ProviderEvent:
         ValueError: Unknown type or fields.
     """
     fields = dict(data)
-    cls = _CLASSES.get(fields.pop("type", None))  # type: ignore[arg-type]
+    cls = _CLASSES.get(fields.pop("type", None))
     if cls is None:
         raise ValueError(f"unknown event type {data.get('type')!r}")
     if isinstance(fields.get("usage"), dict):

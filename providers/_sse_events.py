@@ -124,7 +124,7 @@ class SSEEventConverter:
         try:
             value, end = _scan_json(text, 0)
             if end == len(text) and len(value) == len(datas):
-                return value  # type: ignore[no-any-return]
+                return value
         except (ValueError, StopIteration):
             pass
         return [self._load(data) for data in datas]
@@ -211,7 +211,7 @@ def usage_of(raw: dict[str, Any]) -> Usage:
 #: json's scanner (the C one when built): ``(value, end)`` for the JSON value at an index
 # (typeshed types make_scanner's argument as itself; json passes its decoder, as here)
 _scan_json: Final[Callable[[str, int], tuple[Any, int]]] = json.scanner.make_scanner(
-    json.JSONDecoder()  # type: ignore[arg-type]
+    json.JSONDecoder()  # type: ignore[arg-type]  # see the comment above
 )
 
 # the events that end the first-token wait

@@ -28,7 +28,7 @@ import trio
 import yaml
 
 from ._errors import AuthenticationError, SluicewayError, SpecError
-from ._execution import ModeUnavailableError, RunOptions, execute, prepare
+from ._execution import Mode, ModeUnavailableError, RunOptions, execute, prepare
 from ._gc import tune_gc
 from ._load import load
 from ._result import RunResult, result_to_json
@@ -152,7 +152,7 @@ async def _run_with_signals(
         await nursery.start(watch_signals)
         result: RunResult | None = None
         with run_scope:
-            result = await execute(spec, options, task_status=live)  # type: ignore[arg-type]
+            result = await execute(spec, options, task_status=live)
         nursery.cancel_scope.cancel()
     return (result if result is not None else live.value), stopped_by
 
@@ -219,7 +219,7 @@ def _run_command(args: argparse.Namespace, err: TextIO) -> int:
     speed = getattr(args, "speed", None)
     if speed is not None and speed <= 0:
         raise _UsageError("--speed must be > 0")
-    mode = getattr(args, "mode", None) or "mock"
+    mode: Mode = getattr(args, "mode", None) or "mock"
     cassette = getattr(args, "cassette", None)
     if cassette and mode == "mock":
         mode = "replay"  # --cassette implies replay

@@ -51,6 +51,14 @@ class ConditionError(SpecError):
 Node = Callable[[Mapping[str, Any]], Any]
 
 
+def _either(a: Node, b: Node) -> Node:
+    return lambda v: truthy(a(v)) or truthy(b(v))
+
+
+def _both(a: Node, b: Node) -> Node:
+    return lambda v: truthy(a(v)) and truthy(b(v))
+
+
 @attrs.frozen
 class Condition:
     """A parsed condition; call ``evaluate(values)`` with ``{"steps": ..., "vars": ...}``."""
@@ -145,7 +153,7 @@ class _Parser:
             raise self.error("empty condition")
         node = self.expr()
         if self.peek() is not None:
-            raise self.error(f"unexpected {self.peek()[1]!r}")  # type: ignore[index]
+            raise self.error(f"unexpected {self.peek()[1]!r}")  # type: ignore[index]  # peek() is not None here
         return node
 
     def expr(self) -> Node:
@@ -153,7 +161,7 @@ class _Parser:
         while self.at_kw("or"):
             self.take()
             left, right = node, self.and_expr()
-            node = lambda v, a=left, b=right: truthy(a(v)) or truthy(b(v))  # noqa: E731
+            node = _either(left, right)
         return node
 
     def and_expr(self) -> Node:
@@ -161,7 +169,7 @@ class _Parser:
         while self.at_kw("and"):
             self.take()
             left, right = node, self.not_expr()
-            node = lambda v, a=left, b=right: truthy(a(v)) and truthy(b(v))  # noqa: E731
+            node = _both(left, right)
         return node
 
     def not_expr(self) -> Node:

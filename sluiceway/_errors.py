@@ -92,7 +92,7 @@ class SpecIssue:
             other.message,
         )
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment]  # unhashable, as a value with __eq__ should be
 
 
 class SpecError(SluicewayError, ValueError):
@@ -204,11 +204,11 @@ class StepError(SluicewayError):
         super().__init__(f"step {step!r}: {message}")
 
 
-class PipelineError(ExceptionGroup, SluicewayError):  # type: ignore[misc]
+class PipelineError(ExceptionGroup, SluicewayError):
     """One or more steps failed. Each leaf names its step."""
 
     def __new__(cls, message: str, exceptions: Sequence[Exception]) -> PipelineError:
         return super().__new__(cls, message, exceptions)
 
-    def derive(self, excs: Sequence[Exception]) -> PipelineError:  # type: ignore[override]
+    def derive(self, excs: Sequence[Exception]) -> PipelineError:  # type: ignore[override]  # typeshed types derive generically
         return PipelineError(self.message, excs)

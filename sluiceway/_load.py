@@ -71,10 +71,10 @@ class _RegistryChecker:
         classes = [(ref, self.handler_class(ref, ref_path)) for ref in refs]
         if not opts or not classes or any(cls is None for _, cls in classes):
             return
-        declared = {ref: handler_option_names(cls) for ref, cls in classes}  # type: ignore[arg-type]
+        declared = {ref: handler_option_names(cls) for ref, cls in classes}  # type: ignore[arg-type]  # every cls is a class: None returned above
         if any(names is None for names in declared.values()):
             return  # a handler without ``Options`` takes ``**opts``
-        known: set[str] = set().union(*declared.values())  # type: ignore[arg-type]
+        known: set[str] = set().union(*declared.values())  # type: ignore[arg-type]  # no None left: returned above
         label = ("handler " if len(refs) == 1 else "handlers ") + ", ".join(repr(r) for r in refs)
         for key in opts:
             if key not in known:
@@ -84,7 +84,7 @@ class _RegistryChecker:
                     key=True,
                 )
         for ref, cls in classes:
-            self.option_values(ref, cls.Options, opts, opt_paths, ref_path)  # type: ignore[union-attr]
+            self.option_values(ref, cls.Options, opts, opt_paths, ref_path)  # type: ignore[union-attr]  # each has Options: checked above
 
     def option_values(
         self,

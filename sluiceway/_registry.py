@@ -192,7 +192,7 @@ def build_handlers(refs: Sequence[str | type], opts: Mapping[str, Any], context_
     classes = [(ref, resolve_handler(ref)) for ref in refs]
     declared = [handler_option_names(cls) for _, cls in classes]
     if all(d is not None for d in declared):
-        known = frozenset().union(*declared) if declared else frozenset()
+        known = frozenset[str]().union(*(d for d in declared if d is not None))
         unknown = sorted(set(opts) - known)
         if unknown:
             raise RegistryError(
@@ -206,7 +206,7 @@ def build_handlers(refs: Sequence[str | type], opts: Mapping[str, Any], context_
             continue
         mine = {k: v for k, v in opts.items() if k in names}
         try:
-            options = _options_converter.structure(mine, cls.Options)
+            options = _options_converter.structure(mine, cls.Options)  # type: ignore[attr-defined]  # names is not None: cls has Options
         except Exception as exc:  # cattrs raises ClassValidationError groups
             raise RegistryError(
                 f"invalid options for stream handler {handler_ref_name(ref)!r}: {_describe(exc)}"

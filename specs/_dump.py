@@ -29,7 +29,7 @@ def to_data(value: Any) -> Any:
                 continue
             item = getattr(value, field.name)
             default = field.default
-            if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+            if isinstance(default, attrs.Factory):  # type: ignore[arg-type]  # attrs.Factory is a class at run time
                 default = default.factory()
             if (
                 field.name != "type"

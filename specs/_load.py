@@ -26,6 +26,11 @@ from ._yaml import Locator, Path, parse_yaml, read_spec_bytes
 __all__ = ("converter", "load", "load_located", "loads", "loads_located")
 
 
+#: The unions as cattrs' ``structure`` takes them (typed for classes; it handles unions too).
+_PROMPT: Any = _model.Prompt
+_HANDLER_REF: Any = _model.HandlerRef
+
+
 def _make_converter() -> cattrs.Converter:
     conv = cattrs.Converter(forbid_extra_keys=True)
 
@@ -39,12 +44,12 @@ def _make_converter() -> cattrs.Converter:
 
     conv.register_structure_hook(_model.Prompt, structure_str_or_tuple(_model.PromptPart))
     conv.register_structure_hook(
-        _model.Prompt | None, lambda v, _: None if v is None else conv.structure(v, _model.Prompt)
+        _model.Prompt | None, lambda v, _: None if v is None else conv.structure(v, _PROMPT)
     )
     conv.register_structure_hook(_model.HandlerRef, structure_str_or_tuple(str))
     conv.register_structure_hook(
         _model.HandlerRef | None,
-        lambda v, _: None if v is None else conv.structure(v, _model.HandlerRef),
+        lambda v, _: None if v is None else conv.structure(v, _HANDLER_REF),
     )
     configure_tagged_union(_model.PromptPart, conv, tag_name="type", tag_generator=_tag)
     configure_tagged_union(_model.Step, conv, tag_name="type", tag_generator=_tag)
@@ -52,7 +57,9 @@ def _make_converter() -> cattrs.Converter:
 
 
 def _tag(cls: type) -> str:
-    return attrs.fields_dict(cls)["type"].default
+    tag = attrs.fields_dict(cls)["type"].default
+    assert isinstance(tag, str)  # every step and prompt part class has a literal default type
+    return tag
 
 
 #: Our own converter (never cattrs' global one): rejects unknown keys, tagged unions on ``type``.

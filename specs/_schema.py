@@ -118,11 +118,11 @@ class _Builder:
             if field.name == "source" or not field.init:
                 continue
             key = field.alias or field.name
-            schema = self.type_schema(hints[field.name], field.name)
+            prop = self.type_schema(hints[field.name], field.name)
             doc = _doc(cls, field.name)
             if doc:
-                schema = {**schema, "description": doc}
-            props[key] = schema
+                prop = {**prop, "description": doc}
+            props[key] = prop
             tagged = any(cls in tags.values() for tags in TAGGED_UNIONS.values())
             if field.default is attrs.NOTHING or (field.name == "type" and tagged):
                 required.append(key)

@@ -127,7 +127,7 @@ def read_spec_bytes(data: bytes, file: str) -> str:
     return text.removeprefix("\ufeff")
 
 
-def _too_big(file: str, mark: yaml.Mark, depth: int, nodes: int) -> SpecError | None:
+def _too_big(file: str, mark: Any, depth: int, nodes: int) -> SpecError | None:
     if depth > MAX_SPEC_DEPTH:
         message = f"nested more than {MAX_SPEC_DEPTH} levels deep"
     elif nodes > MAX_SPEC_VALUES:
@@ -180,7 +180,7 @@ class _BoundedLoader(yaml.SafeLoader):
             mark = self.peek_event().start_mark
             if (error := _too_big(self.file, mark, self.depth, self.nodes)) is not None:
                 raise error
-            return super().compose_node(parent, index)  # type: ignore[no-any-return]  # untyped
+            return super().compose_node(parent, index)
         finally:
             self.depth -= 1
 
@@ -308,9 +308,9 @@ def parse_yaml(text: str, file: str) -> tuple[Any, Locator]:
         data = builder.build(node, (), loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
+        where: tuple[int | None, int | None] = (mark.line + 1, mark.column + 1) if mark else (None, None)
         what = " ".join(s for s in (exc.context, exc.problem) if s)
-        raise SpecError([SpecIssue(file, line, col, "", f"YAML syntax error: {what}")]) from None
+        raise SpecError([SpecIssue(file, *where, "", f"YAML syntax error: {what}")]) from None
     except yaml.reader.ReaderError as exc:
         raise SpecError([_reader_issue(exc, text, file)]) from None
     except yaml.YAMLError as exc:

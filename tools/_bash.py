@@ -146,6 +146,6 @@ async def run_bash(command: str, cwd: Path, kill_after: float) -> str:
             )
             assert process.stdout is not None
             async for chunk in process.stdout:
-                out.add(chunk)
+                out.add(bytes(chunk))
     status = None if process is None else process.returncode
     return _bash_outcome(out, scope.cancelled_caught, status, kill_after)

@@ -12,7 +12,7 @@ when tools are offered, else 1.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import attrs
 
@@ -66,9 +66,12 @@ def step_options(state: ExecutionState, step: Any, options: ClaudeOptions | None
     return merge_options(state.spec.defaults.claude_options, own)
 
 
-def handler_error_policy(state: ExecutionState, step: Any) -> str:
+def handler_error_policy(state: ExecutionState, step: Any) -> Literal["isolate", "fail"]:
     """The step's ``on_handler_error``, else the defaults', else ``isolate``."""
-    return step.on_handler_error or state.spec.defaults.on_handler_error or "isolate"
+    policy: Literal["isolate", "fail"] = (
+        step.on_handler_error or state.spec.defaults.on_handler_error or "isolate"
+    )
+    return policy
 
 
 def build_request(state: ExecutionState, step: Any, prompt_text: str, *, path: str | None = None,

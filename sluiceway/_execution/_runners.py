@@ -28,11 +28,11 @@ StepRunner = Callable[[ExecutionState, Any, Sequence[Any]], Awaitable[Response]]
 STEP_RUNNERS: dict[str, StepRunner] = {
     "claude": run_claude_step,
     "claude_smart": run_claude_step,
-    "claude_session": run_session_step,  # type: ignore[dict-item]
-    "claude_extract": run_extract_step,  # type: ignore[dict-item]
-    "claude_batch": run_batch_step,  # type: ignore[dict-item]
-    "claude_robust": run_robust_step,  # type: ignore[dict-item]
-    "parallel_claude": run_parallel_step,  # type: ignore[dict-item]
-    "llm": run_llm_step,  # type: ignore[dict-item]
-    "python": run_python_step,  # type: ignore[dict-item]
+    "claude_session": run_session_step,
+    "claude_extract": run_extract_step,
+    "claude_batch": run_batch_step,
+    "claude_robust": run_robust_step,
+    "parallel_claude": run_parallel_step,
+    "llm": run_llm_step,
+    "python": run_python_step,
 }

@@ -74,9 +74,10 @@ class Scheduler:
     async def run_with_followers(self, step: Any) -> None:
         """Run *step*, and the python steps that take its events, side by side."""
         state = self.state
-        followers = []
+        followers: list[PythonStep] = []
         for name in state.prepared.followers.get(step.name, ()):
             follower = next(s for s in state.spec.steps if s.name == name)
+            assert isinstance(follower, PythonStep)  # only python steps take a live input stream
             if not self.condition_holds(follower):
                 state.result.steps[name] = StepResult(status="skipped", type=follower.type)
                 continue
@@ -180,5 +181,5 @@ class Scheduler:
                     raise
         except trio.TooSlowError as exc:
             error = ProviderTimeoutError(f"the step took longer than timeout_ms={timeout_ms}", step=step.name)
-            error.partial = streamed[0] if streamed else None  # type: ignore[attr-defined]
+            error.partial = streamed[0] if streamed else None  # type: ignore[attr-defined]  # the partial response rides on any exception
             raise error from exc

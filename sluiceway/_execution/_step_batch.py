@@ -75,7 +75,7 @@ async def run_batch_step(state: ExecutionState, step: ClaudeBatchStep, consumers
             listed = "; ".join(f"[{i}] {errors[i]}" for i in sorted(errors))
             error = StepError(f"{len(errors)} of {len(prompts)} tasks failed: {listed}", step=step.name)
             error.__cause__ = errors[min(errors)]
-            error.partial = response  # type: ignore[attr-defined]
+            error.partial = response  # type: ignore[attr-defined]  # the partial response rides on any exception
             raise error
         return response
 

@@ -21,9 +21,9 @@ async def run_llm_step(state: ExecutionState, step: LlmStep, consumers: Sequence
     """
     if step.provider in ("claude", "anthropic"):
         provider = state.provider
+    elif step.provider in state.extra_providers:
+        provider = state.extra_providers[step.provider]
     else:
-        provider = state.extra_providers.get(step.provider)
-        if provider is None:
-            provider = new_provider(step.provider)
-            state.extra_providers[step.provider] = provider
+        provider = new_provider(step.provider)
+        state.extra_providers[step.provider] = provider
     return await stream_model_call(state, step, consumers, provider)

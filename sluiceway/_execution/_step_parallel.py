@@ -60,7 +60,7 @@ async def run_parallel_step(state: ExecutionState, step: ParallelClaudeStep, con
             listed = "; ".join(f"{ids[i]}: {errors[i]}" for i in sorted(errors))
             error = StepError(f"branch {listed}" if len(errors) == 1 else f"branches failed: {listed}", step=step.name)
             error.__cause__ = errors[first]
-            error.partial = response  # type: ignore[attr-defined]
+            error.partial = response  # type: ignore[attr-defined]  # the partial response rides on any exception
             raise error
         return response
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, Final
@@ -44,7 +44,7 @@ class _LoopCallback:
 
     policy = "block"
 
-    def __init__(self, function: Callable[[Event], Awaitable[Any]], loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, function: Callable[[Event], Coroutine[Any, Any, Any]], loop: asyncio.AbstractEventLoop) -> None:
         self._function = function
         self._loop = loop
 

@@ -78,7 +78,7 @@ class Job(Generic[T]):
             raise self.error
         if self.cancelled:
             raise asyncio.CancelledError()
-        return self.value  # type: ignore[return-value]
+        return self.value  # type: ignore[return-value]  # set when neither error nor cancelled
 
 
 async def settle(job: Job[Any]) -> None:

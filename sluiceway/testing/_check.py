@@ -29,7 +29,7 @@ from ..engine._actors import (
     direct_handle,
     handler_actor,
 )
-from ..engine._channel import open_event_channel
+from ..engine._channel import EventReceiver, EventSender, open_event_channel
 from ..engine._tee import Outlet, Tee
 from ._invariants import InvariantError, check_delivery, describe_event
 from ._strategies import event_streams
@@ -306,9 +306,9 @@ def _diagnose_text(probe: _Probe, case: _Case, expected: str) -> str | None:
     if not expected.startswith(observed):
         return f"{head}: the text differs (not just a missing end)"
     missing = expected[len(observed) :]
-    before = probe.text_before_close
+    closing = probe.text_before_close
     unchanged = (
-        f" aclose left its text unchanged at {observed!r}." if before is not None and before == observed else ""
+        f" aclose left its text unchanged at {observed!r}." if closing is not None and closing == observed else ""
     )
     direct = [e for e in getattr(probe, "taken_directly", ()) if isinstance(e, Delta) and e.content]
     if direct and missing:
@@ -383,7 +383,7 @@ def _run_case(
     sent = outcome.get("sent", list(case.events))
     if clean:
         try:
-            check_delivery(sent, probe.received, policy=case.policy, complete=case.cancel_at is None)  # type: ignore[arg-type]
+            check_delivery(sent, probe.received, policy=case.policy, complete=case.cancel_at is None)  # type: ignore[arg-type]  # case.policy is one of the two literals
         except InvariantError as exc:
             problems.append(f"the events did not arrive in order: {exc}")
     if clean and case.cancel_at is None and probe.text_of is not None:
@@ -422,7 +422,8 @@ async def feed_handler(
         cancellation and the ``Cancelled`` terminals.
     """
     sent: list[Event] = []
-    send_events, receive_events = open_event_channel(buffer_size)  # the engine's own link
+    link: tuple[EventSender[Event], EventReceiver[Event]] = open_event_channel(buffer_size)
+    send_events, receive_events = link  # the engine's own link
     outlet = Outlet(
         send_events, coalesce=policy == "coalesce", name="handler under test", buffer_size=buffer_size
     )

@@ -213,7 +213,7 @@ def _merge_key(event: Event) -> tuple:
 
 
 def _content(event: Event) -> str:
-    return event.partial_json if isinstance(event, ToolInputDelta) else event.content  # type: ignore[attr-defined]
+    return event.partial_json if isinstance(event, ToolInputDelta) else event.content  # type: ignore[attr-defined]  # a text or thinking delta here
 
 
 def check_delivery(

@@ -503,7 +503,7 @@ class _Script:
             "cache_creation_input_tokens": _int(p, "cache_write", 0),
             "cache_read_input_tokens": _int(p, "cache_read", 0),
         }
-        message = {
+        message: dict[str, Any] = {
             "id": "msg_fake_01",
             "type": "message",
             "role": "assistant",
