@@ -32,6 +32,8 @@ from ._execution import Mode, ModeUnavailableError, RunOptions, execute, prepare
 from ._gc import tune_gc
 from ._load import load
 from ._result import RunResult, result_to_json
+from .specs._check import did_you_mean
+from .specs._validate import check_handler_ref
 
 __all__ = ("format_summary", "parse_assignments", "run_command")
 
@@ -225,7 +227,12 @@ def _run_command(args: argparse.Namespace, err: TextIO) -> int:
         mode = "replay"  # --cassette implies replay
     handler = getattr(args, "handler", None)
     if isinstance(handler, str):
+        if (problem := check_handler_ref(handler)) is not None:
+            raise _UsageError(f"--handler: {problem}")
         handler = (handler,)
+    workspace = getattr(args, "workspace", None)
+    if workspace is not None and not os.path.isdir(workspace):
+        raise _UsageError(f"--workspace {workspace}: no such folder")
     live_options: dict[str, Any] = {}
     max_starting = getattr(args, "max_starting", None)
     if max_starting is not None:
@@ -252,6 +259,12 @@ def _run_command(args: argparse.Namespace, err: TextIO) -> int:
         live_options=live_options,
     )
     spec = load(args.file)
+    for key in options.variables:
+        if key not in spec.variables:
+            raise _UsageError(
+                f"--set {key}: the spec has no variable {key!r}{did_you_mean(key, spec.variables)} "
+                "(variables are declared under `variables:`)"
+            )
     prepare(spec, options)  # bad conditions, handlers, callables: exit 2 before anything runs
     tune_gc()  # start-up is over: freeze it, collect the young less often (see sluiceway._gc)
     result, stopped_by = trio.run(_run_with_signals, spec, options, err)

@@ -9,9 +9,11 @@ a module file next to the spec.
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.util
+import os
+import sys
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -19,6 +21,7 @@ import cattrs
 from cattrs.v import format_exception
 
 from ._errors import SluicewayError
+from .specs._check import did_you_mean
 
 __all__ = (
     "BUILTIN_HANDLERS",
@@ -27,11 +30,14 @@ __all__ = (
     "build_handlers",
     "handler_option_names",
     "handler_ref_name",
+    "import_module",
     "import_object",
+    "options_converter",
     "resolve_attr",
     "resolve_callable",
     "resolve_handler",
     "resolve_provider",
+    "spec_search_path",
 )
 
 # The built-in tables hold import paths, not classes, on purpose: a run imports only the
@@ -62,8 +68,63 @@ class RegistryError(SluicewayError, LookupError):
     """A handler or provider reference names nothing importable."""
 
 
-def import_object(path: str) -> Any:
-    """Import ``package.module:attr`` or ``package.module.attr``.
+def spec_search_path(source: str | None, workspace: str | None = None) -> tuple[str, ...]:
+    """Where a spec's own modules are found after the Python path: its folder, then the workspace.
+
+    Args:
+        source: The spec's file (``Pipeline.source``); a ``<string>`` source has no folder.
+        workspace: The workspace (``--workspace``, or ``workspace_dir`` relative to the spec).
+    """
+    dirs: list[str] = []
+    if source and not source.startswith("<"):
+        dirs.append(os.path.dirname(os.path.abspath(source)))
+    if workspace:
+        base = dirs[0] if dirs else os.getcwd()
+        dirs.append(os.path.normpath(os.path.join(base, workspace)))
+    return tuple(dict.fromkeys(dirs))
+
+
+def import_module(name: str, search: Sequence[str] = ()) -> Any:
+    """Import module *name* as Python does, else from the folders in *search*, in order.
+
+    This is the one rule for every dotted path a spec names (handlers, callbacks,
+    python steps, providers): a module beside the spec imports with no
+    ``PYTHONPATH``. A module found in *search* is imported under its own name (a
+    package's submodules import as usual); ``sys.path`` is left alone.
+
+    Raises:
+        RegistryError: naming the module and every place looked in.
+    """
+    top = name.partition(".")[0]
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name != top or top in sys.modules:
+            raise RegistryError(f"cannot import module {name!r}: {exc}") from exc
+        for folder in search:
+            found = importlib.machinery.PathFinder.find_spec(top, [folder])
+            if found is not None and found.loader is not None:
+                break
+        else:
+            places = ", ".join(["the Python path", *search])
+            raise RegistryError(f"no module named {name!r} (looked in {places})") from None
+    module = importlib.util.module_from_spec(found)
+    sys.modules[top] = module
+    try:
+        found.loader.exec_module(module)
+    except BaseException as exc:
+        del sys.modules[top]
+        if isinstance(exc, Exception):
+            raise RegistryError(f"cannot import module {top!r} from {found.origin}: {exc}") from exc
+        raise
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise RegistryError(f"cannot import module {name!r}: {exc}") from exc
+
+
+def import_object(path: str, search: Sequence[str] = ()) -> Any:
+    """Import ``package.module:attr`` or ``package.module.attr`` (modules found by ``import_module``).
 
     Raises:
         RegistryError: naming the path and what was missing.
@@ -75,9 +136,9 @@ def import_object(path: str) -> Any:
     if not module_name or not attr_path:
         raise RegistryError(f"{path!r} is not a dotted path like 'package.module.Name'")
     try:
-        obj: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise RegistryError(f"cannot import module {module_name!r} for {path!r}: {exc}") from exc
+        obj = import_module(module_name, search)
+    except RegistryError as exc:
+        raise RegistryError(f"{exc} (for {path!r})") from exc.__cause__
     return resolve_attr(obj, attr_path, f"module {module_name!r}")
 
 
@@ -87,42 +148,17 @@ def resolve_attr(obj: Any, attr_path: str, owner: str) -> Any:
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise RegistryError(f"{owner} has no attribute {attr_path!r}") from None
+            names = [n for n in dir(obj) if not n.startswith("_")]
+            raise RegistryError(f"{owner} has no attribute {attr_path!r}{did_you_mean(part, names)}") from None
     return obj
 
 
-def resolve_callable(ref: str, spec: Any) -> Any:
-    """Import a ``python`` step's callable: a dotted path, or a module file next to the spec.
-
-    ``helpers:fn`` names ``helpers.py`` in the spec's folder when no importable
-    module ``helpers`` exists. The file is loaded on its own (``sys.path`` and
-    ``sys.modules`` are left alone), once per call.
-
-    Raises:
-        RegistryError: neither an importable module nor a file next to the spec.
-    """
-    try:
-        return import_object(ref)
-    except RegistryError:
-        module_name, _, attr_path = ref.partition(":") if ":" in ref else ref.rpartition(".")
-        source = getattr(spec, "source", None)
-        if not source or source == "<string>" or not module_name or "." in module_name:
-            raise
-        path = Path(source).parent / f"{module_name}.py"
-        if not path.is_file():
-            raise
-    module_spec = importlib.util.spec_from_file_location(f"_sluiceway_spec_{module_name}", path)
-    if module_spec is None or module_spec.loader is None:  # pragma: no cover - a .py file always has one
-        raise RegistryError(f"cannot load {str(path)!r} for {ref!r}")
-    module = importlib.util.module_from_spec(module_spec)
-    try:
-        module_spec.loader.exec_module(module)
-    except Exception as exc:
-        raise RegistryError(f"cannot load {str(path)!r} for {ref!r}: {exc}") from exc
-    return resolve_attr(module, attr_path, repr(str(path)))
+def resolve_callable(ref: str, search: Sequence[str] = ()) -> Any:
+    """Import a ``python`` step's callable (``module:function``), by ``import_module``'s rule."""
+    return import_object(ref, search)
 
 
-def resolve_handler(ref: str | type) -> type:
+def resolve_handler(ref: str | type, search: Sequence[str] = ()) -> type:
     """Return the handler class for a built-in name or a dotted path (a class is its own)."""
     if isinstance(ref, type):
         return ref
@@ -132,13 +168,13 @@ def resolve_handler(ref: str | type) -> type:
             known = ", ".join(sorted(BUILTIN_HANDLERS))
             raise RegistryError(f"unknown stream handler {ref!r}; expected one of {known} or a dotted path")
         path = ref
-    cls = import_object(path)
+    cls = import_object(path, search)
     if not isinstance(cls, type):
         raise RegistryError(f"stream handler {ref!r} is not a class")
     return cls
 
 
-def resolve_provider(ref: str) -> type:
+def resolve_provider(ref: str, search: Sequence[str] = ()) -> type:
     """Return the provider class for a built-in name or a dotted path."""
     path = BUILTIN_PROVIDERS.get(ref)
     if path is None:
@@ -146,7 +182,7 @@ def resolve_provider(ref: str) -> type:
             known = ", ".join(sorted(BUILTIN_PROVIDERS))
             raise RegistryError(f"unknown provider {ref!r}; expected one of {known} or a dotted path")
         path = ref
-    cls = import_object(path)
+    cls = import_object(path, search)
     if not isinstance(cls, type):
         raise RegistryError(f"provider {ref!r} is not a class")
     return cls
@@ -163,7 +199,8 @@ def handler_option_names(cls: type) -> frozenset[str] | None:
     return frozenset(a.alias or a.name for a in attrs.fields(options_cls))
 
 
-_options_converter = cattrs.Converter(forbid_extra_keys=True)
+#: The converter handler options go through (a real bool for bool options, unknown keys refused).
+options_converter = cattrs.Converter(forbid_extra_keys=True)
 
 
 def _structure_bool(value: Any, _: type) -> bool:
@@ -173,7 +210,7 @@ def _structure_bool(value: Any, _: type) -> bool:
     raise TypeError(f"expected true or false, got {value!r}")
 
 
-_options_converter.register_structure_hook(bool, _structure_bool)
+options_converter.register_structure_hook(bool, _structure_bool)
 
 
 def build_handlers(refs: Sequence[str | type], opts: Mapping[str, Any], context_for: Any) -> list[Any]:
@@ -206,7 +243,7 @@ def build_handlers(refs: Sequence[str | type], opts: Mapping[str, Any], context_
             continue
         mine = {k: v for k, v in opts.items() if k in names}
         try:
-            options = _options_converter.structure(mine, cls.Options)  # type: ignore[attr-defined]  # names is not None: cls has Options
+            options = options_converter.structure(mine, cls.Options)  # type: ignore[attr-defined]  # names is not None: cls has Options
         except Exception as exc:  # cattrs raises ClassValidationError groups
             raise RegistryError(
                 f"invalid options for stream handler {handler_ref_name(ref)!r}: {_describe(exc)}"

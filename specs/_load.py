@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -99,10 +100,20 @@ def default_name(source: str) -> str:
     return os.path.splitext(os.path.basename(source))[0] or "pipeline"
 
 
+#: A further check on the normalized plain data, reported with the spec's own issues.
+ExtraCheck = Callable[[dict[str, Any], Locator], list[SpecIssue]]
+
+
 def loads_located(
-    text: str, *, source: str = "<string>", base_dir: str | None = None
+    text: str, *, source: str = "<string>", base_dir: str | None = None, extra_check: ExtraCheck | None = None
 ) -> tuple[_model.Pipeline, Locator]:
-    """Like ``loads``, also returning the Locator (field path -> line/column)."""
+    """Like ``loads``, also returning the Locator (field path -> line/column).
+
+    Args:
+        extra_check: Called with the normalized data; its issues are reported together
+            with the spec's own (the facade checks handler, callback and callable
+            references this way, so every problem arrives at once).
+    """
     data, locator = parse_yaml(text, source)
     if isinstance(data, dict) and "workflow" in data:
         if set(data) != {"workflow"}:
@@ -140,6 +151,8 @@ def loads_located(
         warnings.warn(message, SluicewayDeprecationWarning, stacklevel=3)
     issues += check_data(data, locator)
     issues += validate_data(data, locator, _base_dirs(source, data, base_dir))
+    if extra_check is not None:
+        issues += extra_check(data, locator)
     if issues:
         issues.sort(key=lambda i: (i.line or 0, i.column or 0))
         raise SpecError(_dedupe(issues))
@@ -184,7 +197,9 @@ def loads(text: str, *, source: str = "<string>", base_dir: str | None = None) -
     return loads_located(text, source=source, base_dir=base_dir)[0]
 
 
-def load_located(path: str | os.PathLike[str]) -> tuple[_model.Pipeline, Locator]:
+def load_located(
+    path: str | os.PathLike[str], *, extra_check: ExtraCheck | None = None
+) -> tuple[_model.Pipeline, Locator]:
     """Like ``load``, also returning the Locator."""
     source = os.fspath(path)
     try:
@@ -197,7 +212,9 @@ def load_located(path: str | os.PathLike[str]) -> tuple[_model.Pipeline, Locator
     if len(data) == read_limit:
         data += b"\0"  # read_spec_bytes reports the limit; no need to read the rest
     text = read_spec_bytes(data, source)
-    return loads_located(text, source=source, base_dir=os.path.dirname(os.path.abspath(source)))
+    return loads_located(
+        text, source=source, base_dir=os.path.dirname(os.path.abspath(source)), extra_check=extra_check
+    )
 
 
 def load(path: str | os.PathLike[str]) -> _model.Pipeline:

@@ -32,6 +32,11 @@ MAX_NAME_LENGTH: Final = 100
 _CONDITION_STEP_RE: Final = re.compile(r"\bsteps\.([A-Za-z_][\w\-]*)")
 
 
+def is_dotted(ref: str) -> bool:
+    """Whether *ref* has the form of a dotted path (``package.module:name`` or ``module.name``)."""
+    return _DOTTED_RE.match(ref) is not None
+
+
 def check_handler_ref(ref: str) -> str | None:
     """The problem with a handler reference, or ``None`` when it is valid."""
     if ref in BUILTIN_HANDLER_NAMES or ("." in ref or ":" in ref) and _DOTTED_RE.match(ref):

@@ -330,16 +330,16 @@ CASES: list[tuple[str, str | bytes, list[tuple[int | None, int | None, str, str]
     (
         "malformed_condition",
         "name: x\nsteps:\n" + OK_STEP + "    condition: 'vars.x and ('\n",
-        [(6, 16, "steps[0].condition", "invalid condition: ")],
+        [(6, 16, "steps[0].condition", "condition 'vars.x and (': ")],
     ),
     (
         "input_stream_later_step",
-        "name: x\nsteps:\n  - {name: p, type: python, callable: 'm:f', input_stream: a}\n"
+        "name: x\nsteps:\n  - {name: p, type: python, callable: 'json:dumps', input_stream: a}\n"
         + OK_STEP,
         [
             (
                 3,
-                60,
+                67,
                 "steps[0].input_stream",
                 "input_stream must name an earlier step, got a later step 'a'",
             )

@@ -1,13 +1,14 @@
 """Preparation: what a spec's steps need checked and derived before any task runs.
 
-The loader checks the spec's shape; ``prepare`` checks what needs imports or
-the run's options: conditions, handler references, ``python`` callables,
-``input_stream`` links and ``llm`` providers. It also answers, per step, which
+The loader checks the spec's shape and (``sluiceway.load``) what it names;
+``prepare`` runs that second check again for specs built in Python, then what
+needs the run's options: ``--handler`` and ``input_stream`` links. It also answers, per step, which
 handlers it streams to (``effective_refs``) and with which options.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -15,14 +16,11 @@ import attrs
 
 from .._conditions import Condition, parse_condition
 from .._errors import SpecError, SpecIssue
-from .._registry import (
-    RegistryError,
-    handler_option_names,
-    resolve_callable,
-    resolve_handler,
-    resolve_provider,
-)
-from ..specs import LlmStep, Pipeline, PythonStep
+from .._load import check_references
+from .._registry import handler_option_names, resolve_handler
+from ..specs import Pipeline, PythonStep
+from ..specs._dump import to_data
+from ..specs._yaml import Locator
 from ._modes import DEFAULT_OPTIONS, RunOptions
 
 __all__ = ("Prepared", "effective_opts", "effective_refs", "prepare")
@@ -78,17 +76,26 @@ def effective_opts(
 
 
 def prepare(spec: Pipeline, options: RunOptions = DEFAULT_OPTIONS) -> Prepared:
-    """Check what the loader cannot: conditions, handler refs, callables, input streams.
+    """Check what the loader checks with the registries, and what needs the run's options.
+
+    The references a spec names (handlers and their options, callbacks, ``python``
+    callables, providers, conditions) go through the same check as ``sluiceway.load``
+    (``check_references``), so a spec built in Python meets it too; then
+    ``input_stream`` links and ``--handler``.
 
     Raises:
         SpecError: every problem found, one issue each.
+        RegistryError: ``--handler`` (``options.handlers``) names no handler.
     """
-    issues: list[SpecIssue] = []
     source = spec.source or "<spec>"
+    workspace = os.fspath(options.workspace) if options.workspace is not None else spec.workspace_dir
+    issues: list[SpecIssue] = check_references(to_data(spec), Locator(source), workspace=workspace)
 
     def problem(index: int, field: str, message: str) -> None:
         issues.append(SpecIssue(source, None, None, f"steps[{index}].{field}", message))
 
+    for ref in options.handlers or ():
+        resolve_handler(ref)  # once for the run, not once per step
     conditions: dict[str, Condition] = {}
     followers: dict[str, list[str]] = {}
     names = [s.name for s in spec.steps]
@@ -96,31 +103,15 @@ def prepare(spec: Pipeline, options: RunOptions = DEFAULT_OPTIONS) -> Prepared:
         if step.condition is not None:
             try:
                 conditions[step.name] = parse_condition(step.condition)
-            except SpecError as exc:
-                problem(index, "condition", "; ".join(i.message for i in exc.issues))
-        for ref in effective_refs(step, spec, options):
-            try:
-                resolve_handler(ref)
-            except RegistryError as exc:
-                problem(index, "stream_handler", str(exc))
-        if isinstance(step, PythonStep):
-            try:
-                if not callable(resolve_callable(step.callable, spec)):
-                    problem(index, "callable", f"{step.callable!r} is not callable")
-            except RegistryError as exc:
-                problem(index, "callable", str(exc))
-            if step.input_stream is not None:
-                if step.input_stream not in names[:index]:
-                    problem(index, "input_stream", f"{step.input_stream!r} is not an earlier step")
-                elif isinstance(spec.steps[names.index(step.input_stream)], PythonStep):
-                    problem(index, "input_stream", f"{step.input_stream!r} is a python step; it has no event stream")
-                else:
-                    followers.setdefault(step.input_stream, []).append(step.name)
-        if isinstance(step, LlmStep) and step.provider not in ("claude", "mock", "anthropic"):
-            try:
-                resolve_provider(step.provider)
-            except RegistryError as exc:
-                problem(index, "provider", str(exc))
+            except SpecError:
+                pass  # check_references reported it
+        if isinstance(step, PythonStep) and step.input_stream is not None:
+            if step.input_stream not in names[:index]:
+                problem(index, "input_stream", f"{step.input_stream!r} is not an earlier step")
+            elif isinstance(spec.steps[names.index(step.input_stream)], PythonStep):
+                problem(index, "input_stream", f"{step.input_stream!r} is a python step; it has no event stream")
+            else:
+                followers.setdefault(step.input_stream, []).append(step.name)
     if issues:
         raise SpecError(issues)
     return Prepared(conditions, {k: tuple(v) for k, v in followers.items()})

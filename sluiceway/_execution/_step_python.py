@@ -65,7 +65,7 @@ async def run_python_step(
     becomes ``Response.output``; ``Response.text`` is it as text (JSON for
     non-strings, ``""`` for ``None``).
     """
-    fn = resolve_callable(step.callable, state.spec)
+    fn = resolve_callable(step.callable)  # found (and imported) by prepare's check
     ctx = StepContext(
         run_id=state.run_id,
         step=step.name,
