@@ -2,7 +2,7 @@
 
 A cassette is JSON lines. The first line is the header::
 
-    {"sluiceway_cassette": 1, "pipeline": "demo"}
+    {"sluiceway_cassette": 1, "pipeline": "demo", "provider": "mock"}
 
 then one line per provider event (or error), in the order they happened::
 
@@ -128,6 +128,8 @@ class Cassette:
     """The pipeline name in the header."""
     calls: Mapping[CallKey, tuple[_Entry, ...]]
     """``(step, turn, attempt)`` -> the call's entries in order."""
+    provider: str | None = None
+    """The name of the provider that was recorded (``mock``, ``anthropic``...), if the header says."""
 
     def events(self, step: str, turn: int = 0, attempt: int = 1) -> list[ProviderEvent]:
         """Return the recorded events of one call (errors left out)."""
@@ -191,7 +193,9 @@ def load_cassette(path: str | os.PathLike[str], *, pipeline: str | None = None) 
             calls.setdefault(key, []).append(entry)
     if header is None:
         raise _issue(name, 1, "empty cassette (no header line)")
-    return Cassette(name, header.get("pipeline"), {k: tuple(v) for k, v in calls.items()})
+    return Cassette(
+        name, header.get("pipeline"), {k: tuple(v) for k, v in calls.items()}, provider=header.get("provider")
+    )
 
 
 class RecordingProvider:
@@ -210,7 +214,7 @@ class RecordingProvider:
         self.name = inner.name
         self.path = Path(path)
         self._file: IO[str] | None = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - closed in aclose
-        self._write({"sluiceway_cassette": CASSETTE_VERSION, "pipeline": pipeline})
+        self._write({"sluiceway_cassette": CASSETTE_VERSION, "pipeline": pipeline, "provider": inner.name})
         self._file.flush()
 
     def _write(self, record: dict[str, Any]) -> None:
@@ -314,6 +318,8 @@ class ReplayProvider:
         if not speed > 0:
             raise ValueError(f"speed must be > 0, got {speed!r}")
         self.cassette = cassette
+        self.recorded_name = cassette.provider
+        """The provider that was recorded: a replayed ``mock`` call costs nothing, as it did."""
         self.speed = speed
         self.instant = instant
         self._closed = False

@@ -70,7 +70,7 @@ async def test_record_then_replay_gives_the_same_events(fake_api, tmp_path):
     with pytest.raises(trio.ClosedResourceError):
         await _stream(rec.inner, request("fake:text"))  # the inner provider was closed too
     lines = path.read_text().splitlines()
-    assert json.loads(lines[0]) == {"sluiceway_cassette": 1, "pipeline": "demo"}
+    assert json.loads(lines[0]) == {"sluiceway_cassette": 1, "pipeline": "demo", "provider": "anthropic"}
     first = json.loads(lines[1])
     assert (first["step"], first["turn"], first["attempt"], first["event"]["type"]) == (
         "a",
@@ -213,3 +213,26 @@ def test_missing_call_is_a_step_error(tmp_path):
     with pytest.raises(StepError, match="no call for turn 0, attempt 2") as info:
         replay.stream(request("x", step="s", attempt=2))
     assert info.value.step == "s"
+
+
+def test_a_cassette_recorded_in_mock_mode_replays_at_no_cost(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    spec = tmp_path / "c.yaml"
+    spec.write_text('name: c\nsteps:\n  - {name: a, type: claude, prompt: hi, mock: {response: "one two three"}}\n')
+    cli = str(Path(sys.executable).parent / "sluiceway")
+    results = []
+    for flags in (("--record", "c.cassette"), ("--cassette", "c.cassette", "--instant")):
+        done = subprocess.run(
+            [cli, "run", str(spec), "--json", "--output-dir", "out", *flags],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        results.append(json.loads(done.stdout))
+    assert json.loads((tmp_path / "c.cassette").read_text().splitlines()[0])["provider"] == "mock"
+    recorded, replayed = (r["steps"]["a"] for r in results)
+    assert recorded["text"] == replayed["text"] == "one two three"
+    assert replayed["usage"]["output_tokens"] > 0
+    assert (recorded["cost_usd"], replayed["cost_usd"]) == (0.0, 0.0)

@@ -119,8 +119,10 @@ class ExecutionState:
             pass  # nobody listens any more; the run goes on
 
     def cost_function(self, provider: Provider | None = None) -> Callable[[str | None, Any], float | None]:
-        """``cost(model, usage)`` for the engine; a ``mock`` provider's calls cost nothing."""
-        if provider is not None and getattr(provider, "name", None) == "mock":
+        """``cost(model, usage)`` for the engine; a ``mock`` provider's calls cost nothing, and so
+        do the replayed calls of a cassette recorded in mock mode."""
+        recorded = getattr(provider, "recorded_name", None)
+        if provider is not None and "mock" in (getattr(provider, "name", None), recorded):
             return _free
         overrides = self.spec.defaults.pricing or None
 
