@@ -110,13 +110,15 @@ def import_module(name: str, search: Sequence[str] = ()) -> Any:
             raise RegistryError(f"no module named {name!r} (looked in {places})") from None
     module = importlib.util.module_from_spec(found)
     sys.modules[top] = module
+    imported = False
     try:
         found.loader.exec_module(module)
-    except BaseException as exc:
-        del sys.modules[top]
-        if isinstance(exc, Exception):
-            raise RegistryError(f"cannot import module {top!r} from {found.origin}: {exc}") from exc
-        raise
+        imported = True
+    except Exception as exc:
+        raise RegistryError(f"cannot import module {top!r} from {found.origin}: {exc}") from exc
+    finally:
+        if not imported:  # a failed import leaves nothing behind, as Python's own does
+            del sys.modules[top]
     try:
         return importlib.import_module(name)
     except ImportError as exc:

@@ -220,7 +220,7 @@ def test_a_second_signal_exits_at_once(tmp_path: Path) -> None:
 
 def test_sigterm_while_loading_exits_143_without_traceback(tmp_path: Path) -> None:
     slow = tmp_path / "slowimport.py"
-    slow.write_text("import time\ntime.sleep(30)\n", encoding="utf-8")
+    slow.write_text("import pathlib, time\npathlib.Path('importing').touch()\ntime.sleep(30)\n", encoding="utf-8")
     spec = tmp_path / "p.yaml"
     spec.write_text(FAST_SPEC.replace("stream_handler: simple", "stream_handler: slowimport.H"))
     proc = subprocess.Popen(
@@ -229,7 +229,10 @@ def test_sigterm_while_loading_exits_143_without_traceback(tmp_path: Path) -> No
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     try:
-        time.sleep(3.0)  # loading: the handler's module import sleeps
+        deadline = time.monotonic() + PROCESS_TIMEOUT
+        while not (tmp_path / "importing").exists():  # loading: the handler's module import sleeps
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=PROCESS_TIMEOUT)
     finally:
