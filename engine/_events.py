@@ -197,6 +197,9 @@ class RunStarted(Event):
     """The pipeline's name."""
     steps: tuple[str, ...] = ()
     """The top-level step names, in order."""
+    started_wall: float = 0.0
+    """``time.time()`` when the run started (0.0 when unknown): ``started_wall + event.at`` is
+    an event's wall time, for consumers that see the run's events but no ``HandlerContext``."""
 
 
 @attrs.frozen(kw_only=True)

@@ -35,6 +35,7 @@ LAZY = {
         "StepResult",
     ),
     "sluiceway.providers": ("AnthropicProvider",),
+    "sluiceway.handlers": ("OtelHandler",),
     "sluiceway.testing": (
         "FakeAPI",
         "HandlerCheckError",
