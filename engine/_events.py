@@ -222,6 +222,9 @@ class StepStarted(Event):
     """The model asked for."""
     step_type: str = "claude"
     """The spec's step type."""
+    tasks: int | None = None
+    """A composite step's number of sub-steps (batch tasks, parallel branches), when known;
+    lets a viewer show progress before every sub-step has started."""
 
 
 @attrs.frozen(kw_only=True)

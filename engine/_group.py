@@ -48,6 +48,7 @@ async def stream_group(
     buffer_size: int = DEFAULT_BUFFER_SIZE,
     concurrency: int = 1,
     on_handler_error: Literal["isolate", "fail"] = "isolate",
+    tasks: int | None = None,
 ) -> Response:
     """Run *body* as composite step *path*; its sub-steps stream to *consumers*.
 
@@ -75,6 +76,7 @@ async def stream_group(
             sub-step does not wait on the fan-in between two runs of its pump
             (1,000 paced sub-steps: p99 lag 88 ms with a fan-in of 64, 24 ms of 1,024).
         on_handler_error: As for ``stream_step``.
+        tasks: How many sub-steps *body* will run, when known (``StepStarted.tasks``).
 
     Returns:
         *body*'s response.
@@ -175,7 +177,9 @@ async def stream_group(
                     try:
                         with produce_scope:
                             await to_all.send(
-                                StepStarted(**envelope(), provider=provider, model=model, step_type=step_type)
+                                StepStarted(
+                                    **envelope(), provider=provider, model=model, step_type=step_type, tasks=tasks
+                                )
                             )
                             response = await body(sub_consumer)
                     except Exception as exc:  # kept until the fan-in is drained
