@@ -95,8 +95,7 @@ class WebSession:
         from ._web._log import EVENTS_FILE
 
         with trio.move_on_after(END_GRACE):
-            while not self.log.finished:
-                await trio.sleep(0.01)
+            await self.log.wait_finished()
         if run_dir is not None:
             try:
                 self.log.write_jsonl(run_dir / EVENTS_FILE)
@@ -107,6 +106,5 @@ class WebSession:
                 print(f"sluiceway web: serving for {self.linger:g} s more (Ctrl-C stops)", file=self.err, flush=True)
                 await trio.sleep(self.linger)
             with trio.move_on_after(END_GRACE):
-                while self.runs.clients:
-                    await trio.sleep(0.05)
+                await self.log.wait_no_clients()
         self.shutdown.set()

@@ -74,8 +74,7 @@ def _last_event_id(request: Request) -> int:
 
 async def _stream(log: RunLog, after: int) -> AsyncIterator[Mapping[str, Any] | dict[str, Any]]:
     """The SSE messages of *log* after id *after*, then ``end``; at the client's own pace."""
-
-    log.clients += 1
+    log.client_joined()
     try:
         next_index = after + 1
         while True:
@@ -90,7 +89,7 @@ async def _stream(log: RunLog, after: int) -> AsyncIterator[Mapping[str, Any] | 
             else:
                 await log.wait_beyond(next_index - 1)
     finally:
-        log.clients -= 1
+        log.client_left()
 
 
 def make_app(runs: WebRuns) -> Starlette:

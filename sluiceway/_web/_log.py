@@ -93,9 +93,31 @@ class RunLog:
     async def wait_beyond(self, index: int) -> None:
         """Wait until an event with id > *index* exists or the log is finished. Cancellable."""
         while len(self.events) <= index + 1 and not self.finished:
-            if self._changed is None:
-                self._changed = trio.Event()
-            await self._changed.wait()
+            await self._wait_change()
+
+    async def wait_finished(self) -> None:
+        """Wait until the stream ended. Cancellable."""
+        while not self.finished:
+            await self._wait_change()
+
+    async def wait_no_clients(self) -> None:
+        """Wait until no SSE client follows the log. Cancellable."""
+        while self.clients:
+            await self._wait_change()
+
+    def client_joined(self) -> None:
+        """Count a client in."""
+        self.clients += 1
+
+    def client_left(self) -> None:
+        """Count a client out (wakes ``wait_no_clients``)."""
+        self.clients -= 1
+        self._wake()
+
+    async def _wait_change(self) -> None:
+        if self._changed is None:
+            self._changed = trio.Event()
+        await self._changed.wait()
 
     def _wake(self) -> None:
         changed, self._changed = self._changed, None
