@@ -326,3 +326,24 @@ steps:
   - {name: two, type: claude, prompt: "second", mock: {response: "two done"}}
 """
     )
+
+
+def test_the_documented_console_example_prints_the_spans_and_metrics(tmp_path: Any) -> None:
+    """``python examples/otel_console.py`` (docs/observability.md): the real SDK, console exporters."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "otel_console.py"
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    for name in (
+        '"name": "invoke_workflow step_robust"',
+        '"name": "invoke_agent answer"',
+        '"name": "chat claude-sonnet-4-5"',
+        '"name": "gen_ai.client.operation.time_to_first_chunk"',
+    ):
+        assert name in done.stdout
+    assert "run ok" in done.stderr
