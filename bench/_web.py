@@ -54,8 +54,7 @@ async def _one_run(runs: WebRuns, port: int, out: str, *, stalled: bool) -> tupl
             f"GET /runs/{run_id}/events HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n".encode()
         )
         with trio.fail_after(5):
-            while log.clients == 0:  # the server has the client: it follows the log from now on
-                await trio.sleep(0.001)
+            await log.wait_for_client()  # the server has the client: it follows the log from now on
     send, receive = trio.open_memory_channel[Any](1024)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(log_actor, receive, log)

@@ -13,14 +13,13 @@ import sys
 from pathlib import Path
 
 import trio
-from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
+from sluiceway.handlers import OtelHandler
 
 import sluiceway
-from sluiceway.handlers import OtelHandler
 
 
 async def main(spec: str) -> None:

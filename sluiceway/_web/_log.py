@@ -105,9 +105,15 @@ class RunLog:
         while self.clients:
             await self._wait_change()
 
+    async def wait_for_client(self) -> None:
+        """Wait until at least one SSE client follows the log. Cancellable."""
+        while not self.clients:
+            await self._wait_change()
+
     def client_joined(self) -> None:
-        """Count a client in."""
+        """Count a client in (wakes ``wait_for_client``)."""
         self.clients += 1
+        self._wake()
 
     def client_left(self) -> None:
         """Count a client out (wakes ``wait_no_clients``)."""
