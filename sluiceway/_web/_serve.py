@@ -49,7 +49,7 @@ def is_loopback(host: str) -> bool:
     return host in LOOPBACK or host.startswith("127.")
 
 
-async def serve_runs(
+async def serve_runs(  # noqa: ASYNC128 - hypercorn.trio.serve calls task_status.started(urls)
     runs: WebRuns,
     host: str,
     port: int,
@@ -92,7 +92,7 @@ def _is_run_dir(path: Path) -> bool:
     return (path / "result.json").is_file() or (path / "events.jsonl").is_file()
 
 
-async def serve_run_dirs(
+async def serve_run_dirs(  # noqa: ASYNC128 - serve_runs (hypercorn) calls task_status.started
     runs: WebRuns, host: str, port: int, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """Serve finished runs until cancelled (Ctrl-C)."""
