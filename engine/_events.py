@@ -197,6 +197,9 @@ class RunStarted(Event):
     """The pipeline's name."""
     steps: tuple[str, ...] = ()
     """The top-level step names, in order."""
+    started_wall: float = 0.0
+    """``time.time()`` when the run started (0.0 when unknown): ``started_wall + event.at`` is
+    an event's wall time, for consumers that see the run's events but no ``HandlerContext``."""
 
 
 @attrs.frozen(kw_only=True)
@@ -219,6 +222,9 @@ class StepStarted(Event):
     """The model asked for."""
     step_type: str = "claude"
     """The spec's step type."""
+    tasks: int | None = None
+    """A composite step's number of sub-steps (batch tasks, parallel branches), when known;
+    lets a viewer show progress before every sub-step has started."""
 
 
 @attrs.frozen(kw_only=True)

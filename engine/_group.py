@@ -41,6 +41,7 @@ async def stream_group(
     buffer_size: int = DEFAULT_BUFFER_SIZE,
     concurrency: int = 1,
     on_handler_error: Literal["isolate", "fail"] = "isolate",
+    tasks: int | None = None,
 ) -> Response:
     """Run *body* as composite step *path*; its sub-steps stream to *consumers*.
 
@@ -61,6 +62,7 @@ async def stream_group(
             ``buffer_size`` for bursts (a message's end is three events at once), so
             that a sub-step does not wait on the fan-in between two runs of its pump.
         on_handler_error: As for ``stream_step``.
+        tasks: How many sub-steps *body* will run, when known (``StepStarted.tasks``).
 
     Returns:
         *body*'s response.
@@ -93,7 +95,9 @@ async def stream_group(
             response: Response | None = None
             try:
                 with delivery.produce_scope:
-                    await to_all.send(StepStarted(**envelope(), provider=provider, model=model, step_type=step_type))
+                    await to_all.send(
+                        StepStarted(**envelope(), provider=provider, model=model, step_type=step_type, tasks=tasks)
+                    )
                     response = await body(fan_in.sub_consumer)
             except Exception as exc:  # kept until the fan-in is drained
                 body_error = exc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -53,7 +54,10 @@ async def emit_run_started(run: RunContext, pipeline: str, steps: Sequence[str] 
     Closes nothing; a stream whose reader is gone is skipped. Cancelled: the
     event may not have been sent, and the cancellation propagates.
     """
-    event = RunStarted(run_id=run.run_id, step="", at=run.now(), pipeline=pipeline, steps=tuple(steps))
+    at = run.now()
+    event = RunStarted(
+        run_id=run.run_id, step="", at=at, pipeline=pipeline, steps=tuple(steps), started_wall=time.time() - at
+    )
     await _emit(run, event)
     return event
 

@@ -1,4 +1,4 @@
-"""The ``sluiceway`` command: ``run``, ``validate``, ``migrate``, ``schema``.
+"""The ``sluiceway`` command: ``run``, ``validate``, ``migrate``, ``schema``, ``serve``.
 
 Failures are lines on stderr and exit code 2; a traceback only with ``--debug``.
 """
@@ -100,6 +100,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--streams-per-client", metavar="N", help="live: open streams per SDK client (default 64)"
     )
+    run.add_argument(
+        "--web",
+        nargs="?",
+        const="127.0.0.1:8765",
+        metavar="HOST:PORT",
+        help="serve a live view of the run (default 127.0.0.1:8765; port 0 picks one); "
+        "prints its URL and the token that Cancel (and any non-loopback host) needs",
+    )
+    run.add_argument(
+        "--web-linger",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="with --web: keep serving this long after the run ends (Ctrl-C stops it)",
+    )
 
     validate = sub.add_parser(
         "validate",
@@ -128,6 +143,23 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print the JSON Schema (2020-12) of pipeline YAML, for editors.",
     )
     schema.add_argument("--debug", action="store_true", help="show tracebacks")
+
+    serve = sub.add_parser(
+        "serve",
+        help="serve the web view of finished runs from their folders",
+        description="Serve the web view of runs on disk: events.jsonl where --web wrote one, "
+        "else each step's result from result.json. Ctrl-C stops it.",
+    )
+    serve.add_argument(
+        "run_dirs", nargs="+", metavar="RUN_DIR", help="a run's folder, or a folder of run folders"
+    )
+    serve.add_argument(
+        "--bind",
+        default="127.0.0.1:8765",
+        metavar="HOST:PORT",
+        help="where to listen (default 127.0.0.1:8765); a non-loopback host needs the token",
+    )
+    serve.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
 
 
@@ -211,6 +243,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _validate(args.files)
         if args.command == "migrate":
             return _migrate(args.file, args.write)
+        if args.command == "serve":
+            from ._cli_serve import serve_command
+
+            return serve_command(args)
         if args.command == "schema":
             from .specs._schema import json_schema
 

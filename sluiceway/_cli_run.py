@@ -6,6 +6,9 @@ that is not available); 130 interrupted (Ctrl-C, SIGINT) and 143 terminated
 (SIGTERM, as ``docker stop`` and systemd send it), after every handler is
 closed and the partial files are written.
 
+``--web [HOST:PORT]`` also serves the run's live view (``sluiceway._web``):
+its Cancel button cancels the same scope a signal does (exit 130).
+
 SIGINT and SIGTERM: while the run is going, a trio signal receiver takes them
 and cancels the run's scope, so each running step emits ``Cancelled``,
 handlers flush and close, and ``result.json`` says ``cancelled``. A second
@@ -24,11 +27,12 @@ import sys
 import traceback
 from typing import Any, Final, TextIO
 
+import attrs
 import trio
 import yaml
 
 from ._errors import AuthenticationError, SluicewayError, SpecError
-from ._execution import Mode, ModeUnavailableError, RunOptions, execute, prepare
+from ._execution import Mode, ModeUnavailableError, RunOptions, execute, new_run_id, prepare
 from ._gc import tune_gc
 from ._load import load
 from ._result import RunResult, result_to_json
@@ -128,33 +132,51 @@ def _raise_terminated(signum: int, frame: object) -> None:
 
 
 async def _run_with_signals(
-    spec: Any, options: RunOptions, err: TextIO
+    spec: Any, options: RunOptions, err: TextIO, web: Any = None
 ) -> tuple[RunResult | None, int | None]:
     """Run *spec*; SIGINT or SIGTERM cancels it cleanly, a second one exits at once.
+
+    With *web* (a ``WebSession``), the run's events also go to its live view, whose
+    Cancel button cancels the run like SIGINT; after the run, a signal ends the lingering view.
 
     Returns:
         The result, and the exit code of the signal that stopped the run (or None).
     """
     stopped_by: int | None = None
     live = _Started()
+    run_done = False
+    linger_scope = trio.CancelScope()
     async with trio.open_nursery() as nursery:
         run_scope = trio.CancelScope()
 
-        async def watch_signals(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        def stop(code: int) -> None:
             nonlocal stopped_by
+            stopped_by = code
+            run_scope.cancel()
+
+        async def watch_signals(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
             with trio.open_signal_receiver(*_SIGNAL_EXIT) as signals:
                 task_status.started()
                 async for signum in signals:
+                    if run_done:  # the run is over: a signal only ends the lingering web view
+                        linger_scope.cancel()
+                        continue
                     if stopped_by is not None:  # the second signal: do not wait for the cleanup
                         print("sluiceway run: second signal; exiting now", file=err, flush=True)
                         os._exit(_SIGNAL_EXIT[signal.Signals(signum)])
-                    stopped_by = _SIGNAL_EXIT[signal.Signals(signum)]
-                    run_scope.cancel()
+                    stop(_SIGNAL_EXIT[signal.Signals(signum)])
 
         await nursery.start(watch_signals)
+        send_events = None
+        if web is not None:
+            send_events = await web.start(nursery, lambda: stop(EXIT_INTERRUPTED))
         result: RunResult | None = None
         with run_scope:
-            result = await execute(spec, options, task_status=live)
+            result = await execute(spec, options, send_events=send_events, task_status=live)
+        run_done = True
+        if web is not None:
+            finished = result if result is not None else live.value
+            await web.finish(finished.run_dir if finished is not None else None, linger_scope)
         nursery.cancel_scope.cancel()
     return (result if result is not None else live.value), stopped_by
 
@@ -258,6 +280,19 @@ def _run_command(args: argparse.Namespace, err: TextIO) -> int:
         instant=bool(getattr(args, "instant", False)),
         live_options=live_options,
     )
+    web = None
+    web_bind = getattr(args, "web", None)
+    if web_bind is not None:
+        from ._cli_serve import WebSession, web_available
+
+        missing = web_available()
+        if missing:
+            raise _UsageError(f"--web: {missing}")
+        options = attrs.evolve(options, run_id=options.run_id or new_run_id())
+        try:
+            web = WebSession(web_bind, options.run_id or "", linger=getattr(args, "web_linger", 0.0) or 0.0, err=err)
+        except ValueError as exc:
+            raise _UsageError(f"--web {web_bind!r}: {exc}") from None
     spec = load(args.file)
     for key in options.variables:
         if key not in spec.variables:
@@ -267,7 +302,7 @@ def _run_command(args: argparse.Namespace, err: TextIO) -> int:
             )
     prepare(spec, options)  # bad conditions, handlers, callables: exit 2 before anything runs
     tune_gc()  # start-up is over: freeze it, collect the young less often (see sluiceway._gc)
-    result, stopped_by = trio.run(_run_with_signals, spec, options, err)
+    result, stopped_by = trio.run(_run_with_signals, spec, options, err, web)
     if result is not None and as_json:
         sys.stdout.write(json.dumps(result_to_json(result), indent=2, default=str) + "\n")
         sys.stdout.flush()

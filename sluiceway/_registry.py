@@ -53,6 +53,7 @@ BUILTIN_HANDLERS: Mapping[str, str] = {
     "file": "sluiceway.handlers._file:FileHandler",
     "buffer": "sluiceway.handlers._buffer:BufferHandler",
     "callback": "sluiceway.handlers._callback:CallbackHandler",
+    "otel": "sluiceway.handlers._otel:OtelHandler",
 }
 
 #: Built-in provider names -> "module:Class".

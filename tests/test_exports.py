@@ -36,6 +36,7 @@ LAZY = {
         "StepResult",
     ),
     "sluiceway.providers": ("AnthropicProvider", "AnthropicStatistics", "FastPathWarning"),
+    "sluiceway.handlers": ("OtelHandler",),
     "sluiceway.testing": (
         "FakeAPI",
         "HandlerCheckError",

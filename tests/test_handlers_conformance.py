@@ -26,6 +26,18 @@ from sluiceway.testing._check import assert_handler_conforms
 EXAMPLES = 40
 
 
+def _otel_handler(**options):
+    pytest.importorskip("opentelemetry.sdk", reason="the otel handler's check needs opentelemetry-sdk")
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from sluiceway.handlers import OtelHandler
+
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+    return OtelHandler(OtelHandler.Options(**options), make_context(), tracer_provider=provider)
+
+
 class TTY(io.StringIO):
     def isatty(self):
         return True
@@ -56,6 +68,7 @@ class TTY(io.StringIO):
             lambda tmp: CallbackHandler.for_callable(lambda event: None, make_context()),
             id="callback",
         ),
+        pytest.param(lambda tmp: _otel_handler(capture_content=True), id="otel"),
     ],
 )
 def test_handler_conforms(make, tmp_path):

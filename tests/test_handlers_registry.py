@@ -10,6 +10,7 @@ from sluiceway.handlers import (
     ConsoleHandler,
     DebugHandler,
     FileHandler,
+    OtelHandler,
     SimpleHandler,
 )
 
@@ -35,6 +36,7 @@ def test_every_builtin_name_resolves_to_its_class():
         "file": FileHandler,
         "buffer": BufferHandler,
         "callback": CallbackHandler,
+        "otel": OtelHandler,
     }
     assert {name: cls.policy for name, cls in zip(BUILTIN_HANDLERS, map(resolve_handler, BUILTIN_HANDLERS), strict=True)} == {
         "simple": "coalesce",
@@ -43,6 +45,7 @@ def test_every_builtin_name_resolves_to_its_class():
         "file": "block",
         "buffer": "block",
         "callback": "block",
+        "otel": "block",
     }
 
 

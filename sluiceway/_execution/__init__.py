@@ -26,4 +26,5 @@ from ._modes import ModeUnavailableError as ModeUnavailableError
 from ._modes import RunOptions as RunOptions
 from ._modes import open_mode_provider as open_mode_provider
 from ._prepare import prepare as prepare
+from ._state import new_run_id as new_run_id
 from ._step_python import StepContext as StepContext

@@ -54,7 +54,14 @@ async def execute(
     try:
         task_status.started(result)
         await state.emit(
-            RunStarted(run_id=state.run_id, step="", at=0.0, pipeline=spec.name, steps=tuple(s.name for s in spec.steps))
+            RunStarted(
+                run_id=state.run_id,
+                step="",
+                at=0.0,
+                pipeline=spec.name,
+                steps=tuple(s.name for s in spec.steps),
+                started_wall=state.started_wall,
+            )
         )
         try:
             await Scheduler(state).run_all()

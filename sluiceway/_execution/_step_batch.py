@@ -80,6 +80,6 @@ async def run_batch_step(state: ExecutionState, step: ClaudeBatchStep, consumers
         return response
 
     return await stream_group(
-        consumers=consumers, body=body, concurrency=min(config.max_parallel, len(prompts)),
+        consumers=consumers, body=body, concurrency=min(config.max_parallel, len(prompts)), tasks=len(prompts),
         **group_kwargs(state, step),
     )

@@ -64,4 +64,6 @@ async def run_parallel_step(state: ExecutionState, step: ParallelClaudeStep, con
             raise error
         return response
 
-    return await stream_group(consumers=consumers, body=body, concurrency=len(ids), **group_kwargs(state, step))
+    return await stream_group(
+        consumers=consumers, body=body, concurrency=len(ids), tasks=len(ids), **group_kwargs(state, step)
+    )

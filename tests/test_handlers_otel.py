@@ -1,0 +1,349 @@
+"""The ``otel`` handler: the span tree, names, kinds, attributes, errors and metrics of real runs.
+
+Runs a mock pipeline (a tool loop, a retried step, a step cancelled mid-stream)
+through the engine, feeds every event to ``OtelHandler`` and reads what the
+OpenTelemetry SDK's in-memory exporter and metric reader received.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import trio
+
+pytest.importorskip("opentelemetry.sdk", reason="the otel tests need opentelemetry-sdk (the test extra)")
+
+import trio.lowlevel
+from opentelemetry import trace  # noqa: E402
+from opentelemetry.sdk.metrics import MeterProvider  # noqa: E402
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: E402
+from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
+from opentelemetry.trace import SpanKind, StatusCode  # noqa: E402
+from sluiceway.engine import Delta, Event, HandlerContext  # noqa: E402
+from sluiceway.handlers import OtelHandler  # noqa: E402
+from sluiceway.handlers._otel import DURATION_BUCKETS, TOKEN_BUCKETS  # noqa: E402
+
+import sluiceway  # noqa: E402
+from sluiceway._execution import RunOptions, execute  # noqa: E402
+
+MODEL = "claude-sonnet-4-5"
+
+SPEC = """
+name: demo
+steps:
+  - name: look
+    type: claude
+    prompt: "read a.txt"
+    claude_options: {allowed_tools: [Read]}
+    mock:
+      tool_calls: [{name: Read, input: {file_path: "a.txt"}}]
+      response: "done reading"
+      delay_ms: 2
+  - name: answer
+    type: claude_robust
+    prompt: "hello?"
+    retry_config: {max_retries: 2, base_delay_ms: 10}
+    mock: {response: "hello world", error: overloaded, error_after: 2, error_attempts: 1, chunk_size: 3, delay_ms: 2}
+  - name: slow
+    type: claude
+    prompt: "take your time"
+    mock: {response: "one two three four five six seven eight nine ten", delay_ms: 50}
+"""
+
+
+@pytest.fixture
+def otel() -> tuple[TracerProvider, InMemorySpanExporter, MeterProvider, InMemoryMetricReader]:
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    return tracer_provider, exporter, meter_provider, reader
+
+
+async def _run_and_cancel_slow(handler: OtelHandler, tmp_path: Any) -> tuple[list[Event], Any]:
+    """Run SPEC; cancel the run at the third delta of ``slow``. Every event goes to *handler*."""
+    spec = sluiceway.loads(SPEC)
+    events: list[Event] = []
+    result: list[Any] = []
+    send, receive = trio.open_memory_channel[Event](64)
+    scope = trio.CancelScope()
+
+    async def run() -> None:
+        with scope:
+            result.append(await execute(spec, RunOptions(output_dir=tmp_path, workspace=tmp_path), send_events=send))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run)
+        slow_deltas = 0
+        async for event in receive:
+            events.append(event)
+            handler.handle_nowait(event)
+            if isinstance(event, Delta) and event.step == "slow":
+                slow_deltas += 1
+                if slow_deltas == 3:
+                    scope.cancel()
+    await handler.aclose()
+    return events, result
+
+
+def _by_name(spans: list[Any]) -> dict[str, list[Any]]:
+    found: dict[str, list[Any]] = {}
+    for span in spans:
+        found.setdefault(span.name, []).append(span)
+    return found
+
+
+def _histograms(reader: InMemoryMetricReader) -> dict[str, Any]:
+    data = reader.get_metrics_data()
+    return {
+        metric.name: metric
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+    }
+
+
+async def test_a_run_maps_to_the_genai_span_tree_and_metrics(otel: Any, tmp_path: Any, autojump_clock: Any) -> None:
+    tracer_provider, exporter, meter_provider, reader = otel
+    handler = OtelHandler.for_run(tracer_provider=tracer_provider, meter_provider=meter_provider)
+    events, _ = await _run_and_cancel_slow(handler, tmp_path)
+    started = events[0]
+    assert type(started).__name__ == "RunStarted" and started.started_wall > 0
+    spans = exporter.get_finished_spans()
+    names = _by_name(spans)
+
+    # -- the tree: one trace, the workflow at the root, steps under it, calls and tools under steps
+    (run_span,) = names["invoke_workflow demo"]
+    assert run_span.parent is None and run_span.kind is SpanKind.INTERNAL
+    assert {s.context.trace_id for s in spans} == {run_span.context.trace_id}
+    steps = {s.attributes["gen_ai.agent.name"]: s for s in spans if s.name.startswith("invoke_agent ")}
+    assert set(steps) == {"look", "answer", "slow"}
+    for name, span in steps.items():
+        assert span.name == f"invoke_agent {name}"
+        assert span.kind is SpanKind.INTERNAL
+        assert span.parent.span_id == run_span.context.span_id
+        assert span.attributes["gen_ai.operation.name"] == "invoke_agent"
+    chats = names[f"chat {MODEL}"]
+    children = {
+        name: [c for c in chats if c.parent.span_id == steps[name].context.span_id] for name in steps
+    }
+    # look: a tool loop (two model calls) and one tool call between them
+    assert len(children["look"]) == 2
+    (tool,) = names["execute_tool Read"]
+    assert tool.parent.span_id == steps["look"].context.span_id
+    assert tool.attributes["gen_ai.tool.name"] == "Read"
+    assert tool.attributes["gen_ai.operation.name"] == "execute_tool"
+    first, second = sorted(children["look"], key=lambda s: s.start_time)
+    assert first.end_time <= tool.start_time <= tool.end_time <= second.start_time
+    assert first.attributes["gen_ai.response.finish_reasons"] == ("tool_use",)
+    assert second.attributes["gen_ai.response.finish_reasons"] == ("end_turn",)
+    # a tool's error result (the file is missing) is an error of that span only
+    assert tool.attributes["error.type"] == "tool_error" and tool.status.status_code is StatusCode.ERROR
+    assert steps["look"].status.status_code is StatusCode.UNSET
+
+    for chat in chats:
+        assert chat.kind is SpanKind.CLIENT
+        assert chat.attributes["gen_ai.provider.name"] == "anthropic"
+        assert chat.attributes["gen_ai.operation.name"] == "chat"
+        assert chat.attributes["gen_ai.request.model"] == MODEL
+        assert chat.attributes["gen_ai.request.stream"] is True
+        assert "gen_ai.input.messages" not in chat.attributes  # content is opt-in
+        assert "gen_ai.output.messages" not in chat.attributes
+    for chat in children["look"]:
+        assert chat.attributes["gen_ai.usage.output_tokens"] > 0
+        assert chat.attributes["gen_ai.usage.input_tokens"] > 0
+        assert chat.attributes["gen_ai.response.time_to_first_chunk"] >= 0
+
+    # answer: attempt 1 superseded (why, recorded), attempt 2 answers
+    superseded, final = sorted(children["answer"], key=lambda s: s.start_time)
+    assert superseded.attributes["sluiceway.attempt"] == 1 and final.attributes["sluiceway.attempt"] == 2
+    assert superseded.attributes["error.type"] == "overloaded_error"
+    assert superseded.status.status_code is StatusCode.ERROR
+    assert superseded.attributes["sluiceway.superseded"] is True
+    (why,) = [e for e in superseded.events if e.name == "sluiceway.superseded"]
+    assert "Overloaded" in why.attributes["sluiceway.reason"] and why.attributes["sluiceway.next_attempt"] == 2
+    assert superseded.end_time <= final.start_time
+    assert "error.type" not in final.attributes and "error.type" not in steps["answer"].attributes
+
+    # slow: cancelled mid-stream; its call, the step and the run say so
+    (cancelled_call,) = children["slow"]
+    for span in (cancelled_call, steps["slow"], run_span):
+        assert span.attributes["error.type"] == "cancelled"
+        assert span.status.status_code is StatusCode.ERROR
+
+    # -- times are the events' times on the run's wall clock, not the exporter's clock
+    origin = int(round(started.started_wall * 1e9))
+    assert run_span.start_time == origin
+    by_step = {e.step: e for e in events if type(e).__name__ == "StepStarted"}
+    for name, span in steps.items():
+        assert span.start_time == int(round((started.started_wall + by_step[name].at) * 1e9))
+    assert run_span.end_time == int(round((started.started_wall + events[-1].at) * 1e9))
+
+    # -- the four metrics, with the convention's buckets
+    metrics = _histograms(reader)
+    usage = metrics["gen_ai.client.token.usage"]
+    assert usage.unit == "{token}"
+    points = usage.data.data_points
+    assert {p.attributes["gen_ai.token.type"] for p in points} == {"input", "output"}
+    for point in points:
+        assert tuple(point.explicit_bounds) == TOKEN_BUCKETS
+        assert point.attributes["gen_ai.provider.name"] == "anthropic"
+        assert point.attributes["gen_ai.operation.name"] == "chat"
+    # one input and one output value per answered call: 2 (look) + 1 (answer)
+    assert sum(p.count for p in points) == 2 * 3
+    output_sum = sum(p.sum for p in points if p.attributes["gen_ai.token.type"] == "output")
+    assert output_sum == sum(c.attributes.get("gen_ai.usage.output_tokens", 0) for c in chats)
+    duration = metrics["gen_ai.client.operation.duration"]
+    assert duration.unit == "s"
+    by_error = {p.attributes.get("error.type"): p for p in duration.data.data_points}
+    assert set(by_error) == {None, "overloaded_error", "cancelled"}
+    assert by_error[None].count == 3 and by_error["overloaded_error"].count == 1 and by_error["cancelled"].count == 1
+    for point in duration.data.data_points:
+        assert tuple(point.explicit_bounds) == DURATION_BUCKETS
+    ttfc = metrics["gen_ai.client.operation.time_to_first_chunk"]
+    (point,) = ttfc.data.data_points
+    assert tuple(point.explicit_bounds) == DURATION_BUCKETS
+    assert point.count == 5  # every call that streamed: look x2, answer x2, slow
+    tpoc = metrics["gen_ai.client.operation.time_per_output_chunk"]
+    (point,) = tpoc.data.data_points
+    assert tuple(point.explicit_bounds) == DURATION_BUCKETS
+    content_deltas = sum(1 for e in events if type(e).__name__ in ("Delta", "ThinkingDelta", "ToolInputDelta"))
+    assert point.count == content_deltas - 5  # every chunk after each call's first
+
+
+async def test_content_is_recorded_only_when_asked(otel: Any, tmp_path: Any, autojump_clock: Any) -> None:
+    tracer_provider, exporter, meter_provider, _ = otel
+    handler = OtelHandler.for_run(capture_content=True, tracer_provider=tracer_provider, meter_provider=meter_provider)
+    await _run_and_cancel_slow(handler, tmp_path)
+    names = _by_name(exporter.get_finished_spans())
+    answered = [c for c in names[f"chat {MODEL}"] if "gen_ai.output.messages" in c.attributes]
+    outputs = [json.loads(c.attributes["gen_ai.output.messages"]) for c in answered]
+    texts = ["".join(p.get("content", "") for p in o[0]["parts"] if p["type"] == "text") for o in outputs]
+    assert "hello world" in texts and "done reading" in texts
+    second_look = [c for c in answered if "gen_ai.input.messages" in c.attributes]
+    assert second_look, "the call after a tool result sees the conversation so far"
+    (tool,) = names["execute_tool Read"]
+    assert json.loads(tool.attributes["gen_ai.tool.call.arguments"]) == {"file_path": "a.txt"}
+    assert "not found" in tool.attributes["gen_ai.tool.call.result"]
+    for span in exporter.get_finished_spans():
+        for value in span.attributes.values():
+            assert "sk-ant" not in str(value)
+
+
+async def test_a_long_lived_handler_parents_each_run_under_its_callers_span(
+    otel: Any, tmp_path: Any, autojump_clock: Any
+) -> None:
+    """The handler's task starts before any span; the caller's span still becomes the run's parent."""
+    tracer_provider, exporter, meter_provider, _ = otel
+    tracer = tracer_provider.get_tracer("caller")
+    send_work, receive_work = trio.open_memory_channel[Any](0)
+
+    async def long_lived_handler_task() -> None:
+        # started before the caller's span: this task's own context has no current span
+        assert not trace.get_current_span().get_span_context().is_valid
+        async for handler, events in receive_work:
+            for event in events:
+                await handler.handle(event)
+            await handler.aclose()
+
+    caller_spans = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(long_lived_handler_task)
+        await trio.lowlevel.checkpoint()
+        for i in range(2):
+            with tracer.start_as_current_span(f"caller {i}") as caller:
+                caller_spans.append(caller)
+                handler = OtelHandler.for_run(tracer_provider=tracer_provider, meter_provider=meter_provider)
+                async with sluiceway.open_run(_two_steps(), output_dir=tmp_path, workspace=tmp_path) as run:
+                    events = [event async for event in run.events]
+            await send_work.send((handler, events))  # handled outside the caller's span, in another task
+        send_work.close()
+    spans = exporter.get_finished_spans()
+    runs = [s for s in spans if s.name.startswith("invoke_workflow ")]
+    assert len(runs) == 2
+    for caller, run_span in zip(caller_spans, sorted(runs, key=lambda s: s.start_time), strict=True):
+        assert run_span.parent.span_id == caller.get_span_context().span_id
+        assert run_span.context.trace_id == caller.get_span_context().trace_id
+        for span in spans:
+            if span.context.trace_id == run_span.context.trace_id and not span.name.startswith("caller"):
+                assert span.parent is not None
+                assert span is run_span or span.parent.span_id != caller.get_span_context().span_id
+
+
+#: The providers ``StepOtel`` sends to (set by the test that uses it).
+_PROVIDERS: dict[str, Any] = {}
+
+
+class StepOtel(OtelHandler):
+    """``otel`` with the test's providers: the built-in one uses the global providers."""
+
+    def __init__(self, options: OtelHandler.Options, context: HandlerContext) -> None:
+        super().__init__(
+            options, context, tracer_provider=_PROVIDERS["tracer"], meter_provider=_PROVIDERS["meter"]
+        )
+
+
+async def test_as_a_step_handler_it_traces_steps_under_the_callers_span(otel: Any, tmp_path: Any) -> None:
+    """As each step's handler (built in the run's task) the caller's current span is the parent."""
+    tracer_provider, exporter, meter_provider, _ = otel
+    _PROVIDERS.update(tracer=tracer_provider, meter=meter_provider)
+    tracer = tracer_provider.get_tracer("caller")
+    with tracer.start_as_current_span("caller") as caller:
+        result = await sluiceway.run(
+            _two_steps(), output_dir=tmp_path, workspace=tmp_path, handlers="test_handlers_otel.StepOtel"
+        )
+    assert result.status == "ok"
+    spans = exporter.get_finished_spans()
+    agents = [s for s in spans if s.name.startswith("invoke_agent ")]
+    assert sorted(s.name for s in agents) == ["invoke_agent one", "invoke_agent two"]
+    for agent in agents:
+        assert agent.parent.span_id == caller.get_span_context().span_id
+    chats = [s for s in spans if s.name.startswith("chat ")]
+    assert len(chats) == 2
+    assert {c.parent.span_id for c in chats} == {a.context.span_id for a in agents}
+
+
+def test_the_handler_is_a_registered_builtin_with_options() -> None:
+    from sluiceway._registry import build_handlers, resolve_handler
+
+    assert resolve_handler("otel") is OtelHandler
+    context = HandlerContext(run_id="r", step="s", name="otel")
+    (handler,) = build_handlers(["otel"], {"capture_content": True}, lambda ref: context)
+    assert handler.options.capture_content is True
+
+
+def _two_steps() -> Any:
+    return sluiceway.loads(
+        """
+name: two
+steps:
+  - {name: one, type: claude, prompt: "first", mock: {response: "one done"}}
+  - {name: two, type: claude, prompt: "second", mock: {response: "two done"}}
+"""
+    )
+
+
+def test_the_documented_console_example_prints_the_spans_and_metrics(tmp_path: Any) -> None:
+    """``python examples/otel_console.py`` (docs/observability.md): the real SDK, console exporters."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "otel_console.py"
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    for name in (
+        '"name": "invoke_workflow step_robust"',
+        '"name": "invoke_agent answer"',
+        '"name": "chat claude-sonnet-4-5"',
+        '"name": "gen_ai.client.operation.time_to_first_chunk"',
+    ):
+        assert name in done.stdout
+    assert "run ok" in done.stderr
