@@ -259,9 +259,12 @@ class ConsoleHandler(SyncHandler):
         color: bool | None = None
         """``None``: automatic (TTY and no ``NO_COLOR``); ``True``/``False``: forced."""
 
-    def __init__(self, options: ConsoleHandler.Options, context: HandlerContext) -> None:
+    def __init__(
+        self, options: ConsoleHandler.Options, context: HandlerContext, *, failure_cause: bool = True
+    ) -> None:
         self.options = options
         self.context = context
+        self._failure_cause = failure_cause  # False: the step's own failure line leaves its cause out
         self._console: Console | None = None
         self._lines = LineTracker()
         self._out: list[str] = []
@@ -502,7 +505,8 @@ class ConsoleHandler(SyncHandler):
         elif isinstance(event, Done):
             self._done(console, event, prefix)
         elif isinstance(event, Failed):
-            self._line(console, prefix + failure_text(event), "bold red")
+            own_quiet = not self._failure_cause and event.step == self.context.step
+            self._line(console, prefix + ("✗ Stream failed" if own_quiet else failure_text(event)), "bold red")
         elif isinstance(event, Cancelled):
             self._line(console, prefix + "✗ Stream cancelled", "yellow")
 

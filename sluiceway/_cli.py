@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the spec's workspace_dir, else the spec's folder)",
     )
     run.add_argument("--handler", metavar="NAME", help="use this stream handler for every step")
-    run.add_argument("--no-stream", action="store_true", help="do not stream to handlers")
+    run.add_argument("--no-stream", action="store_true", help="do not stream to handlers (each step shows one line when it ends)")
     run.add_argument(
         "--quiet",
         "-q",

@@ -64,5 +64,6 @@ def default_display(context: HandlerContext, *, streams: bool) -> Any:
     stream = context.stdout if context.stdout is not None else sys.stdout
     isatty = getattr(stream, "isatty", None)
     if streams and isatty is not None and isatty():
-        return ConsoleHandler(ConsoleHandler.Options(show_stats=False), context)
+        # the step's failure: the summary names it (with its type), so the display only marks it
+        return ConsoleHandler(ConsoleHandler.Options(show_stats=False), context, failure_cause=False)
     return StepLineHandler(context)
