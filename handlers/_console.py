@@ -13,7 +13,6 @@ second, however many deltas its sub-steps stream.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from typing import Any, ClassVar, Final, TextIO
 
@@ -22,7 +21,6 @@ import trio
 from rich.console import Console, Group, RenderableType
 from rich.control import strip_control_codes
 from rich.panel import Panel
-from rich.progress_bar import ProgressBar
 from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
@@ -180,7 +178,8 @@ class _Board:
         tail = row.tail + event.content
         row.tail = tail[-LIVE_TAIL_CHARS:] if len(tail) > LIVE_TAIL_CHARS else tail
 
-    def render(self, width: int) -> RenderableType:
+    def render(self, width: int, plain: bool) -> RenderableType:
+        """The bar and the live lines, as Text only (a table's layout costs more than a frame should)."""
         now = trio.current_time()
         ended = self.done + self.failed + self.cancelled
         total = max(self.total or 0, len(self.seen))
@@ -192,34 +191,50 @@ class _Board:
         if self.cancelled:
             counts.append(f"{self.cancelled} cancelled")
         counts.append(f"{now - self.started:.1f} s")
-        head = Table.grid(padding=(0, 1))
-        head.add_row(
-            Text(self.step, style="bold"),
-            ProgressBar(total=total or 1, completed=ended, width=30),
-            Text(" · ".join(counts)),
-        )
-        rows = Table.grid(padding=(0, 1))
-        rows.add_column(no_wrap=True)
-        rows.add_column(no_wrap=True)
-        rows.add_column(no_wrap=True, justify="right")
-        rows.add_column(no_wrap=True, overflow="ellipsis", ratio=1)
+        lines = [
+            Text.assemble((self.step, "bold"), " ", _bar(ended, total or 1, plain), " ", " · ".join(counts))
+        ]
         shown = list(self.running.items())[:MAX_LIVE_ROWS]
         frame = self.spinner.render(now)
+        name_width = max((len(step) for step, _ in shown), default=0)
         for step, row in shown:
-            latest = " ".join(row.tail.split())  # one line: the latest words
-            room = max(width - len(step) - 16, 10)
+            elapsed = f"{now - row.started:.1f} s"
+            room = max(width - name_width - len(elapsed) - 5, 10)
+            latest = " ".join(row.tail[-(room + 40):].split())  # one line: the latest words
             if len(latest) > room:
                 latest = "…" + latest[-(room - 1):]
-            rows.add_row(
-                frame,
-                Text(step, style="bold cyan"),
-                Text(f"{now - row.started:.1f} s", style="dim"),
-                Text(latest) if latest else Text("waiting for the first token", style="dim"),
+            lines.append(
+                Text.assemble(
+                    frame,
+                    " ",
+                    (step.ljust(name_width), "bold cyan"),
+                    " ",
+                    (elapsed, "dim"),
+                    " ",
+                    (latest, "") if latest else ("waiting for the first token", "dim"),
+                    no_wrap=True,
+                    overflow="ellipsis",
+                )
             )
-        parts: list[RenderableType] = [head, rows]
         if len(self.running) > len(shown):
-            parts.append(Text(f"  … and {len(self.running) - len(shown)} more running", style="dim"))
-        return Group(*parts)
+            lines.append(Text(f"  … and {len(self.running) - len(shown)} more running", style="dim"))
+        return Group(*lines)
+
+
+#: Characters of a composite step's progress bar.
+BAR_WIDTH: Final = 30
+
+
+def _bar(completed: int, total: int, plain: bool) -> Text:
+    """A progress bar as text, in rich's ``ProgressBar`` look (without colors: the rest blank)."""
+    halves = min(BAR_WIDTH * 2, round(BAR_WIDTH * 2 * completed / total))
+    full, half = divmod(halves, 2)
+    done = "━" * full + ("╸" if half else "")
+    rest = BAR_WIDTH - full - half
+    if plain:
+        return Text(done + " " * rest)
+    style = "bar.finished" if completed >= total else "bar.complete"
+    return Text.assemble((done, style), ("━" * rest, "bar.back"))
 
 
 class ConsoleHandler(SyncHandler):
@@ -399,7 +414,8 @@ class ConsoleHandler(SyncHandler):
 
     def _render_board(self) -> RenderableType:
         assert self._board is not None
-        return self._board.render(self._get_console().width)
+        console = self._get_console()
+        return self._board.render(console.width, plain=console.no_color or console.color_system is None)
 
     def _tick(self) -> None:
         if self._live is not None:
