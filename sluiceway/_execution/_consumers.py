@@ -8,8 +8,6 @@ from typing import Any, Final
 
 from .._registry import build_handlers
 from ..engine import DEFAULT_BUFFER_SIZE, HandlerConsumer, HandlerContext
-from ..handlers import ConsoleHandler
-from ..handlers._line import StepLineHandler
 from ._prepare import effective_opts, effective_refs
 from ._state import ExecutionState
 
@@ -61,6 +59,10 @@ def default_display(context: HandlerContext, *, streams: bool) -> Any:
     does not stream) it is one plain line per step, so a log stays short and
     append-only; the full text is in the run's folder either way.
     """
+    # deferred: rich and the handlers load when a step needs a display, not at start-up
+    from ..handlers import ConsoleHandler
+    from ..handlers._line import StepLineHandler
+
     stream = context.stdout if context.stdout is not None else sys.stdout
     isatty = getattr(stream, "isatty", None)
     if streams and isatty is not None and isatty():
