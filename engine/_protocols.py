@@ -119,6 +119,10 @@ class HandlerContext:
     """``time.time()`` when the run started: ``started_wall + event.at`` is an event's wall time."""
     variables: dict[str, Any] = attrs.field(factory=dict)
     """The pipeline's variables, for templated options."""
+    position: tuple[int, int] | None = None
+    """``(i, n)``: the step is the i-th (from 1) of the run's n steps; ``None`` when unknown."""
+    substeps: int | None = None
+    """How many sub-steps a composite step (``claude_batch``, ``parallel_claude``) has, when known."""
 
 
 @runtime_checkable

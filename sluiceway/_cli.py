@@ -85,7 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the spec's workspace_dir, else the spec's folder)",
     )
     run.add_argument("--handler", metavar="NAME", help="use this stream handler for every step")
-    run.add_argument("--no-stream", action="store_true", help="do not stream to handlers")
+    run.add_argument("--no-stream", action="store_true", help="do not stream to handlers (each step shows one line when it ends)")
+    run.add_argument(
+        "--quiet",
+        "-q",
+        action="store_true",
+        help="no default display for steps without a handler (their answers stay in "
+        "outputs/run_*/STEP.txt and result.json)",
+    )
     run.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     run.add_argument("--debug", action="store_true", help="show tracebacks")
     run.add_argument("--record", metavar="FILE", help="record a cassette (live mode)")

@@ -31,7 +31,7 @@ import attrs
 import trio
 import yaml
 
-from ._errors import AuthenticationError, SluicewayError, SpecError
+from ._errors import AuthenticationError, SluicewayError, SpecError, StepError
 from ._execution import Mode, ModeUnavailableError, RunOptions, execute, new_run_id, prepare
 from ._gc import tune_gc
 from ._load import load
@@ -39,7 +39,7 @@ from ._result import RunResult, result_to_json
 from .specs._check import did_you_mean
 from .specs._validate import check_handler_ref
 
-__all__ = ("format_summary", "parse_assignments", "run_command")
+__all__ = ("describe_error", "format_summary", "parse_assignments", "run_command")
 
 EXIT_OK = 0
 EXIT_STEP_FAILED = 1
@@ -81,14 +81,59 @@ def _first_line(error: BaseException | None) -> str:
     return (text or type(error).__name__).splitlines()[0]
 
 
+def describe_error(error: BaseException | None) -> str:
+    """``Type: message`` (its first line): what failed, with the exception's type.
+
+    A ``StepError`` only says which step failed and why, in its message, so its
+    type is left out (``2 of 20 tasks failed: ...``).
+    """
+    if error is None:
+        return "unknown error"
+    line = _first_line(error)
+    if type(error) is StepError or line == type(error).__name__:
+        return line
+    return f"{type(error).__name__}: {line}"
+
+
 def _fmt_seconds(value: float | None) -> str:
     if value is None:
         return "-"
     return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
 
 
+#: Stop reasons that are the ordinary end of an answer (anything else is shown in the summary).
+_PLAIN_STOPS: Final = frozenset({None, "end_turn"})
+
+
+def _stopped(response: Any) -> str:
+    """``  stopped: max_turns``: a step that ended ok but not at the model's own end."""
+    if response.status != "ok":
+        return f"  stopped: {response.status}"
+    if response.stop_reason not in _PLAIN_STOPS:
+        return f"  stopped: {response.stop_reason}"
+    return ""
+
+
+def _failure_line(result: RunResult) -> str:
+    """The one line that names a failed run's cause, with its type, and where its output is."""
+    name = result.failed_step
+    step = result.steps.get(name) if name is not None else None
+    where = ""
+    if step is not None and step.text_file and step.response is not None and (step.text or step.output):
+        where = f"; partial output in {step.text_file}"
+    elif result.result_file is not None:
+        where = f"; details in {result.result_file}"
+    return f"sluiceway run: step {name!r} failed: {describe_error(result.error)}{where}"
+
+
 def format_summary(result: RunResult) -> str:
-    """The run summary printed on stderr: one line per step, then totals."""
+    """The run summary printed on stderr: totals, one line per step, then a failure's cause.
+
+    A step that ended ok at a stop other than the model's own end (``max_turns``,
+    ``max_tokens``...) says so on its line. A failed run ends with one line naming
+    the failed step, the exception's type and message, and where its partial
+    output is: the only place the cause is printed.
+    """
     lines = []
     for name, step in result.steps.items():
         response = step.response
@@ -97,10 +142,11 @@ def format_summary(result: RunResult) -> str:
             continue
         usage = response.usage
         cost = "-" if response.cost_usd is None else f"${response.cost_usd:.5f}"
+        stopped = _stopped(response) if step.status == "ok" else ""
         lines.append(
             f"  {name:<20} {step.status:<9} tokens {usage.input_tokens} in / {usage.output_tokens} out"
             f"  cost {cost}  first token {_fmt_seconds(response.metrics.time_to_first_token)}"
-            f"  duration {_fmt_seconds(response.metrics.duration)}"
+            f"  duration {_fmt_seconds(response.metrics.duration)}{stopped}"
         )
     usage = result.usage
     cost = "-" if result.cost_usd is None else f"${result.cost_usd:.5f}"
@@ -110,7 +156,8 @@ def format_summary(result: RunResult) -> str:
         f"tokens {usage.input_tokens} in / {usage.output_tokens} out, cost {cost}, "
         f"{_fmt_seconds(result.duration)}  [{result.run_dir}]"
     )
-    return "\n".join([head, *lines])
+    tail = [_failure_line(result)] if result.status == "failed" else []
+    return "\n".join([head, *lines, *tail])
 
 
 class _Started:
@@ -272,6 +319,7 @@ def _run_command(args: argparse.Namespace, err: TextIO) -> int:
         workspace=getattr(args, "workspace", None),
         handlers=tuple(handler) if handler else None,
         stream=not getattr(args, "no_stream", False),
+        display=not getattr(args, "quiet", False),
         # with --json, stdout carries the result JSON only: console handlers write to stderr
         stdout=sys.stderr if as_json else None,
         cassette=cassette,
@@ -307,16 +355,15 @@ def _run_command(args: argparse.Namespace, err: TextIO) -> int:
         sys.stdout.write(json.dumps(result_to_json(result), indent=2, default=str) + "\n")
         sys.stdout.flush()
     if result is not None:
-        print(format_summary(result), file=err)
+        if result.status == "failed" and debug and result.error is not None:
+            traceback.print_exception(result.error, file=err)
+        print(format_summary(result), file=err)  # a failure's cause: its last line, only there
     if stopped_by is not None or result is None:
         where = f"; partial output kept in {result.run_dir}" if result is not None else ""
         how = "terminated" if stopped_by == EXIT_TERMINATED else "interrupted"
         print(f"sluiceway run: {how}{where}", file=err)
         return stopped_by or EXIT_INTERRUPTED
     if result.status == "failed":
-        if debug and result.error is not None:
-            traceback.print_exception(result.error, file=err)
-        print(f"sluiceway run: step {result.failed_step!r} failed: {_first_line(result.error)}", file=err)
         return EXIT_STEP_FAILED
     if result.status == "cancelled":
         return EXIT_INTERRUPTED

@@ -15,6 +15,8 @@ from sluiceway._errors import OverloadedError
 from sluiceway._registry import RegistryError, build_handlers
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
+#: Cursor movement, line erasing and cursor visibility: what a live region redraws with.
+CONTROL = re.compile(r"\x1b\[(?:\?25[lh]|[0-9]*[AK])|\r")
 # SGR color parameters: 30-37, 38;..., 40-47, 48;..., 90-97, 100-107.
 COLOR_SGR = re.compile(r"\x1b\[(?:[0-9;]*;)?(?:3[0-8]|4[0-8]|9[0-7]|10[0-7])(?:;[0-9;]*)?m")
 
@@ -174,14 +176,20 @@ async def test_substeps_prefixed_and_progress_only_on_tty():
     )
     assert "tasks done" not in out.getvalue()
 
+    # On a TTY (issue 15 item 6): a live progress bar and one live line per running
+    # sub-step instead of prefixed text lines; each completion stays above the bar, and
+    # the bar's last state (every task done) is what remains at the end.
     handler, tty = make(TTY(), step="batch", show_stats=False)
     await handler.handle_batch(batch_events())
     await handler.aclose()
-    plain = ANSI.sub("", tty.getvalue()).splitlines()
-    progress = [line for line in plain if "tasks done" in line]
-    assert [line.split()[-3] for line in progress] == ["1/2", "2/2"]
-    assert plain.index(progress[0]) == plain.index("[batch[0]] ✓ Stream completed: 2 messages in 1234 ms") + 1
-    assert all(line.startswith("batch ━") for line in progress)
+    text = CONTROL.sub("", ANSI.sub("", tty.getvalue()))
+    assert "[batch[0]] one" not in text and "[batch[1]] two" not in text
+    assert "▶ started" not in text
+    done = text.index("[batch[0]] ✓ Stream completed: 2 messages in 1234 ms\n")
+    failed = text.index("[batch[1]] ✗ Stream failed: busy\n")
+    final = text.rindex("2/2 tasks done · 1 failed")
+    assert done < failed < final
+    assert text[:final].rsplit("\n", 1)[-1].startswith("batch ━")
 
 
 async def test_substep_stats_are_one_line():
@@ -266,3 +274,116 @@ async def test_short_durations_in_ms_and_large_costs_in_cents():
     handler, out = make(step="par", show_header=False)
     await handler.handle(Events(step="par").done(step="par.a", duration=0.002, cost_usd=2.5))
     assert out.getvalue().endswith("cost $2.50 · duration 2 ms\n")
+
+
+# -- a bounded rate (issue 14 item 11) ----------------------------------------------------
+
+
+class CountingTTY(TTY):
+    """A terminal that counts its writes."""
+
+    writes = 0
+
+    def write(self, text):
+        self.writes += 1
+        return super().write(text)
+
+
+class CountingPipe(io.StringIO):
+    """A pipe that counts its writes."""
+
+    writes = 0
+
+    def write(self, text):
+        self.writes += 1
+        return super().write(text)
+
+
+async def _feed_batch(handler, *, tasks: int, deltas: int, every: float) -> tuple[int, float]:
+    """Feed a batch: *tasks* sub-steps, *deltas* each, interleaved; virtual *every* seconds a round.
+
+    Deltas go one at a time through ``handle_nowait``, as the engine hands them to a
+    synchronous handler. Returns the deltas fed and the virtual seconds it took.
+    """
+    import trio
+
+    ev = Events(step="batch")
+    start = trio.current_time()
+    handler.handle_nowait(ev.started(step_type="claude_batch"))
+    for i in range(tasks):
+        handler.handle_nowait(ev.started(step=f"batch[{i}]"))
+    fed = 0
+    for _ in range(deltas):
+        for i in range(tasks):
+            handler.handle_nowait(ev.delta("word ", step=f"batch[{i}]"))
+            fed += 1
+        await trio.sleep(every)
+    for i in range(tasks):
+        handler.handle_nowait(ev.message("word " * deltas, step=f"batch[{i}]"))
+        handler.handle_nowait(ev.done("word " * deltas, step=f"batch[{i}]"))
+    handler.handle_nowait(ev.done(""))
+    await handler.aclose()
+    return fed, trio.current_time() - start
+
+
+@pytest.mark.parametrize("stream_type", [CountingTTY, CountingPipe], ids=["tty", "pipe"])
+async def test_a_big_batch_is_written_at_a_bounded_rate_not_per_delta(autojump_clock, stream_type):
+    from sluiceway.handlers._live import REFRESH_PER_SECOND
+
+    handler, out = make(stream_type(), step="batch", show_stats=False)
+    fed, duration = await _feed_batch(handler, tasks=50, deltas=200, every=0.01)
+    assert fed == 10_000 and duration == pytest.approx(2.0)
+    # Writes are bounded by the refresh rate over the (virtual) time, plus the ends: not by
+    # the deltas (before the fix every delta was a write: 10,000 or more).
+    frames = REFRESH_PER_SECOND * duration + 1
+    assert out.writes <= 12 * (frames + 5), out.writes  # rich writes a frame in a few pieces
+    assert out.writes < fed / 20
+    text = CONTROL.sub("", ANSI.sub("", out.getvalue()))
+    assert text.count("✓ Stream completed") == 51  # every sub-step's completion, and the step's
+    if stream_type is CountingTTY:
+        assert "50/50 tasks done" in text
+        assert "[batch[7]] word" not in text  # no text lines: live lines instead
+    else:
+        assert "\x1b" not in out.getvalue()  # piped: plain and append-only
+        assert "[batch[7]] word \n" in out.getvalue()  # prefixed lines, as before
+
+
+async def test_live_lines_show_each_running_substeps_latest_words(autojump_clock):
+    import trio
+
+    handler, tty = make(CountingTTY(), step="batch", show_stats=False)
+    ev = Events(step="batch")
+    await handler.handle_batch([ev.started(step_type="claude_batch"), ev.started(step="batch[0]"), ev.started(step="batch[1]")])
+    await handler.handle(ev.delta("the first task speaks", step="batch[0]"))
+    await trio.sleep(1.0)
+    await handler.handle(ev.delta(" slowly", step="batch[0]"))
+    frame = CONTROL.sub("", ANSI.sub("", tty.getvalue())).rsplit("batch ", 1)[-1]
+    assert "0/2 tasks done · 2 running" in frame
+    assert re.search(r"batch\[0\]\s+1\.0 s\s+the first task speaks slowly", frame), frame
+    assert re.search(r"batch\[1\]\s+1\.0 s\s+waiting for the first token", frame), frame
+    await handler.aclose()
+
+
+async def test_spinner_with_elapsed_time_until_the_first_token():
+    import trio
+
+    handler, tty = make(TTY(), step="draft")
+    ev = Events()
+    await handler.handle(ev.started())
+    await trio.sleep(0.5)  # real time: the spinner turns by itself (a ticker), no event needed
+    waiting = CONTROL.sub("", ANSI.sub("", tty.getvalue()))
+    assert re.search(r"waiting for the first token · 0\.[3-9] s", waiting), waiting
+    await handler.handle(ev.delta("Hello"))
+    await handler.handle(ev.message("Hello"))
+    await handler.aclose()
+    text = ANSI.sub("", tty.getvalue())
+    assert text.index("▶ draft") < text.index("waiting for the first token") < text.index("Hello\n")
+    # the spinner's line was erased (transient) before the text: no spinner after it
+    assert "waiting" not in text[text.index("Hello"):]
+
+
+async def test_header_says_step_i_of_n():
+    context = attrs.evolve(make_context(), position=(2, 5))
+    handler = ConsoleHandler(ConsoleHandler.Options(), context)
+    await handler.handle(Events().started())
+    assert context.stdout.getvalue().startswith("▶ draft (step 2 of 5) · mock · claude-test ─")

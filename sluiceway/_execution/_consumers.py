@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any, Final
 
 from .._registry import build_handlers
-from ..engine import DEFAULT_BUFFER_SIZE, HandlerConsumer
+from ..engine import DEFAULT_BUFFER_SIZE, HandlerConsumer, HandlerContext
 from ._prepare import effective_opts, effective_refs
 from ._state import ExecutionState
 
-__all__ = ("STREAM_DEBUG_ENV", "build_consumers")
+__all__ = ("STREAM_DEBUG_ENV", "build_consumers", "default_display")
 
 #: Environment switch that adds the ``debug`` handler (on stderr) to every streaming step.
 STREAM_DEBUG_ENV: Final = "SLUICEWAY_STREAM_DEBUG"
@@ -29,6 +30,10 @@ def build_consumers(state: ExecutionState, step: Any) -> tuple[list[Any], list[H
         opts = effective_opts(step, state.spec, refs, state.options)
         handlers = build_handlers(refs, opts, lambda ref: state.handler_context(step.name, ref))
         names = list(refs)
+    elif state.options.display:
+        streams = state.options.stream and step.stream
+        handlers = [default_display(state.handler_context(step.name, "display"), streams=streams)]
+        names = ["display"]
     plan = state.options.handler_plan
     if plan is not None and state.options.stream and step.stream:
         for handler, name in plan.build(step, state.spec, lambda ref: state.handler_context(step.name, ref)):
@@ -48,3 +53,24 @@ def build_consumers(state: ExecutionState, step: Any) -> tuple[list[Any], list[H
         for handler, name in zip(handlers, names, strict=True)
     ]
     return handlers, consumers
+
+
+def default_display(context: HandlerContext, *, streams: bool) -> Any:
+    """The display of a step that has no handler (``RunOptions.display``).
+
+    On a terminal, a streaming step gets the ``console`` view without its
+    statistics panel (the run's summary has them): the answer as it arrives, a
+    spinner while it waits, a batch's live progress. Piped (or for a step that
+    does not stream) it is one plain line per step, so a log stays short and
+    append-only; the full text is in the run's folder either way.
+    """
+    # deferred: rich and the handlers load when a step needs a display, not at start-up
+    from ..handlers import ConsoleHandler
+    from ..handlers._line import StepLineHandler
+
+    stream = context.stdout if context.stdout is not None else sys.stdout
+    isatty = getattr(stream, "isatty", None)
+    if streams and isatty is not None and isatty():
+        # the step's failure: the summary names it (with its type), so the display only marks it
+        return ConsoleHandler(ConsoleHandler.Options(show_stats=False), context, failure_cause=False)
+    return StepLineHandler(context)

@@ -41,6 +41,10 @@ class RunOptions:
     options are the step's ``stream_handler_opts`` that these handlers declare."""
     stream: bool = True
     """``False`` (``--no-stream``) attaches no handlers to any step; results are still collected."""
+    display: bool = False
+    """Give each step that has no handler a default display (``sluiceway run`` does, unless
+    ``--quiet``): on a terminal the ``console`` view (streamed answer, spinner, live progress
+    of batches); piped, or for a step that does not stream, one line per step."""
     stdout: TextIO | None = None
     """Where console handlers write (``None``: ``sys.stdout`` at write time)."""
     stderr: TextIO | None = None

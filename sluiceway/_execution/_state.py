@@ -92,8 +92,17 @@ class ExecutionState:
         }
 
     def handler_context(self, path: str, ref: str) -> HandlerContext:
-        """The ``HandlerContext`` of handler *ref* on the step at *path*."""
+        """The ``HandlerContext`` of handler *ref* on the step at *path*.
+
+        A top-level step's context says where it is in the run (``position``,
+        for "step i of N") and how many sub-steps it has (``substeps``, for a
+        progress bar's total).
+        """
+        steps = self.spec.steps
+        index = next((i for i, s in enumerate(steps) if s.name == path), None)
         return HandlerContext(
+            position=None if index is None else (index + 1, len(steps)),
+            substeps=None if index is None else _substep_count(steps[index]),
             run_id=self.run_id,
             step=path,
             name=ref,
@@ -132,6 +141,15 @@ class ExecutionState:
             return cost_usd(model, usage, overrides)
 
         return cost
+
+
+def _substep_count(step: Any) -> int | None:
+    """How many sub-steps a composite step has (``None`` for other steps, or when unknown)."""
+    if step.type == "claude_batch":
+        return len(step.tasks) or len(step.items or ()) or None
+    if step.type == "parallel_claude":
+        return len(step.parallel_tasks) or None
+    return None
 
 
 def _free(model: str | None, usage: Any) -> float:
