@@ -8,7 +8,16 @@ from typing import ClassVar
 
 import attrs
 
-from ..engine import Delta, Event, HandlerContext, HandlerPolicy, Message, Retrying, StepStarted, ToolResult
+from ..engine import (
+    Delta,
+    Event,
+    HandlerContext,
+    HandlerPolicy,
+    Message,
+    Retrying,
+    StepStarted,
+    ToolResult,
+)
 from ._base import SyncHandler
 
 __all__ = ("BufferHandler",)

@@ -22,7 +22,16 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ..engine import TERMINAL_EVENTS, Cancelled, Delta, Event, Message, Response, Retrying, ToolResult
+from ..engine import (
+    TERMINAL_EVENTS,
+    Cancelled,
+    Delta,
+    Event,
+    Message,
+    Response,
+    Retrying,
+    ToolResult,
+)
 from ..engine._actors import (
     HANDLER_CLOSE_TIMEOUT,
     TERMINAL_DELIVERY_TIMEOUT,
