@@ -1,9 +1,10 @@
-"""What one attempt of a step produced so far: provider events folded into content blocks and usage.
+"""What a step's model calls produced so far: provider events folded into content blocks and usage.
 
 I/O-free: the step actor feeds each provider event here, then sends the
 enveloped events itself. An ``Attempt`` holds the finished calls' messages and
 usage, and the call in progress (its blocks and usage), which a partial
-response counts too.
+response counts too. A retry resumes: it supersedes only the call in progress
+(``abandon_call``); the finished calls stay, whichever attempt made them.
 """
 
 from __future__ import annotations
@@ -95,17 +96,19 @@ class Block:
 
 
 class Attempt:
-    """What one attempt produced so far: finished calls, and the call in progress.
+    """What a step's attempts produced so far: the finished calls, and the call in progress.
 
     A call is ``begin_call``, then its provider events (``start_message``,
     ``start_block``, ``add_chunk``, ``stop_block``,
     ``update_message``), then ``end_call``, whose content the caller makes into
     the ``Message`` it appends to ``messages`` (with the tool results' user
-    turn, when there is one).
+    turn, when there is one), or ``abandon_call`` when the call failed and a
+    retry supersedes it.
     """
 
     __slots__ = (
-        "blocks", "call_stop_reason", "call_usage", "delta_count", "messages", "model", "stop_reason", "usage",
+        "blocks", "call_first_delta", "call_model", "call_stop_reason", "call_tool_use", "call_usage",
+        "delta_count", "messages", "model", "stop_reason", "usage", "usage_by_model",
     )
 
     def __init__(self) -> None:
@@ -115,26 +118,37 @@ class Attempt:
         """The finished calls' messages (and the tool results' user turns)."""
         self.usage = Usage()
         """The finished calls' usage, summed."""
+        self.usage_by_model: dict[str, Usage] = {}
+        """The finished calls' usage, summed per model (a retry may switch to a fallback model)."""
         self.call_usage: Usage | None = None
         """The usage of the call in progress, once it reported any."""
+        self.call_model: str | None = None
+        """The model the call in progress reported, once it did."""
         self.call_stop_reason: str | None = None
+        self.call_first_delta = 0
+        """``delta_count`` when the call in progress began."""
+        self.call_tool_use = False
+        """True once a ``tool_use`` block of the call in progress stopped (a ``ToolUse`` was sent)."""
         self.model: str | None = None
         """The model that answered (the request's when no call said)."""
         self.stop_reason: str | None = None
         """The last finished call's stop reason."""
         self.delta_count = 0
-        """Deltas over every call of the attempt."""
+        """Deltas of the finished calls and of the call in progress (an abandoned call's are taken back)."""
 
     def begin_call(self) -> None:
         """Start a model call: no blocks, no usage yet."""
         self.blocks = {}
         self.call_usage = None
+        self.call_model = None
         self.call_stop_reason = None
+        self.call_first_delta = self.delta_count
+        self.call_tool_use = False
 
     def start_message(self, event: MessageStart) -> None:
         """``message_start``: the model, and the call's first usage."""
         if event.model is not None:
-            self.model = event.model
+            self.model = self.call_model = event.model
         self.call_usage = event.usage
 
     def update_message(self, event: MessageDeltaInfo) -> None:
@@ -194,6 +208,7 @@ class Attempt:
                 f"tool {block.name!r} ({block.tool_use_id}): input is not JSON: {raw[:200]!r}", step=step
             )
             raise error from exc
+        self.call_tool_use = True
         return block
 
     def end_call(self, model: str) -> tuple[Usage, tuple[ContentBlock, ...]]:
@@ -203,13 +218,34 @@ class Attempt:
         """
         content = tuple(self.blocks[i].finish() for i in sorted(self.blocks))
         usage = self.call_usage or Usage()
-        self.blocks = {}
-        self.usage = self.usage + usage
-        self.call_usage = None
-        self.stop_reason = self.call_stop_reason
         if self.model is None:
             self.model = model
+        call_model = self.call_model or self.model
+        self.blocks = {}
+        self.usage = self.usage + usage
+        self.usage_by_model[call_model] = self.usage_by_model.get(call_model, Usage()) + usage
+        self.call_usage = None
+        self.call_model = None
+        self.stop_reason = self.call_stop_reason
         return usage, content
+
+    def abandon_call(self, model: str) -> tuple[Usage, str]:
+        """The call in progress failed and a retry supersedes it: drop its output, return its usage.
+
+        Its blocks and deltas leave the accumulation (they are no part of the
+        response); the finished calls stay. Returns the call's usage as far as
+        its stream reported it (billed all the same) and the model that made it
+        (*model*, the one the call asked for, when no event named one).
+        """
+        usage = self.call_usage or Usage()
+        call_model = self.call_model or model
+        self.blocks = {}
+        self.delta_count = self.call_first_delta
+        self.call_usage = None
+        self.call_model = None
+        self.call_stop_reason = None
+        self.call_tool_use = False
+        return usage, call_model
 
     def total_usage(self) -> Usage:
         """The finished calls' usage plus the call in progress'."""
@@ -231,8 +267,12 @@ class Attempt:
         return "".join(texts)
 
     def output_started(self) -> bool:
-        """True once the attempt sent any delta or message (a retry may then repeat output)."""
+        """True once any delta or message was sent (finished calls included)."""
         return self.delta_count > 0 or bool(self.messages)
+
+    def call_output_started(self) -> bool:
+        """True once the call in progress sent a delta or a ``ToolUse``: what a retry of it supersedes."""
+        return self.delta_count > self.call_first_delta or self.call_tool_use
 
 
 def merge_usage(start: Usage, delta: Usage) -> Usage:

@@ -134,7 +134,7 @@ class Metrics:
     message_count: int = 0
     """Whole messages (assistant turns and tool results) the step produced."""
     delta_count: int = 0
-    """Content deltas (text, thinking, tool input) of the final attempt."""
+    """Content deltas (text, thinking, tool input) of the kept calls (none of a failed call's)."""
     backpressure_wait: float = 0.0
     """Seconds the step spent blocked on full consumer channels."""
     queue_high_water: int = 0
@@ -146,11 +146,11 @@ class Response:
     """The result of one step: what the seeds call the ``{:done, response}``."""
 
     text: str = ""
-    """The concatenated text deltas of the successful attempt."""
+    """The concatenated text deltas of the kept calls (a retry supersedes only a failed call's)."""
     messages: tuple[Message, ...] = ()
     """Whole messages, in order (assistant turns, and tool results as user turns)."""
     usage: Usage = Usage()
-    """Summed over every API call of the final attempt."""
+    """Summed over every kept API call (a failed call's is in ``superseded_usage``)."""
     cost_usd: float | None = None
     """From the pricing table; ``None`` when the model's price is unknown."""
     stop_reason: str | None = None
@@ -164,10 +164,10 @@ class Response:
     output: Any = None
     """A structured result: extracted JSON, a python step's return value, batch results."""
     superseded_usage: Usage = Usage()
-    """Summed over the attempts a retry superseded (tokens billed for output that was
+    """Summed over the failed calls a retry superseded (tokens billed for output that was
     discarded), as far as their streams reported it; not in ``usage``."""
     superseded_cost_usd: float | None = 0.0
-    """The superseded attempts' cost (0.0 without retries); ``None`` when a price is unknown."""
+    """The failed calls' cost (0.0 without retries); ``None`` when a price is unknown."""
 
 
 # --------------------------------------------------------------------------- events
@@ -305,20 +305,25 @@ class ToolResult(Event):
 
 @attrs.frozen(kw_only=True)
 class Retrying(Event):
-    """The attempt so far is superseded; attempt ``next_attempt`` follows."""
+    """The failed model call's output is superseded; attempt ``next_attempt`` repeats that call.
+
+    The calls finished before it stay (a retry resumes the tool loop); what is
+    superseded is the step's deltas and ``ToolUse`` events since its last
+    ``Message`` or ``ToolResult``.
+    """
 
     reason: str
     """Why: the error's message."""
     delay: float
     """Seconds waited before the next attempt."""
     output_may_have_started: bool
-    """True when deltas of the superseded attempt were already delivered."""
+    """True when the failed call had sent a delta or a ``ToolUse`` (now superseded)."""
     next_attempt: int
     """The attempt number that follows."""
     usage: Usage = Usage()
-    """The superseded attempt's usage, as far as its stream reported it (billed, then discarded)."""
+    """The failed call's usage, as far as its stream reported it (billed, then discarded)."""
     cost_usd: float | None = None
-    """The superseded attempt's cost; ``None`` when the model's price is unknown."""
+    """The failed call's cost; ``None`` when the model's price is unknown."""
 
 
 @attrs.frozen(kw_only=True)

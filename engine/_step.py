@@ -7,7 +7,8 @@ every consumer. The pieces it drives live beside it: ``_wiring`` (consumers to
 outlets and handler actors), ``_accumulate`` (provider events to content
 blocks, I/O-free) and ``_terminal`` (exactly one terminal event per consumer,
 also when cancelled). Here are the loops: the call loop (``_StepRun.call``),
-the tool loop (``_turns``) and the retry loop (``_attempts``).
+the tool loop (``_turns``) and the retry loop (``_call``), which repeats the
+failed model call alone: a retry resumes the tool loop, it never redoes it.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ __all__ = (
 )
 
 class _StepRun:
-    """The state of one ``stream_step`` call: envelope, the attempt's accumulation, metrics."""
+    """The state of one ``stream_step`` call: envelope, the calls' accumulation, metrics."""
 
     def __init__(
         self,
@@ -93,10 +94,13 @@ class _StepRun:
         self.seq = 0
         self.attempt_no = 1
         self.attempt = Attempt()
+        """The kept calls (of every attempt) and the call in progress."""
+        self.model: str | None = None
+        """The model the next call asks for (a retry may switch it to a fallback; later calls keep it)."""
         self.started = trio.current_time()
         self.first_token: float | None = None
         self.superseded_usage = Usage()
-        """The usage of the attempts retries superseded."""
+        """The usage of the failed calls retries superseded."""
         self.superseded_cost: float | None = 0.0
         self.status = "ok"
 
@@ -114,13 +118,11 @@ class _StepRun:
         return event
 
     def new_attempt(self, attempt_no: int) -> None:
-        """Start attempt *attempt_no* afresh: nothing of the superseded one stays in the response."""
+        """Number the next events *attempt_no*: the retry of the failed call (already abandoned)."""
         self.attempt_no = attempt_no
-        self.attempt = Attempt()
-        self.status = "ok"
 
     def response(self) -> Response:
-        """The response of the current attempt (also the partial one)."""
+        """The response so far: the kept calls and the call in progress (also the partial one)."""
         attempt = self.attempt
         end = trio.current_time()
         usage = attempt.total_usage()
@@ -140,7 +142,7 @@ class _StepRun:
             text=attempt.text(),
             messages=tuple(attempt.messages),
             usage=usage,
-            cost_usd=self._cost(attempt.model, usage),
+            cost_usd=self._response_cost(usage),
             stop_reason=attempt.stop_reason,
             model=attempt.model,
             metrics=metrics,
@@ -148,6 +150,21 @@ class _StepRun:
             superseded_usage=self.superseded_usage,
             superseded_cost_usd=self.superseded_cost,
         )
+
+    def _response_cost(self, usage: Usage) -> float | None:
+        """The cost of the kept calls and the call in progress, per model when a retry switched models."""
+        attempt = self.attempt
+        models = set(attempt.usage_by_model)
+        if attempt.call_usage is not None:
+            models.add(attempt.call_model or attempt.model or "")
+        if len(models) <= 1:
+            return self._cost(attempt.model, usage)
+        total: float | None = 0.0
+        for model, used in attempt.usage_by_model.items():
+            total = add_cost(total, self._cost(model, used))
+        if attempt.call_usage is not None:
+            total = add_cost(total, self._cost(attempt.call_model or attempt.model, attempt.call_usage))
+        return total
 
     def _cost(self, model: str | None, usage: Usage) -> float | None:
         if self.cost is None:
@@ -243,12 +260,20 @@ async def _turns(
     request: ModelRequest,
     tool_runner: ToolRunner | None,
     max_turns: int,
+    retry: Any,
 ) -> Response:
-    """One attempt: model calls, and tool calls between them, up to *max_turns* calls."""
+    """The tool loop: model calls, and tool calls between them, up to *max_turns* calls.
+
+    Each call is retried alone (``_call``): a retry never runs a finished
+    call's tools again, and the calls before it stay in the response.
+    """
+    if tool_runner is not None and not request.tools:
+        request = attrs.evolve(request, tools=tuple(tool_runner.definitions()))
+    state.model = request.model
     messages = list(request.messages)
     calls = 0
     while True:
-        message = await state.call(provider, request)
+        message = await _call(state, provider, request, retry)
         calls += 1
         if tool_runner is None or message.stop_reason != "tool_use":
             break
@@ -268,7 +293,7 @@ async def _turns(
 async def _run_tools(state: _StepRun, tool_runner: ToolRunner, tool_uses: list[ToolUseBlock]) -> list[ToolResultBlock]:
     """Run the model's tool calls in order, emitting a ``ToolResult`` each; return the result blocks.
 
-    The results, as the user turn the model gets, are kept in the attempt's
+    The results, as the user turn the model gets, are kept in the step's
     messages (not sent as an event; it carries the envelope of the last ``ToolResult``).
     """
     results: list[ToolResultBlock] = []
@@ -287,24 +312,21 @@ async def _run_tools(state: _StepRun, tool_runner: ToolRunner, tool_uses: list[T
     return results
 
 
-async def _attempts(
-    state: _StepRun,
-    provider: Provider,
-    request: ModelRequest,
-    tool_runner: ToolRunner | None,
-    max_turns: int,
-    retry: Any,
-) -> Response:
-    """The attempt loop: retry a failed attempt while *retry* says so."""
-    if tool_runner is not None and not request.tools:
-        request = attrs.evolve(request, tools=tuple(tool_runner.definitions()))
-    model = request.model
+async def _call(state: _StepRun, provider: Provider, request: ModelRequest, retry: Any) -> Message:
+    """One model call of the tool loop, retried alone while *retry* says so.
+
+    A retry is a new attempt (numbered on from the step's last) that repeats
+    this call with the same conversation: the finished calls and their tool
+    results are kept, never run or sent again. Only a model call's
+    ``ProviderError`` is retried; an error of a tool fails the step.
+    """
     while True:
-        attempt_request = request
-        if request.attempt != state.attempt_no or request.model != model:
-            attempt_request = attrs.evolve(request, attempt=state.attempt_no, model=model)
+        assert state.model is not None
+        call_request = request
+        if request.attempt != state.attempt_no or request.model != state.model:
+            call_request = attrs.evolve(request, attempt=state.attempt_no, model=state.model)
         try:
-            return await _turns(state, provider, attempt_request, tool_runner, max_turns)
+            return await state.call(provider, call_request)
         except ProviderError as exc:
             error = exc if exc.step else exc.with_step(state.path)
             delay = None if retry is None else retry.decide(error, state.attempt_no)
@@ -316,27 +338,33 @@ async def _attempts(
             if retry_after is not None and retry_after > delay:
                 delay = float(retry_after)
             next_attempt = state.attempt_no + 1
-            await _supersede(state, error, delay, next_attempt)
+            await _supersede(state, error, delay, next_attempt, call_request.model)
             model_for = getattr(retry, "model_for", None)
             if model_for is not None:
-                model = model_for(next_attempt, error, model) or model
+                state.model = model_for(next_attempt, error, state.model) or state.model
             await trio.sleep(delay)
             state.new_attempt(next_attempt)
 
 
-async def _supersede(state: _StepRun, error: ProviderError, delay: float, next_attempt: int) -> None:
-    """Count the failed attempt as superseded (what it got, and was billed for) and emit ``Retrying``."""
-    superseded = state.response()
-    state.superseded_usage = state.superseded_usage + superseded.usage
-    state.superseded_cost = add_cost(state.superseded_cost, superseded.cost_usd)
+async def _supersede(state: _StepRun, error: ProviderError, delay: float, next_attempt: int, model: str) -> None:
+    """Abandon the failed call (its output, and what it was billed, count as superseded); emit ``Retrying``.
+
+    The kept calls are not superseded: ``output_may_have_started`` and the
+    usage and cost in ``Retrying`` are the failed call's alone.
+    """
+    started = state.attempt.call_output_started()
+    usage, call_model = state.attempt.abandon_call(model)
+    cost = state._cost(call_model, usage)
+    state.superseded_usage = state.superseded_usage + usage
+    state.superseded_cost = add_cost(state.superseded_cost, cost)
     await state.emit(
         Retrying,
         reason=error.message,
         delay=delay,
-        output_may_have_started=state.attempt.output_started(),
+        output_may_have_started=started,
         next_attempt=next_attempt,
-        usage=superseded.usage,
-        cost_usd=superseded.cost_usd,
+        usage=usage,
+        cost_usd=cost,
     )
 
 
@@ -370,15 +398,18 @@ async def stream_step(
         consumers: Handlers (each fed by its own actor) and channels the caller reads.
         step_type: Reported in ``StepStarted``.
         tool_runner: Runs the model's tool calls; without it a ``tool_use`` stop ends the step.
-        max_turns: The most model calls per attempt (``Response.status="max_turns"`` past it).
+        max_turns: The most model calls (``Response.status="max_turns"`` past it); a
+            retried call counts once.
         retry: ``decide(error, attempt) -> delay | None``, optionally ``model_for``
-            (``RetryPolicy``); ``None``: never retry.
+            (``RetryPolicy``); ``None``: never retry. A retry repeats only the
+            failed model call; the calls and tool runs before it are kept.
         cost: ``cost(model, usage) -> USD | None``.
         on_handler_error: ``isolate`` (warn, drop the handler) or ``fail`` (fail the step).
         finish: Runs on the final response before ``Done``; what it raises fails the step.
 
     Returns:
-        The final attempt's ``Response`` (also sent in ``Done``).
+        The step's ``Response`` (also sent in ``Done``): every kept call, none of
+        the failed calls a retry superseded.
 
     Raises:
         ProviderError: the provider failed (after retries), after ``Failed``.
@@ -402,7 +433,7 @@ async def stream_step(
         try:
             with delivery.produce_scope:
                 await state.emit(StepStarted, provider=provider.name, model=request.model, step_type=step_type)
-                response = await _attempts(state, provider, request, tool_runner, max(max_turns, 1), retry)
+                response = await _turns(state, provider, request, tool_runner, max(max_turns, 1), retry)
                 if finish is not None:
                     response = await finish(response)
             if delivery.handler_failure is not None:

@@ -8,7 +8,16 @@ from typing import ClassVar
 
 import attrs
 
-from ..engine import Delta, Event, HandlerContext, HandlerPolicy, Retrying, StepStarted
+from ..engine import (
+    Delta,
+    Event,
+    HandlerContext,
+    HandlerPolicy,
+    Message,
+    Retrying,
+    StepStarted,
+    ToolResult,
+)
 from ._base import SyncHandler
 
 __all__ = ("BufferHandler",)
@@ -18,8 +27,9 @@ class BufferHandler(SyncHandler):
     """Keep the last ``max_size`` events in memory.
 
     When full, the oldest event is dropped and counted in ``dropped``. On a
-    ``Retrying`` the superseded attempt's events (that step's events with
-    ``attempt < next_attempt``) are removed, unless ``keep_superseded``: the
+    ``Retrying`` the failed call's events (that step's events since its last
+    ``Message`` or ``ToolResult``; a retry repeats that call alone, so the
+    finished calls before it stay) are removed, unless ``keep_superseded``: the
     buffer then never holds output the final response does not contain. The
     ``StepStarted`` and ``Retrying`` events themselves are kept as markers; they
     carry no output. Read it from Python with ``events``, ``text()``,
@@ -36,7 +46,7 @@ class BufferHandler(SyncHandler):
         max_size: int = attrs.field(default=1000, validator=attrs.validators.ge(1))
         """The most events kept; the oldest are dropped beyond it."""
         keep_superseded: bool = False
-        """Keep the events of attempts a retry superseded."""
+        """Keep the events of the failed calls a retry superseded."""
 
     def __init__(self, options: BufferHandler.Options, context: HandlerContext) -> None:
         self.options = options
@@ -58,7 +68,7 @@ class BufferHandler(SyncHandler):
 
     @property
     def superseded(self) -> int:
-        """Events removed because a retry superseded their attempt."""
+        """Events removed because a retry superseded their call."""
         return self._superseded
 
     @property
@@ -85,17 +95,24 @@ class BufferHandler(SyncHandler):
 
     def _keep(self, event: Event) -> None:
         if isinstance(event, Retrying) and not self.options.keep_superseded:
-            self._drop_superseded(event.step, event.next_attempt)
+            self._drop_superseded(event.step)
         if len(self._events) >= self.options.max_size:
             self._events.popleft()
             self._dropped += 1
         self._events.append(event)
 
-    def _drop_superseded(self, step: str, next_attempt: int) -> None:
+    def _drop_superseded(self, step: str) -> None:
+        events = list(self._events)
+        start = 0  # after the step's last finished call (its Message, then its ToolResults)
+        for position in range(len(events) - 1, -1, -1):
+            event = events[position]
+            if event.step == step and isinstance(event, Message | ToolResult):
+                start = position + 1
+                break
         kept = deque(
             e
-            for e in self._events
-            if e.step != step or e.attempt >= next_attempt or isinstance(e, StepStarted | Retrying)
+            for position, e in enumerate(events)
+            if position < start or e.step != step or isinstance(e, StepStarted | Retrying)
         )
         self._superseded += len(self._events) - len(kept)
         self._events = kept

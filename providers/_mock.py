@@ -60,7 +60,8 @@ and, for the first two, ``retry_after`` from the spec. A ``timeout`` first
 waits ``request.first_token_timeout`` (before output) or
 ``request.idle_timeout`` (mid-stream) when set. ``error_attempts: N`` makes only
 attempts 1..N fail (``request.attempt``); by default every attempt fails. The
-error applies to every turn of a failing attempt.
+error applies to every turn of a failing attempt, or with ``error_turn: T``
+only to turn *T* (``request.turn``): a tool loop whose later call fails.
 
 Usage. ``MessageStart`` reports ``input_tokens`` = prompt characters / 4 (system,
 messages and tool definitions; at least 1) and ``output_tokens`` = 1;
@@ -428,6 +429,9 @@ class _MockStream:
             raise ValueError(f"unknown mock error {kind!r}")
         attempts = _get(spec, "error_attempts")
         if attempts is not None and self._request.attempt > attempts:
+            return None
+        turn = _get(spec, "error_turn")
+        if turn is not None and self._request.turn != turn:
             return None
         after = _get(spec, "error_after") or 0
         retry_after = _get(spec, "retry_after") if kind in ("overloaded", "rate_limit") else None

@@ -211,8 +211,8 @@ class TextStream:
     """The text deltas of a run's event stream, as strings (``run.text_stream()``).
 
     Reads ``run.events`` (other events are read and skipped). After a
-    ``Retrying`` event the new attempt's text starts over: the superseded
-    attempt's text was already yielded.
+    ``Retrying`` event the retried call's text follows: the failed call's
+    (superseded) text was already yielded.
     """
 
     def __init__(self, events: trio.MemoryReceiveChannel[Event], step: str | None) -> None:

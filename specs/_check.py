@@ -58,6 +58,7 @@ NON_NEGATIVE_FIELDS: Final = frozenset(
         "max_delay_ms",
         "error_after",
         "error_attempts",
+        "error_turn",
         "delay_ms",
         "first_token_delay_ms",
         "retry_after",

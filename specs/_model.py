@@ -171,6 +171,8 @@ class MockSpec:
     """Deltas delivered before the injected error (0: before any output)."""
     error_attempts: int | None = None
     """How many attempts fail with the injected error (default: all)."""
+    error_turn: int | None = None
+    """Only calls of this turn of the tool loop (0-based) fail (default: every turn)."""
     retry_after: float | None = None
     """``retry_after`` seconds the injected rate_limit/overloaded error carries."""
     model: str | None = None

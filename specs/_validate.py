@@ -6,6 +6,7 @@ type errors are reported by ``_check``), so every issue keeps its line.
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 import unicodedata
 from typing import Any, Final
@@ -95,6 +96,28 @@ class _Validator:
                     f"{raw} refers to unknown variable {ref[1]!r}{did_you_mean(ref[1], self.variables)}"
                     " (declare it under `variables:`; `--set` can then override it)",
                 )
+
+    def output_file(self, value: Any, path: Path) -> None:
+        """``output_to_file`` may not leave the output folder with ``..``.
+
+        Checked on the part before the first template (all of a static path):
+        no rendered value can undo a leading ``..``. The run checks the
+        rendered path again, symbolic links included, before the step runs.
+        """
+        if not isinstance(value, str) or posixpath.isabs(value) or os.path.isabs(value):
+            return
+        static = value
+        if find_refs(value):
+            static = value[: value.index("{{")].rpartition("/")[0]
+            if not static:
+                return
+        lexical = posixpath.normpath(static.replace("\\", "/"))
+        if lexical == ".." or lexical.startswith("../"):
+            self.add(
+                path,
+                f"output_to_file {value!r} leaves the output folder; give a path inside it "
+                "(relative to the output folder, without `..`)",
+            )
 
     def step_ref(self, name: str, path: Path, earlier: list[str], what: str) -> None:
         head = re.split(r"[.\[]", name, maxsplit=1)[0]
@@ -225,6 +248,7 @@ class _Validator:
         self.prompt(step.get("prompt"), (*path, "prompt"), earlier, batch=batch)
         self.handler_refs(step, path)
         self.templates(step.get("output_to_file"), (*path, "output_to_file"), earlier)
+        self.output_file(step.get("output_to_file"), (*path, "output_to_file"))
         condition = step.get("condition")
         if isinstance(condition, str):
             for name in _CONDITION_STEP_RE.findall(condition):

@@ -677,10 +677,14 @@ async def test_cancelled_at_any_time_each_handler_gets_one_terminal_last(autojum
 
 
 class OneTool:
+    def __init__(self):
+        self.calls = []
+
     def definitions(self):
         return ({"name": "Read", "input_schema": {"type": "object"}},)
 
     async def run(self, name, input):
+        self.calls.append((name, input))
         await trio.sleep(0.5)
         return "the file", False
 
@@ -689,25 +693,45 @@ class OneTool:
 async def test_a_retry_after_a_completed_tool_turn_keeps_nothing_of_the_superseded_attempt(
     autojump_clock, immediate_failures
 ):
-    """Attempt 1 completes a tool turn, then its next call is overloaded; attempt 2 (after
-    *immediate_failures* attempts that fail before any output) answers "new"."""
-    tool_turn = call_script([("text", ["Old reading."]), ("tool", "t1", "Read", ['{"path": "a"}'])])
-    scripts = [tool_turn, [OverloadedError("busy")]]
+    """Attempt 1 completes a tool turn, then its next call streams "partial answer" and is
+    overloaded; attempt 2 (after *immediate_failures* attempts that fail before any output)
+    repeats that call alone and answers "new".
+
+    Issue 14's "retries resume, never redo" changed what this checks (it was written for a retry
+    that restarted the whole tool loop): the finished tool turn is kept, not run again and not
+    superseded; what stays out of the final response is the failed call's partial output.
+    """
+    tool_turn = call_script([("text", ["Reading."]), ("tool", "t1", "Read", ['{"path": "a"}'])])
+    failed = failing_call(["partial ", "answer"], OverloadedError("busy"))
+    scripts = [tool_turn, failed]
     scripts += [[OverloadedError("busy again")]] * immediate_failures
     scripts.append(call_script([("text", ["new"])]))
     provider = ScriptedProvider(scripts)
+    tool = OneTool()
     rec = Recorder()
     response = await run_step(
-        provider, [HandlerConsumer(rec, "r")], tool_runner=OneTool(), max_turns=5, retry=Policy([0.5, 0.5])
+        provider, [HandlerConsumer(rec, "r")], tool_runner=tool, max_turns=5, retry=Policy([0.5, 0.5])
     )
     last = 2 + immediate_failures
-    assert response.text == "new"
-    assert len(response.messages) == 1 and [m.attempt for m in response.messages] == [last]
-    assert response.metrics.delta_count == 1 and response.metrics.message_count == 1
+    assert response.text == "Reading.new"  # the kept turn's text, then the retried call's; no "partial answer"
+    assert "partial" not in response.text
+    assert [(m.role, m.attempt) for m in response.messages] == [("assistant", 1), ("user", 1), ("assistant", last)]
+    assert response.metrics.delta_count == 3 and response.metrics.message_count == 3
+    assert tool.calls == [("Read", {"path": "a"})]  # the finished tool call ran once
+    assert names(rec.events).count("ToolUse") == 1 and names(rec.events).count("ToolResult") == 1
     retrying = [e for e in rec.events if isinstance(e, Retrying)]
     assert [r.output_may_have_started for r in retrying] == [True] + [False] * immediate_failures
     assert [r.next_attempt for r in retrying] == list(range(2, last + 1))
-    assert [r.turn for r in provider.requests] == [0, 1] + [0] * (1 + immediate_failures)
+    # every retry repeats turn 1 with the conversation up to it: the tool turn and its result
+    assert [r.turn for r in provider.requests] == [0] + [1] * (1 + 1 + immediate_failures)
+    assert [r.attempt for r in provider.requests] == [1, *range(1, last + 1)]
+    turn_1 = provider.requests[1].messages
+    assert [m["role"] for m in turn_1] == ["user", "assistant", "user"]
+    assert turn_1[2]["content"][0]["type"] == "tool_result"
+    assert all(r.messages == turn_1 for r in provider.requests[2:])
+    # the failed call's usage is superseded; the kept turn's counts in the response
+    assert response.usage == Usage(input_tokens=20, output_tokens=3)  # one output token per delta
+    assert response.superseded_usage == Usage(input_tokens=10, output_tokens=1)
     assert rec.events[-1] == Done(
         run_id="r", step="s", attempt=last, seq=rec.events[-1].seq, at=rec.events[-1].at, response=response
     )

@@ -13,6 +13,7 @@ import trio
 from sluiceway.engine import Delta, Done, Event, ModelRequest, StepStarted
 from sluiceway.specs import loads
 
+from sluiceway._errors import SpecError
 from sluiceway._execution import RunOptions, execute
 from sluiceway._registry import resolve_provider
 
@@ -347,20 +348,97 @@ steps:
 
 
 async def test_output_to_file_may_not_escape(tmp_path: Path) -> None:
+    """A rendered path that escapes fails the step before its model call (issue 14, item 7: it was
+    refused only after the step ran). A static ``../../escaped.txt`` is now refused at load, below."""
+    provider = CountingProvider()
     result = await run_yaml(
         """
+name: escape
+variables: {up: "../.."}
+steps:
+  - name: draft
+    type: claude
+    prompt: "x"
+    output_to_file: "{{vars.up}}/escaped.txt"
+""",
+        tmp_path,
+        provider=provider,
+    )
+    assert result.status == "failed"
+    assert "escapes the output folder" in str(result.error)
+    assert "'../../escaped.txt' (from '{{vars.up}}/escaped.txt')" in str(result.error)
+    assert not (tmp_path.parent / "escaped.txt").exists()
+    assert provider.calls == 0  # refused before the step's model call
+    assert result.steps["draft"].status == "failed"
+
+
+def test_a_static_output_to_file_that_escapes_is_a_spec_error_with_its_line() -> None:
+    text = """
 name: escape
 steps:
   - name: draft
     type: claude
     prompt: "x"
     output_to_file: ../../escaped.txt
-""",
-        tmp_path,
-    )
-    assert result.status == "failed"
-    assert "escapes the output folder" in str(result.error)
-    assert not (tmp_path.parent / "escaped.txt").exists()
+  - name: later
+    type: claude
+    prompt: "x"
+    output_to_file: "../{{execution_id}}/x.md"
+"""
+    with pytest.raises(SpecError) as info:
+        loads(text, source="esc.yaml")
+    issues = info.value.issues
+    assert [(i.file, i.line, i.path) for i in issues] == [
+        ("esc.yaml", 7, "steps[0].output_to_file"),
+        ("esc.yaml", 11, "steps[1].output_to_file"),
+    ]
+    assert "leaves the output folder" in issues[0].message
+    # inside the folder, with or without templates, and absolute paths: accepted
+    loads(text.replace("../../escaped.txt", "a/../b.txt").replace("../{{execution_id}}", "{{execution_id}}/.."))
+
+
+async def test_output_to_file_templates_are_rendered_per_run(tmp_path: Path) -> None:
+    """``{{execution_id}}/{{step}}-{{vars.x}}.md`` is rendered like a prompt: each run writes its
+    own file (it was written literally, each run overwriting the last)."""
+    spec = """
+name: rendered
+variables: {x: first}
+steps:
+  - name: draft
+    type: claude
+    prompt: "x"
+    output_to_file: "{{execution_id}}/{{step}}-{{vars.x}}.md"
+    mock: {response: "The draft text."}
+"""
+    one = await run_yaml(spec, tmp_path)
+    two = await run_yaml(spec, tmp_path, variables={"x": "second"})
+    out = tmp_path / "out"
+    for result, x in ((one, "first"), (two, "second")):
+        assert result.status == "ok", result.error
+        target = out / result.run_id / f"draft-{x}.md"
+        assert target.read_text() == "The draft text."
+        assert result.steps["draft"].output_file == str(target)
+    assert one.run_id != two.run_id
+    assert not any("{{" in str(p) for p in out.rglob("*"))
+
+
+class CountingProvider:
+    """The mock provider, counting model calls."""
+
+    name = "counting"
+
+    def __init__(self) -> None:
+        from sluiceway.providers import MockProvider
+
+        self.inner = MockProvider()
+        self.calls = 0
+
+    def stream(self, request: ModelRequest) -> Any:
+        self.calls += 1
+        return self.inner.stream(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 BUFFER_SPEC = """

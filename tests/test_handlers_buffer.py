@@ -50,12 +50,14 @@ async def test_max_size_drops_oldest_and_counts():
 
 
 async def test_retry_drops_superseded_attempt_by_default():
+    # the failed call streamed text and a finished tool block, never its Message: a retry resumes,
+    # so only a call in progress is superseded (issue 14; this stream had a superseded Message before)
     buffer = make()
     ev = Events()
     started = ev.started()
     other = ev.delta("other step", step="draft2")
     await buffer.handle_batch(
-        [started, other, ev.delta("Hello wor"), ev.message("Hello wor"), ev.retrying()]
+        [started, other, ev.delta("Hello wor"), ev.tool_use(), ev.retrying()]
     )
     await buffer.handle_batch([ev.delta("Hello world", attempt=2), ev.done("Hello world", attempt=2)])
     assert buffer.text(step="draft") == "Hello world"
@@ -127,3 +129,17 @@ def test_options_are_validated():
     (buffer,) = build_handlers(["buffer"], {"max_size": 7}, lambda ref: make_context())
     assert buffer.options.max_size == 7
     assert BufferHandler.policy == "block"
+
+
+async def test_retry_keeps_the_finished_calls_before_the_failed_one():
+    """A retry repeats the failed call alone: the tool turn before it stays, the failed call goes."""
+    buffer = make()
+    ev = Events()
+    kept = [ev.started(), ev.delta("Reading."), ev.tool_use(), ev.message("Reading."), ev.tool_result("the file")]
+    await buffer.handle_batch([*kept, ev.delta("partial"), ev.retrying()])
+    await buffer.handle_batch([ev.delta("new", attempt=2), ev.done("Reading.new", attempt=2)])
+    assert buffer.text() == "Reading.new"
+    assert [type(e).__name__ for e in buffer.events] == [
+        "StepStarted", "Delta", "ToolUse", "Message", "ToolResult", "Retrying", "Delta", "Done"
+    ]
+    assert buffer.superseded == 1

@@ -15,7 +15,7 @@ from broken_handlers import (
     GoodHandler,
     NeverFlushesHandler,
 )
-from sluiceway.engine import Delta, Done, Retrying
+from sluiceway.engine import Delta, Done, Message, Retrying, ToolResult
 
 from sluiceway.testing import (
     HandlerCheckError,
@@ -154,14 +154,20 @@ def test_an_exception_escaping_is_reported_unless_allowed():
 
 def test_text_of_and_final_text_mode():
     class KeepsFinalAttempt:
+        """Shows what the response keeps: a Retrying drops the failed call's text (the step's text
+        since its last Message or ToolResult); a retry resumes, so the finished calls stay (issue 14:
+        this handler dropped the whole attempt before)."""
+
         def __init__(self):
             self.parts = []
 
         async def handle(self, event):
             if isinstance(event, Retrying):
-                self.parts = [p for p in self.parts if not (p[0] == event.step and p[1] < event.next_attempt)]
+                self.parts = [p for p in self.parts if not (p[0] == event.step and p[3])]
+            elif isinstance(event, Message | ToolResult):
+                self.parts = [(*p[:3], False) if p[0] == event.step else p for p in self.parts]
             elif isinstance(event, Delta):
-                self.parts.append((event.step, event.attempt, event.content))
+                self.parts.append((event.step, event.attempt, event.content, True))
 
         async def aclose(self):
             pass

@@ -14,10 +14,12 @@ from sluiceway.engine import (
     Delta,
     Done,
     Failed,
+    Message,
     Retrying,
     StepStarted,
     ThinkingDelta,
     ToolInputDelta,
+    ToolResult,
     ToolUse,
 )
 
@@ -55,9 +57,18 @@ def test_event_streams_are_valid(events):
         seqs = [e.seq for e in mine]
         assert seqs == sorted(set(seqs))
         if isinstance(mine[-1], Done):
-            final = mine[-1].attempt
-            text = "".join(e.content for e in mine if isinstance(e, Delta) and e.attempt == final)
-            assert mine[-1].response.text == text
+            # a retry resumes (issue 14): the Done text is every finished call's deltas, whichever
+            # attempt made them, and none of a failed call's (those before its Retrying)
+            kept, call = [], []
+            for e in mine:
+                if isinstance(e, Delta):
+                    call.append(e.content)
+                elif isinstance(e, Message | ToolResult):
+                    kept, call = kept + call, []
+                elif isinstance(e, Retrying):
+                    call = []
+            assert mine[-1].response.text == "".join(kept + call)
+            assert mine[-1].response.messages == tuple(e for e in mine if isinstance(e, Message))
     ats = [e.at for e in events]
     assert ats == sorted(ats)
     for use in (e for e in events if isinstance(e, ToolUse)):
@@ -140,6 +151,42 @@ def test_superseded_output_after_the_retry_is_caught():
     unannounced = [events[0], events[1], events[3]]
     with pytest.raises(InvariantError, match="attempt 2 starts without a Retrying"):
         check_invariants(unannounced)
+
+
+def test_a_retry_keeps_the_finished_calls_and_supersedes_the_failed_one():
+    """Issue 14: a retry resumes. The tool turn of attempt 1 stays in the Done text; the failed
+    call's delta does not; a tool call whose ToolResult comes twice was redone."""
+    base = {"run_id": "r", "step": "s"}
+    kept_turn = [
+        StepStarted(**base, seq=1, provider="p"),
+        Delta(**base, seq=2, content="Reading."),
+        ToolUse(**base, seq=3, tool_use_id="t1", name="Write", input={}),
+        Message(**base, seq=4, role="assistant", content=(), stop_reason="tool_use"),
+        ToolResult(**base, seq=5, tool_use_id="t1", name="Write", content="ok"),
+        Delta(**base, seq=6, content="partial"),
+        Retrying(**base, seq=7, reason="x", delay=0.0, output_may_have_started=True, next_attempt=2),
+        Delta(**base, seq=8, attempt=2, content="new"),
+        Message(**base, seq=9, attempt=2, role="assistant", content=(), stop_reason="end_turn"),
+    ]
+
+    def done(text, seq=10):
+        from sluiceway.engine import Response
+
+        return Done(**base, seq=seq, attempt=2, response=Response(text=text))
+
+    check_invariants([*kept_turn, done("Reading.new")])
+    with pytest.raises(InvariantError, match="the Delta text kept up to attempt 2 is 'Reading.new'"):
+        check_invariants([*kept_turn, done("new")])  # the old whole-attempt restart's text
+    with pytest.raises(InvariantError, match="is 'Reading.new', but Done.response.text is 'Reading.partialnew'"):
+        check_invariants([*kept_turn, done("Reading.partialnew")])  # superseded output kept
+    redone = [
+        *kept_turn[:8],
+        ToolUse(**base, seq=9, attempt=2, tool_use_id="t1", name="Write", input={}),
+        Message(**base, seq=10, attempt=2, role="assistant", content=(), stop_reason="tool_use"),
+        ToolResult(**base, seq=11, attempt=2, tool_use_id="t1", name="Write", content="ok"),
+    ]
+    with pytest.raises(InvariantError, match="invariant 3 broken: in step 's', tool call 't1' ran twice"):
+        check_invariants(redone)
 
 
 def test_bad_tool_json_is_caught():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import re
 from pathlib import Path
 from typing import Any, Final
@@ -16,11 +17,18 @@ from typing import Any, Final
 from .._errors import StepError
 from .._result import result_to_json
 from ..engine import Response
-from ..specs import Pipeline
+from ..specs import Pipeline, TemplateError, render
 from ._modes import RunOptions
 from ._state import ExecutionState
 
-__all__ = ("DEFAULT_OUTPUT_DIR", "OutputFileError", "resolve_dirs", "write_output_file", "write_run_files")
+__all__ = (
+    "DEFAULT_OUTPUT_DIR",
+    "OutputFileError",
+    "output_file_target",
+    "resolve_dirs",
+    "write_output_file",
+    "write_run_files",
+)
 
 #: Where runs write when neither the caller nor the spec says (relative to the cwd).
 DEFAULT_OUTPUT_DIR: Final = "outputs"
@@ -47,18 +55,51 @@ class OutputFileError(StepError):
         self.response = response
 
 
-def write_output_file(state: ExecutionState, step: Any, response: Response) -> Path:
-    """Write ``output_to_file`` (relative to the output folder, which it may not escape)."""
-    target = Path(step.output_to_file)
-    if not target.is_absolute():
-        root = state.out_root.resolve()
-        target = (root / target).resolve()
-        if not target.is_relative_to(root):
-            raise OutputFileError(
-                f"output_to_file {step.output_to_file!r} escapes the output folder {str(root)!r}",
-                step=step.name,
-                response=response,
-            )
+def output_file_target(state: ExecutionState, step: Any) -> Path:
+    """The file ``output_to_file`` names: its template rendered, under the output folder.
+
+    Rendered like a prompt (``{{execution_id}}``, ``{{step}}``, ``{{vars.x}}``...),
+    so each run can write its own file. A relative path may not leave the
+    output folder, neither with ``..`` nor through a symbolic link; an absolute
+    path is written as it is. Called before the step runs: a path that escapes
+    fails the step before its first model call.
+
+    Raises:
+        StepError: the template has no value, the path names no file, or it escapes.
+    """
+    raw = step.output_to_file
+    try:
+        rendered = render(raw, state.template_values(step.name))
+    except TemplateError as exc:
+        raise StepError(f"output_to_file template: {exc}", step=step.name) from exc
+    shown = repr(rendered) if rendered == raw else f"{rendered!r} (from {raw!r})"
+    target = Path(rendered)
+    if target.is_absolute():
+        return target
+    root = state.out_root.resolve()
+    lexical = posixpath.normpath(rendered.replace(os.sep, "/"))
+    if lexical in ("", "."):
+        raise StepError(f"output_to_file {shown} names no file", step=step.name)
+    target = (root / rendered).resolve()
+    if lexical == ".." or lexical.startswith("../") or not target.is_relative_to(root):
+        raise StepError(f"output_to_file {shown} escapes the output folder {str(root)!r}", step=step.name)
+    return target
+
+
+def write_output_file(state: ExecutionState, step: Any, response: Response, target: Path | None = None) -> Path:
+    """Write the step's text (or its output as JSON) to ``output_to_file``.
+
+    *target* is ``output_file_target``'s path, found before the step ran
+    (found now when not given).
+
+    Raises:
+        OutputFileError: the file cannot be written, or its path escapes; the response is kept.
+    """
+    if target is None:
+        try:
+            target = output_file_target(state, step)
+        except StepError as exc:
+            raise OutputFileError(str(exc), step=step.name, response=response) from exc
     text = response.text
     if not text and response.output is not None:
         text = json.dumps(response.output, indent=2, default=str)

@@ -20,7 +20,7 @@ from .._result import StepResult
 from ..engine import ChannelConsumer, Event, Response
 from ..specs import PythonStep
 from ._consumers import build_consumers
-from ._files import OutputFileError, write_output_file
+from ._files import OutputFileError, output_file_target, write_output_file
 from ._model_call import step_options
 from ._runners import STEP_RUNNERS
 from ._state import ExecutionState
@@ -124,6 +124,16 @@ class Scheduler:
         """Run one step, record its ``StepResult``; raise ``StepFailed`` when it failed."""
         state = self.state
         try:
+            # before anything runs: a path that escapes the output folder fails the step here
+            target = output_file_target(state, step) if step.output_to_file else None
+        except StepError as exc:
+            for consumer in extra_consumers:
+                consumer.send_channel.close()
+            if events is not None:
+                events.close()
+            state.result.steps[step.name] = StepResult(status="failed", error=exc, type=step.type)
+            raise StepFailed(step.name, exc) from exc
+        try:
             handlers, consumers = build_consumers(state, step)
         except (RegistryError, ValueError, TypeError) as exc:
             for consumer in extra_consumers:
@@ -141,7 +151,7 @@ class Scheduler:
                 response = await stream_python_step(state, step, handlers, events)
             else:
                 response = await self._run_model_step(step, [*consumers, *extra_consumers])
-            output_file = write_output_file(state, step, response) if step.output_to_file else None
+            output_file = write_output_file(state, step, response, target) if target is not None else None
         except Exception as exc:
             partial = exc.response if isinstance(exc, OutputFileError) else getattr(exc, "partial", None)
             state.result.steps[step.name] = StepResult(

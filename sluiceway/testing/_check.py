@@ -22,7 +22,16 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ..engine import TERMINAL_EVENTS, Cancelled, Delta, Event, Response
+from ..engine import (
+    TERMINAL_EVENTS,
+    Cancelled,
+    Delta,
+    Event,
+    Message,
+    Response,
+    Retrying,
+    ToolResult,
+)
 from ..engine._actors import (
     HANDLER_CLOSE_TIMEOUT,
     TERMINAL_DELIVERY_TIMEOUT,
@@ -261,10 +270,20 @@ def _text_reader(handler: Any, text_of: Callable[[Any], str] | None) -> Callable
 def _expected_text(events: Sequence[Event], mode: str) -> str:
     if mode == "all":
         return "".join(e.content for e in events if isinstance(e, Delta))
-    last: dict[str, int] = {}
-    for event in events:
-        last[event.step] = event.attempt
-    return "".join(e.content for e in events if isinstance(e, Delta) and e.attempt == last[e.step])
+    # "final": what the steps' responses keep. A call's deltas are kept once its Message
+    # arrives; a Retrying supersedes the step's deltas since its last Message or ToolResult.
+    kept: list[int] = []
+    pending: dict[str, list[int]] = {}
+    for position, event in enumerate(events):
+        if isinstance(event, Delta):
+            pending.setdefault(event.step, []).append(position)
+        elif isinstance(event, Message | ToolResult):
+            kept.extend(pending.pop(event.step, ()))
+        elif isinstance(event, Retrying):
+            pending.pop(event.step, None)
+    for positions in pending.values():
+        kept.extend(positions)
+    return "".join(events[i].content for i in sorted(kept))  # type: ignore[attr-defined]
 
 
 def _last_delta(events: Sequence[Event]) -> Delta | None:
@@ -506,7 +525,8 @@ def check_handler(
     ``allowed_errors``); nothing blocks for ``timeout`` virtual seconds. When
     the handler reports its text (a method ``observed_text()``, or *text_of*),
     after a normal end that text must equal the stream's ``Delta`` text: all of
-    it (``expect_text="all"``) or only each step's last attempt (``"final"``).
+    it (``expect_text="all"``) or only what each step's response keeps
+    (``"final"``: no failed call's text, which a ``Retrying`` superseded).
 
     Args:
         factory: Returns a new handler each call.

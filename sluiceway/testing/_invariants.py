@@ -20,10 +20,12 @@ from ..engine import (
     Delta,
     Done,
     Event,
+    Message,
     Retrying,
     RunFinished,
     ThinkingDelta,
     ToolInputDelta,
+    ToolResult,
     ToolUse,
 )
 
@@ -69,11 +71,16 @@ def check_invariants(events: Iterable[Event]) -> None:
 
     1. Per step, ``seq`` strictly increases and ``at`` never decreases; exactly one
        terminal event (``Done``, ``Failed``, ``Cancelled``) and it is the step's last.
-    2. The ``Delta`` text of the ``Done`` attempt concatenates to
-       ``Done.response.text``; each tool's ``ToolInputDelta`` pieces concatenate to
-       JSON that parses to its ``ToolUse.input``.
+    2. The kept ``Delta`` text concatenates to ``Done.response.text``: a model
+       call's deltas are kept once its ``Message`` arrives, and a ``Retrying``
+       supersedes the deltas since the step's last ``Message`` or ``ToolResult``
+       (the failed call's; the calls before it stay, whichever attempt made
+       them). Each tool's ``ToolInputDelta`` pieces concatenate to JSON that
+       parses to its ``ToolUse.input``.
     3. An attempt after the first is announced by a ``Retrying`` (with that
-       ``next_attempt``) before any of its events; attempts never go back.
+       ``next_attempt``) before any of its events; attempts never go back. A
+       tool call runs once: no two ``ToolResult`` events of a step share a
+       ``tool_use_id`` (a retry resumes, it never redoes a finished call).
     4. Order: ``RunFinished``, if present, is the last event. (Between a sender
        and a receiver, use ``check_delivery``.)
 
@@ -91,7 +98,9 @@ def check_invariants(events: Iterable[Event]) -> None:
     terminal_at: dict[str, int] = {}
     attempt_of: dict[str, int] = {}
     announced: dict[str, set[int]] = {}
-    text: dict[tuple[str, int], list[str]] = {}
+    kept: dict[str, list[str]] = {}  # the text of the step's finished calls
+    pending: dict[str, list[str]] = {}  # the text of the step's call in progress
+    tool_results: dict[str, dict[str, int]] = {}  # tool_use_id -> position of its ToolResult
     tool_json: dict[tuple[str, int, str], list[str]] = {}
     for position, event in enumerate(events):
         step = event.step
@@ -152,8 +161,22 @@ def check_invariants(events: Iterable[Event]) -> None:
                     position,
                 )
             announced.setdefault(step, set()).add(event.next_attempt)
+            pending.pop(step, None)  # the failed call's text is superseded
         elif isinstance(event, Delta):
-            text.setdefault((step, event.attempt), []).append(event.content)
+            pending.setdefault(step, []).append(event.content)
+        elif isinstance(event, Message):
+            kept.setdefault(step, []).extend(pending.pop(step, ()))
+        elif isinstance(event, ToolResult):
+            seen = tool_results.setdefault(step, {})
+            if event.tool_use_id in seen:
+                _fail(
+                    "3",
+                    f"in step {step!r}, tool call {event.tool_use_id!r} ran twice (its first ToolResult "
+                    f"is event #{seen[event.tool_use_id]}): a retry redid a finished tool call",
+                    event,
+                    position,
+                )
+            seen[event.tool_use_id] = position
         elif isinstance(event, ToolInputDelta):
             tool_json.setdefault((step, event.attempt, event.tool_use_id), []).append(event.partial_json)
         elif isinstance(event, ToolUse):
@@ -182,11 +205,11 @@ def check_invariants(events: Iterable[Event]) -> None:
         elif isinstance(event, TERMINAL_EVENTS):
             terminal_at[step] = position
             if isinstance(event, Done):
-                got = "".join(text.get((step, event.attempt), ()))
+                got = "".join([*kept.get(step, ()), *pending.get(step, ())])
                 if got != event.response.text:
                     _fail(
                         "2",
-                        f"in step {step!r}, the Delta text of attempt {event.attempt} is {got!r}, "
+                        f"in step {step!r}, the Delta text kept up to attempt {event.attempt} is {got!r}, "
                         f"but Done.response.text is {event.response.text!r}",
                         event,
                         position,

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import attrs
 
-from ..engine import Delta, Event, Retrying
+from ..engine import Delta, Event, Message, Retrying, ToolResult
 from ._invariants import check_invariants
 
 __all__ = ("AttemptRecord", "StreamingRecorder")
@@ -24,7 +24,8 @@ class AttemptRecord:
     text: str
     """The attempt's concatenated ``Delta`` text."""
     superseded: bool
-    """True when a ``Retrying`` replaced this attempt."""
+    """True when a ``Retrying`` ended this attempt (its failed call's output is superseded;
+    the calls it finished before that stay in the response)."""
 
 
 class StreamingRecorder:
@@ -130,20 +131,33 @@ class StreamingRecorder:
         ]
 
     def text(self, step: str | None = None, *, attempt: int | None = None) -> str:
-        """The ``Delta`` text of *step*'s last attempt (or of *attempt*).
+        """The ``Delta`` text *step* kept (or the text of *attempt*).
 
-        This is what ``Done.response.text`` holds: superseded attempts' output
-        is left out. Returns ``""`` for a step that produced no text.
+        This is what ``Done.response.text`` holds: every finished call's text,
+        whichever attempt made it, and none of a failed call's (a ``Retrying``
+        supersedes the deltas since the step's last ``Message`` or
+        ``ToolResult``). Returns ``""`` for a step that produced no text.
 
         Args:
             step: The step path; may be omitted when only one step was recorded.
-            attempt: A specific attempt number instead of the last.
+            attempt: An attempt number: that attempt's ``Delta`` text, as it arrived.
         """
-        records = self.attempts(step)
-        if not records:
-            return ""
         if attempt is None:
-            return records[-1].text
+            step = self._one_step(step)
+            kept: list[str] = []
+            pending: list[str] = []
+            for event in self._events:
+                if event.step != step:
+                    continue
+                if isinstance(event, Delta):
+                    pending.append(event.content)
+                elif isinstance(event, Message | ToolResult):
+                    kept += pending
+                    pending = []
+                elif isinstance(event, Retrying):
+                    pending = []
+            return "".join(kept + pending)
+        records = self.attempts(step)
         for record in records:
             if record.number == attempt:
                 return record.text

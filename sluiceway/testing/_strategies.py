@@ -1,9 +1,9 @@
 """Hypothesis strategies for valid enveloped event streams.
 
 ``event_streams()`` draws what a run's steps could emit: per step a
-``StepStarted``, attempts of text/thinking/tool-use turns, superseded attempts
-ended by ``Retrying``, and exactly one terminal event, with the steps
-interleaved. Every stream it draws satisfies invariants 1-3 of DESIGN.md, so
+``StepStarted``, text/thinking/tool-use turns, failed calls superseded by
+``Retrying`` (the next attempt repeats the failed call alone), and exactly one
+terminal event, with the steps interleaved. Every stream it draws satisfies invariants 1-3 of DESIGN.md, so
 ``check_invariants`` accepts it; shrinking makes counterexamples short.
 """
 
@@ -198,16 +198,33 @@ def _turn(draw: st.DrawFn, kinds: frozenset[str], step_no: int, attempt: int, tu
     return out
 
 
-def _attempt_body(draw: st.DrawFn, kinds: frozenset[str], step_no: int, attempt: int) -> list[tuple]:
-    turns = draw(_ints(1, 2)) if "tool_use" in kinds else 1
-    body: list[tuple] = []
-    for turn in range(turns):
-        body.extend(_turn(draw, kinds, step_no, attempt, turn))
-    return body
-
-
 def _text_of(body: Sequence[tuple]) -> str:
     return "".join(fields["content"] for cls, fields in body if cls is Delta)
+
+
+def _turn_count(draw: st.DrawFn, kinds: frozenset[str]) -> int:
+    return draw(_ints(1, 2)) if "tool_use" in kinds else 1
+
+
+def _kept(body: Sequence[tuple]) -> list[tuple]:
+    """What a response keeps of *body*: every finished call, and the call in progress.
+
+    A ``Retrying`` supersedes the events since the last ``Message`` or
+    ``ToolResult`` (the failed call's; only deltas and ``ToolUse`` can be there).
+    """
+    kept: list[tuple] = []
+    call: list[tuple] = []
+    for cls, fields in body:
+        if cls is Retrying:
+            call = []
+        elif cls is StepStarted:
+            continue
+        else:
+            call.append((cls, fields))
+            if cls in (Message, ToolResult):
+                kept.extend(call)
+                call = []
+    return kept + call
 
 
 @st.composite
@@ -220,39 +237,51 @@ def _step_events(
     allow_failures: bool,
     allow_cancel: bool,
 ) -> list[tuple]:
-    """Draw one step's (class, fields) list, without envelope numbers."""
+    """Draw one step's (class, fields) list, without envelope numbers.
+
+    A retry resumes: a failed call (a prefix of a call's output, before its
+    ``Message``) is followed by ``Retrying``, then the next attempt repeats
+    that call alone; the finished calls before it stay in the response.
+    """
     out: list[tuple] = [(StepStarted, {"provider": "scripted", "model": "mock-model", "attempt": 1})]
+    turns = _turn_count(draw, kinds)
     retries = draw(_ints(0, 2)) if allow_retries else 0
+    retry_turns = sorted(draw(_ints(0, turns - 1)) for _ in range(retries))
     attempt = 1
-    for _ in range(retries):
-        body = _attempt_body(draw, kinds, step_no, attempt)
-        cut = draw(_ints(0, len(body)))
-        kept = body[:cut]
-        out.extend((cls, {**fields, "attempt": attempt}) for cls, fields in kept)
-        started = any(cls in (Delta, ThinkingDelta, ToolInputDelta) for cls, _ in kept)
-        out.append(
-            (
-                Retrying,
-                {
-                    "attempt": attempt,
-                    "reason": "overloaded",
-                    "delay": draw(_RETRY_DELAYS),
-                    "output_may_have_started": started,
-                    "next_attempt": attempt + 1,
-                },
+    for turn in range(turns):
+        for _ in range(retry_turns.count(turn)):
+            failed = _turn(draw, kinds, step_no, attempt, turn)
+            before_message = next(i for i, (cls, _) in enumerate(failed) if cls is Message)
+            cut = failed[: draw(_ints(0, before_message))]
+            out.extend((cls, {**fields, "attempt": attempt}) for cls, fields in cut)
+            started = any(cls in (Delta, ThinkingDelta, ToolInputDelta, ToolUse) for cls, _ in cut)
+            out.append(
+                (
+                    Retrying,
+                    {
+                        "attempt": attempt,
+                        "reason": "overloaded",
+                        "delay": draw(_RETRY_DELAYS),
+                        "output_may_have_started": started,
+                        "next_attempt": attempt + 1,
+                    },
+                )
             )
-        )
-        attempt += 1
+            attempt += 1
+        call = _turn(draw, kinds, step_no, attempt, turn)
+        out.extend((cls, {**fields, "attempt": attempt}) for cls, fields in call)
     terminals = ["done"]
     if allow_failures:
         terminals.append("failed")
     if allow_cancel:
         terminals.append("cancelled")
     terminal = draw(_choices(tuple(terminals)))
-    body = _attempt_body(draw, kinds, step_no, attempt)
     if terminal != "done":
-        body = body[: draw(_ints(0, len(body)))]
-    out.extend((cls, {**fields, "attempt": attempt}) for cls, fields in body)
+        out = out[: draw(_ints(1, len(out)))]
+    attempt = out[-1][1]["attempt"]
+    if out[-1][0] is Retrying:
+        attempt = out[-1][1]["next_attempt"]
+    body = _kept(out)
     text = _text_of(body)
     n_deltas = sum(1 for cls, _ in body if cls in (Delta, ThinkingDelta, ToolInputDelta))
     n_messages = sum(1 for cls, _ in body if cls in (Message, ToolResult))
@@ -289,10 +318,11 @@ def event_streams(
 ) -> st.SearchStrategy[list[Event]]:
     """Draw a valid, interleaved, enveloped event sequence for one or more steps.
 
-    Each step starts with ``StepStarted``, may have superseded attempts (a
-    prefix of a turn, then ``Retrying``), and ends with exactly one terminal:
-    ``Done`` (whose ``response.text`` is exactly that attempt's ``Delta`` text),
-    ``Failed`` or ``Cancelled``. Tool inputs arrive as ``ToolInputDelta`` pieces
+    Each step starts with ``StepStarted``, may have failed calls (a prefix of a
+    call's output, then ``Retrying``; the next attempt repeats that call, the
+    finished calls before it stay), and ends with exactly one terminal:
+    ``Done`` (whose ``response.text`` is exactly the kept ``Delta`` text: every
+    finished call's, none of a failed call's), ``Failed`` or ``Cancelled``. Tool inputs arrive as ``ToolInputDelta`` pieces
     (JSON split at random points) followed by ``ToolUse`` with the parsed input.
     ``seq`` strictly increases per step; ``at`` never decreases.
 
@@ -301,7 +331,7 @@ def event_streams(
         kinds: Content kinds to draw from: ``"text"`` (``Delta``), ``"thinking"``
             (``ThinkingDelta``), ``"tool_use"`` (``ToolInputDelta``, ``ToolUse``,
             ``ToolResult``). Event class names are accepted too.
-        allow_retries: Draw superseded attempts and ``Retrying`` events.
+        allow_retries: Draw failed calls and ``Retrying`` events.
         allow_failures: Allow ``Failed`` as a terminal.
         allow_cancel: Allow ``Cancelled`` as a terminal.
         step_names: Step paths to use, in order (at least as many as the max steps).
@@ -372,9 +402,8 @@ def _event_streams(
         fields.setdefault("attempt", 1)
         envelope = {"run_id": run_id, "step": step_names[i], "seq": seqs[i], "at": at}
         if fields.pop("_messages", False):
-            attempt = fields["attempt"]
-            final = tuple(m for m in messages[i] if m.attempt == attempt)
-            fields["response"] = attrs.evolve(fields["response"], messages=final)
+            # a retry supersedes only a failed call, which never sent its Message: every one is kept
+            fields["response"] = attrs.evolve(fields["response"], messages=tuple(messages[i]))
         event = cls(**envelope, **fields)
         if isinstance(event, Message):
             messages[i].append(event)

@@ -7,6 +7,8 @@ mode) at it with ``ANTHROPIC_BASE_URL=http://127.0.0.1:PORT``; any API key works
 
 Choosing a scenario, per request:
 
+- the next of the scenarios queued with ``FakeAPI.script(...)`` (a conversation of
+  several calls: a tool turn, a failure, the retry), while any are left;
 - the ``x-fake-scenario`` header, e.g. ``x-fake-scenario: text?deltas=100&delay_ms=50``;
 - else a model name ``fake:SCENARIO?PARAMS``, e.g. ``model: "fake:tool_use?pieces=2000"``;
 - else the server's default scenario (``text``).
@@ -22,7 +24,8 @@ Scenarios:
 ``tool_use``   a short text block, then a ``tool_use`` block (``tool=``,
                id ``toolu_fake_<n>``, n the server's request number as in
                the ``request-id`` header ``req_fake_<n>``, so every call's
-               tool id is unique) whose input JSON arrives in ``pieces=N``
+               tool id is unique) whose input JSON (``input=`` a JSON object,
+               else a made-up one) arrives in ``pieces=N``
                ``input_json_delta`` pieces (default 4); stop reason ``tool_use``
 ``error``      ``after=K`` text deltas (default 2), then ``event: error`` of
                ``type=`` (default ``overloaded_error``), then a clean end
@@ -140,7 +143,17 @@ class FakeAPI:
         """``time.monotonic()`` of each disconnect seen mid-stream (most recent last)."""
         self.requests_seen: collections.deque[dict[str, Any]] = collections.deque(maxlen=100)
         """The last requests: ``{"headers": ..., "body": ...}`` (body parsed as JSON)."""
+        self._script: collections.deque[str] = collections.deque()
         self.reset()
+
+    def script(self, *scenarios: str) -> None:
+        """Answer the next requests with *scenarios* (``"name?params"``), one each, in order.
+
+        They come before a request's own choice (header, ``fake:`` model or the
+        default), which applies again once they are used up; ``reset`` drops those left.
+        """
+        with self._lock:
+            self._script.extend(scenarios)
 
     @property
     def url(self) -> str:
@@ -163,6 +176,7 @@ class FakeAPI:
             }
             self.disconnect_times.clear()
             self.requests_seen.clear()
+            self._script.clear()
             self._changed.notify_all()
 
     def stats(self) -> dict[str, Any]:
@@ -278,6 +292,9 @@ class FakeAPI:
         chosen = request.headers.get("x-fake-scenario")
         if chosen is None and model.startswith("fake:"):
             chosen = model[5:]
+        with self._lock:
+            if self._script:
+                chosen = self._script.popleft()
         name, params = parse_scenario(chosen or self.default_scenario)
         with self._lock:
             self._seq += 1
@@ -613,7 +630,7 @@ def _tool_use(params: dict[str, str]) -> Iterator[tuple[str, Any]]:
             "input": {},
         }
     )
-    raw = json.dumps({"city": "Paris", "data": "abcdefgh" * n}, separators=(",", ":"))
+    raw = params.get("input") or json.dumps({"city": "Paris", "data": "abcdefgh" * n}, separators=(",", ":"))
     size = -(-len(raw) // n)
     for i in range(n):
         yield from s.delta(
