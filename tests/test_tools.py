@@ -385,10 +385,16 @@ async def test_bash_does_not_see_anthropic_credentials(
 ) -> None:
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-secret")
     monkeypatch.setenv("SLUICEWAY_TEST_VISIBLE", "yes")
-    box = Toolbox(tmp_path, allowed=["Bash"])
+    # opted out of the sandbox: our environment minus ANTHROPIC_*
+    box = Toolbox(tmp_path, allowed=["Bash"], sandbox="none")
     assert await box.run(
         "Bash", {"command": 'echo "${ANTHROPIC_API_KEY:-unset} $SLUICEWAY_TEST_VISIBLE"'}
     ) == ("unset yes\n", False)
+    # in the sandbox (the default): a cleared environment, nothing of ours
+    box = Toolbox(tmp_path, allowed=["Bash"])
+    assert await box.run(
+        "Bash", {"command": 'echo "${ANTHROPIC_API_KEY:-unset} ${SLUICEWAY_TEST_VISIBLE:-unset}"'}
+    ) == ("unset unset\n", False)
 
 
 async def test_read_streams_big_files_and_keeps_line_numbers(tmp_path: Path) -> None:

@@ -1,5 +1,11 @@
 """The ``Bash`` tool: one shell command, bounded in time and in the output kept.
 
+The command line comes from the ``Toolbox``: ``bwrap ... -- bash -c COMMAND``
+(see ``_sandbox``), or ``bash -c COMMAND`` when the step opted out of the
+sandbox. Either way it runs in a session of its own, so a timeout or a
+cancellation kills it with everything in its process group (and, in the
+sandbox, killing ``bwrap`` ends its PID namespace and everything inside).
+
 On a real clock the command runs under trio (``trio.run_process``); under an
 autojumping virtual clock trio's process wait would look idle and the clock
 would jump to the timeout, so it runs on this thread on real time instead
@@ -10,7 +16,6 @@ from __future__ import annotations
 
 import os
 import select
-import shutil
 import signal
 import subprocess
 import time
@@ -63,7 +68,9 @@ class _Output:
             self.dropped += len(chunk)
 
 
-def _bash_blocking(argv: list[str], cwd: Path, kill_after: float) -> tuple[_Output, bool, int | None]:
+def _bash_blocking(
+    argv: list[str], env: dict[str, str], cwd: Path, kill_after: float
+) -> tuple[_Output, bool, int | None]:
     """Run *argv* to its end on this thread, as ``run_bash`` does under trio: ``(output, timed out, status)``.
 
     For virtual time only (it blocks the event loop): reads everything, keeps a
@@ -71,7 +78,7 @@ def _bash_blocking(argv: list[str], cwd: Path, kill_after: float) -> tuple[_Outp
     """
     process = subprocess.Popen(
         argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=cwd,
-        env=_bash_env(), start_new_session=True,
+        env=env, start_new_session=True,
     )
     assert process.stdout is not None
     deadline = time.monotonic() + kill_after
@@ -106,26 +113,21 @@ def _bash_outcome(out: _Output, timed_out: bool, status: int | None, timeout: fl
     return output if output else "(no output)"
 
 
-def _bash_env() -> dict[str, str]:
-    """The environment of a ``Bash`` command: ours, without the Anthropic credentials."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
+async def run_bash(argv: list[str], env: dict[str, str], cwd: Path, kill_after: float) -> str:
+    """Run the command line *argv* (a shell command, wrapped or not) in *cwd*; return its output.
 
-
-async def run_bash(command: str, cwd: Path, kill_after: float) -> str:
-    """Run *command* with bash in *cwd*; return its output, or raise ``ToolFailure``.
-
-    The command gets no stdin and an environment without Anthropic credentials, and
-    runs in its own session: a timeout (*kill_after* seconds) or a cancellation kills it
-    and everything it started. Output is read as it comes (a full pipe would stall
-    the command) and only a bounded prefix is kept. A non-zero exit status or a
-    timeout is a ``ToolFailure`` carrying the output. Blocks until the command ends.
+    The command gets no stdin, exactly the environment *env*, and runs in its own
+    session: a timeout (*kill_after* seconds) or a cancellation kills its process
+    group (for ``bwrap``, that ends the sandbox and everything in it). Output is
+    read as it comes (a full pipe would stall the command) and only a bounded
+    prefix is kept. A non-zero exit status or a timeout is a ``ToolFailure``
+    carrying the output. Blocks until the command ends.
     """
-    shell = shutil.which("bash") or "/bin/sh"
     if clock_jumps():
         # virtual time: trio's process wait would look idle and the clock would jump to the
         # timeout; run it here, on real time, while virtual time stands still
         await trio.lowlevel.checkpoint()
-        return _bash_outcome(*_bash_blocking([shell, "-c", command], cwd, kill_after), kill_after)
+        return _bash_outcome(*_bash_blocking(argv, env, cwd, kill_after), kill_after)
     out = _Output()
     process: trio.Process | None = None  # (a timeout may come before it has started)
     with trio.move_on_after(kill_after) as scope:
@@ -133,13 +135,13 @@ async def run_bash(command: str, cwd: Path, kill_after: float) -> str:
             process = await nursery.start(
                 partial(
                     trio.run_process,
-                    [shell, "-c", command],
+                    argv,
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.STDOUT,
                     cwd=cwd,
                     check=False,
-                    env=_bash_env(),  # the model must not read our API key
+                    env=env,  # the model must not read our API key
                     start_new_session=True,  # so a timeout kills its children too
                     deliver_cancel=_kill_group,
                 )
