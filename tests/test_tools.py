@@ -490,7 +490,7 @@ def test_no_generated_path_touches_the_outside(parts: list[str], tool: str) -> N
 
 
 def test_the_specs_know_every_built_in_tool() -> None:
-    from sluiceway.tools import ALL_TOOLS
     from sluiceway.specs._validate import BUILTIN_TOOL_NAMES
+    from sluiceway.tools import ALL_TOOLS
 
     assert sorted(BUILTIN_TOOL_NAMES) == sorted(ALL_TOOLS)
