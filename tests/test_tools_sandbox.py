@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -394,3 +395,44 @@ def test_the_key_in_the_runs_own_environment_stays_out_of_the_log(tmp_path: Path
         assert "HOME=/nonexistent" in tool_result["content"]
         assert SECRET not in log.read_text()
         assert "without a sandbox" not in done.stderr
+
+
+@requires_bwrap
+async def test_a_long_command_outlives_trios_idle_worker_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # before: trio.run_process starts the process from a worker thread, `--die-with-parent` ties
+    # the sandbox to that thread, and trio retires a thread idle for 10 s: every command longer
+    # than that was killed midway ("[exit status -9]"). Retire idle threads sooner to see it fast.
+    from trio._core import _thread_cache
+
+    monkeypatch.setattr(_thread_cache, "IDLE_TIMEOUT", 0.2)
+    box = Toolbox(tmp_path, allowed=["Bash"])
+    worker = await trio.to_thread.run_sync(threading.get_ident)
+    content, is_error = await box.run("Bash", {"command": "sleep 1.5; echo done", "timeout": 10})
+    # the path engaged: the worker thread retired while the command ran
+    assert worker not in {t.ident for t in threading.enumerate()}
+    assert (content, is_error) == ("done\n", False)
+
+
+@requires_bwrap
+def test_a_cancelled_command_ends_the_sandbox(tmp_path: Path) -> None:
+    box = Toolbox(tmp_path, allowed=["Bash"])
+    marker = f"3.{os.getpid()}{time.monotonic_ns() % 1000:03d}"  # a unique sleep of 3.x s
+    command = f"(sleep {marker}; echo late > late.txt) & sleep {marker}; echo late > later.txt"
+
+    async def main() -> None:
+        with trio.move_on_after(0.5) as scope:
+            await box.run("Bash", {"command": command})
+        assert scope.cancelled_caught
+
+    start = time.monotonic()
+    trio.run(main)
+    assert time.monotonic() - start < 2.5
+    # the cancellation killed bwrap and so its namespace: nothing is left on the machine
+    deadline = time.monotonic() + 2
+    while _host_processes_with(f"sleep {marker}"):  # the kernel kills the namespace's processes
+        assert time.monotonic() < deadline, "a process outlived its cancelled command"
+        time.sleep(0.05)
+    time.sleep(float(marker) - (time.monotonic() - start) + 0.5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
