@@ -121,6 +121,11 @@ class ClaudeOptions:
     """Deadline for the first content event of a call."""
     idle_timeout_ms: int | None = None
     """Deadline between content events (pings are not progress)."""
+    sandbox: Literal["bubblewrap", "none"] | None = None
+    """Where ``Bash`` runs: ``bubblewrap`` (the default: the workspace read-write, the system
+    read-only, nothing else; needs ``bwrap``) or ``none`` (unconfined; warns on every run)."""
+    sandbox_network: bool | None = None
+    """Let ``Bash`` in the sandbox use the network (default ``false``: only loopback)."""
 
 
 @attrs.frozen

@@ -79,6 +79,8 @@ claude_options = st.builds(
     max_tokens=opt() | small_ints,
     temperature=opt() | st.floats(0, 1, width=32),
     timeout_ms=opt() | small_ints,
+    sandbox=opt() | st.sampled_from(["bubblewrap", "none"]),
+    sandbox_network=opt() | st.booleans(),
 )
 tool_calls = st.lists(
     st.builds(

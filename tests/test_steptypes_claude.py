@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -96,6 +97,7 @@ async def test_scripted_loop_reads_edits_reads_back_and_is_confined(autojump_clo
     assert all(t["input_schema"]["type"] == "object" for t in provider.requests[0].tools)
 
 
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed: apt-get install bubblewrap")
 async def test_only_allowed_minus_disallowed_tools_are_offered(autojump_clock, tmp_path):
     spec = loads("""
 name: t

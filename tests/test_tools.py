@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -64,11 +65,12 @@ def test_protocol_and_default_definitions(tmp_path: Path) -> None:
 
 
 def test_allowed_minus_disallowed(tmp_path: Path) -> None:
-    box = Toolbox(tmp_path, allowed=["Bash", "Read", "Edit", "WebSearch"], disallowed=["Edit"])
+    # which tools are offered does not depend on the sandbox (none needs no bwrap to build)
+    box = Toolbox(tmp_path, allowed=["Bash", "Read", "Edit", "WebSearch"], disallowed=["Edit"], sandbox="none")
     assert box.tools == ("Read", "Bash")  # ALL_TOOLS order
     assert [d["name"] for d in box.definitions()] == ["Read", "Bash"]
     assert box.unknown == ("WebSearch",)
-    assert Toolbox(tmp_path, allowed=ALL_TOOLS).tools == ALL_TOOLS
+    assert Toolbox(tmp_path, allowed=ALL_TOOLS, sandbox="none").tools == ALL_TOOLS
     assert Toolbox(tmp_path, allowed=None, disallowed=["Write"]).tools == (
         "Read", "Edit", "Glob", "Grep", "LS",
     )
@@ -316,6 +318,14 @@ def either_clock(request: pytest.FixtureRequest) -> trio.abc.Clock | None:
     return trio.testing.MockClock(autojump_threshold=0) if request.param == "virtual" else None
 
 
+@pytest.fixture(params=["bubblewrap", "none"])
+def sandbox(request: pytest.FixtureRequest) -> str:
+    """Each Bash test inside bubblewrap (the default; skipped without ``bwrap``) and opted out."""
+    if request.param == "bubblewrap" and shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap not installed: apt-get install bubblewrap")
+    return request.param
+
+
 async def test_bash_only_when_allowed(tmp_path: Path) -> None:
     box = Toolbox(tmp_path, allowed=None)
     assert await box.run("Bash", {"command": "touch made"}) == (
@@ -327,9 +337,11 @@ async def test_bash_only_when_allowed(tmp_path: Path) -> None:
     assert not (tmp_path / "made").exists()
 
 
-async def test_bash_runs_in_workspace_without_stdin(tmp_path: Path, either_clock: trio.abc.Clock | None) -> None:
+async def test_bash_runs_in_workspace_without_stdin(
+    tmp_path: Path, either_clock: trio.abc.Clock | None, sandbox: str
+) -> None:
     (tmp_path / "sub").mkdir()
-    box = Toolbox(tmp_path, allowed=["Bash"])
+    box = Toolbox(tmp_path, allowed=["Bash"], sandbox=sandbox)
     real = box.workspace
     assert await box.run("Bash", {"command": "pwd"}) == (f"{real}\n", False)
     assert await box.run("Bash", {"command": "echo out; echo err >&2"}) == ("out\nerr\n", False)
@@ -338,13 +350,13 @@ async def test_bash_runs_in_workspace_without_stdin(tmp_path: Path, either_clock
         assert await box.run("Bash", {"command": "cat; echo eof"}) == ("eof\n", False)
     assert await box.run("Bash", {"command": "echo bad; exit 3"}) == ("bad\n\n[exit status 3]", True)
     assert await box.run("Bash", {"command": "true"}) == ("(no output)", False)
-    sub = Toolbox(tmp_path, allowed=["Bash"], cwd="sub")
+    sub = Toolbox(tmp_path, allowed=["Bash"], cwd="sub", sandbox=sandbox)
     assert await sub.run("Bash", {"command": "pwd"}) == (f"{real}/sub\n", False)
 
 
-async def test_bash_timeout_kills(tmp_path: Path, either_clock: trio.abc.Clock | None) -> None:
+async def test_bash_timeout_kills(tmp_path: Path, either_clock: trio.abc.Clock | None, sandbox: str) -> None:
     # one of the few real-time tests: a real process, a short real timeout
-    box = Toolbox(tmp_path, allowed=["Bash"], bash_timeout=0.5)
+    box = Toolbox(tmp_path, allowed=["Bash"], bash_timeout=0.5, sandbox=sandbox)
     start = time.monotonic()
     content, is_error = await box.run("Bash", {"command": "echo started; sleep 5; touch late"})
     elapsed = time.monotonic() - start
@@ -360,19 +372,19 @@ async def test_bash_timeout_kills(tmp_path: Path, either_clock: trio.abc.Clock |
 
 
 async def test_bash_on_a_virtual_clock_runs_on_real_time_and_the_clock_stands_still(
-    tmp_path: Path, autojump_clock: trio.abc.Clock
+    tmp_path: Path, autojump_clock: trio.abc.Clock, sandbox: str
 ) -> None:
     # before: the process wait looked idle, the clock jumped to the timeout, and a 0.2 s command
     # "timed out after 60s"
-    box = Toolbox(tmp_path, allowed=["Bash"], bash_timeout=60)
+    box = Toolbox(tmp_path, allowed=["Bash"], bash_timeout=60, sandbox=sandbox)
     virtual, real = trio.current_time(), time.monotonic()
     assert await box.run("Bash", {"command": "sleep 0.2; echo done"}) == ("done\n", False)
     assert trio.current_time() == virtual
     assert 0.2 <= time.monotonic() - real < 5
 
 
-async def test_bash_output_is_capped(tmp_path: Path, either_clock: trio.abc.Clock | None) -> None:
-    box = Toolbox(tmp_path, allowed=["Bash"])
+async def test_bash_output_is_capped(tmp_path: Path, either_clock: trio.abc.Clock | None, sandbox: str) -> None:
+    box = Toolbox(tmp_path, allowed=["Bash"], sandbox=sandbox)
     content, is_error = await box.run("Bash", {"command": "head -c 1000000 /dev/zero | tr '\\0' a"})
     assert not is_error
     assert content.startswith("a" * 1000)
@@ -381,14 +393,19 @@ async def test_bash_output_is_capped(tmp_path: Path, either_clock: trio.abc.Cloc
 
 
 async def test_bash_does_not_see_anthropic_credentials(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, either_clock: trio.abc.Clock | None
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, either_clock: trio.abc.Clock | None, sandbox: str
 ) -> None:
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-secret")
     monkeypatch.setenv("SLUICEWAY_TEST_VISIBLE", "yes")
-    box = Toolbox(tmp_path, allowed=["Bash"])
-    assert await box.run(
-        "Bash", {"command": 'echo "${ANTHROPIC_API_KEY:-unset} $SLUICEWAY_TEST_VISIBLE"'}
-    ) == ("unset yes\n", False)
+    box = Toolbox(tmp_path, allowed=["Bash"], sandbox=sandbox)
+    if sandbox == "none":  # opted out: our environment minus ANTHROPIC_*
+        assert await box.run(
+            "Bash", {"command": 'echo "${ANTHROPIC_API_KEY:-unset} $SLUICEWAY_TEST_VISIBLE"'}
+        ) == ("unset yes\n", False)
+    else:  # in the sandbox: a cleared environment, nothing of ours
+        assert await box.run(
+            "Bash", {"command": 'echo "${ANTHROPIC_API_KEY:-unset} ${SLUICEWAY_TEST_VISIBLE:-unset}"'}
+        ) == ("unset unset\n", False)
 
 
 async def test_read_streams_big_files_and_keeps_line_numbers(tmp_path: Path) -> None:

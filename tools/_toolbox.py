@@ -8,12 +8,14 @@ Every failure the model can cause (an unknown tool, bad input, a missing file,
 a path outside the workspace, a command that times out) is an *error result*
 the model sees, never an exception: the loop goes on and the model may recover.
 The tools themselves live in ``_files`` and ``_bash``, their definitions in
-``_schemas``, and the confinement to the workspace in ``_workspace``.
+``_schemas``, the confinement of the file tools to the workspace in
+``_workspace``, and the sandbox ``Bash`` runs in in ``_sandbox``.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,15 @@ import jsonschema
 from ._bash import run_bash
 from ._files import FileTools
 from ._results import ToolFailure
+from ._sandbox import (
+    DEFAULT_SANDBOX,
+    NO_BWRAP,
+    SANDBOXES,
+    bwrap_argv,
+    find_bwrap,
+    host_env,
+    sandbox_env,
+)
 from ._schemas import ALL_TOOLS, DEFAULT_TOOLS, TOOL_SCHEMAS, VALIDATORS
 from ._workspace import Workspace
 
@@ -40,9 +51,16 @@ class Toolbox:
         bash_timeout: Default seconds a ``Bash`` command may run.
         cwd: The folder relative paths start from, relative to the workspace
             (``claude_options.cwd``); it must stay inside the workspace.
+        sandbox: Where ``Bash`` runs: ``bubblewrap`` (the workspace read-write, the
+            system read-only, nothing else; see ``sluiceway.tools._sandbox``) or
+            ``none`` (on the host, with our environment minus ``ANTHROPIC_*``: not
+            confined at all; the step runner warns about it on every run).
+        sandbox_network: Let sandboxed ``Bash`` commands use the network (default: only loopback).
 
     Raises:
-        ValueError: *cwd* escapes the workspace, or *bash_timeout* is not positive.
+        ValueError: *cwd* escapes the workspace, *bash_timeout* is not positive,
+            *sandbox* is unknown, or ``Bash`` is offered in ``bubblewrap`` and
+            ``bwrap`` is not on ``PATH``.
     """
 
     def __init__(
@@ -53,9 +71,13 @@ class Toolbox:
         disallowed: Sequence[str] | None = None,
         bash_timeout: float = 30.0,
         cwd: str | None = None,
+        sandbox: str = DEFAULT_SANDBOX,
+        sandbox_network: bool = False,
     ) -> None:
         if not bash_timeout > 0:
             raise ValueError(f"bash_timeout must be positive, got {bash_timeout!r}")
+        if sandbox not in SANDBOXES:
+            raise ValueError(f"sandbox must be one of {', '.join(SANDBOXES)}, got {sandbox!r}")
         self.files = FileTools(Workspace(workspace, cwd))
         """The file tools, and the workspace they are confined to."""
         self.workspace: Path = self.files.workspace.root
@@ -71,6 +93,20 @@ class Toolbox:
         self.bash_timeout = bash_timeout
         self.base: Path = self.files.workspace.base
         """The folder relative paths start from."""
+        self.sandbox = sandbox
+        """Where ``Bash`` runs: ``bubblewrap`` or ``none``."""
+        self.sandbox_network = sandbox_network
+        # the command line a Bash command is appended to
+        self._shell = [shutil.which("bash") or "/bin/sh", "-c"]
+        self._env = host_env
+        if sandbox == "bubblewrap" and "Bash" in self.tools:
+            bwrap = find_bwrap()
+            if bwrap is None:
+                raise ValueError(NO_BWRAP)
+            # inside, only the system's own shell is there (PATH may find another one)
+            shell = ["/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh", "-c"]
+            self._shell = bwrap_argv(bwrap, self.workspace, self.base, shell, network=sandbox_network)
+            self._env = sandbox_env
         self._runners: dict[str, Callable[[Mapping[str, Any]], Awaitable[str]]] = {
             "Read": self.files.read,
             "Write": self.files.write,
@@ -115,4 +151,4 @@ class Toolbox:
 
     async def _bash(self, input: Mapping[str, Any]) -> str:
         timeout = float(input.get("timeout", self.bash_timeout))
-        return await run_bash(input["command"], self.base, timeout)
+        return await run_bash([*self._shell, input["command"]], self._env(), self.base, timeout)

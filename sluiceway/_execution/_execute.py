@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import time
 import warnings
+from typing import Final
 
 import trio
 
 from .._result import RunResult, result_to_json
 from ..engine import Event, RunContext, RunFinished, RunStarted
 from ..specs import Pipeline
+from ..tools import SandboxWarning
 from ._files import resolve_dirs, write_run_files
 from ._modes import DEFAULT_OPTIONS, RunOptions, open_mode_provider
 from ._prepare import prepare
 from ._schedule import Scheduler, StepFailed
 from ._state import CLOSE_TIMEOUT, ExecutionState, new_run_id
+
+#: The warning, on every run, about each step that runs Bash with ``sandbox: none``.
+UNSANDBOXED: Final = (
+    "run {run_id}: step {path!r} runs Bash without a sandbox (claude_options.sandbox: none): "
+    "its commands run as this process does, and can read and write its files, reach the network, "
+    "and read its environment (the API key included) through /proc"
+)
 
 __all__ = ("execute",)
 
@@ -97,6 +106,8 @@ async def _start(
     prepared = prepare(spec, options)
     workspace, out_root = resolve_dirs(spec, options)
     run_id = options.run_id or new_run_id()
+    for path in prepared.unsandboxed:  # every run, and the run id keeps Python from deduplicating
+        warnings.warn(SandboxWarning(UNSANDBOXED.format(run_id=run_id, path=path)), stacklevel=1)
     run_dir = out_root / run_id
     provider = open_mode_provider(spec, options)
     try:

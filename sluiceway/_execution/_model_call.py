@@ -14,12 +14,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final, Literal
 
-import attrs
-
 from .._errors import StepError
 from ..engine import ModelRequest, Provider, Response, stream_step
-from ..specs import ClaudeOptions, ClaudeSmartStep, apply_preset
-from ..tools import Toolbox
+from ..specs import ClaudeOptions
+from ..tools import DEFAULT_SANDBOX, Toolbox
+from ._prepare import merge_options, model_options
 from ._prompts import render_prompt
 from ._state import ExecutionState
 
@@ -44,26 +43,13 @@ DEFAULT_TOOL_TURNS: Final = 10
 BASH_TIMEOUT: Final = 30.0
 
 
-def merge_options(defaults: ClaudeOptions, step: ClaudeOptions) -> ClaudeOptions:
-    """``defaults`` under ``step``, field by field: a step's non-``None`` field wins."""
-    return ClaudeOptions(
-        **{
-            f.name: (getattr(step, f.name) if getattr(step, f.name) is not None else getattr(defaults, f.name))
-            for f in attrs.fields(ClaudeOptions)
-        }
-    )
-
-
 def step_options(state: ExecutionState, step: Any, options: ClaudeOptions | None = None) -> ClaudeOptions:
     """The options a model call of *step* runs with: defaults < preset (``claude_smart``) < step.
 
     *options* replaces the step's own (a ``parallel_claude`` branch passes its
     options merged over the step's).
     """
-    own = step.claude_options if options is None else options
-    if isinstance(step, ClaudeSmartStep):
-        own = apply_preset(step.preset, own)
-    return merge_options(state.spec.defaults.claude_options, own)
+    return model_options(state.spec, step, options)
 
 
 def handler_error_policy(state: ExecutionState, step: Any) -> Literal["isolate", "fail"]:
@@ -111,6 +97,8 @@ def _toolbox(state: ExecutionState, step: Any, opts: ClaudeOptions) -> Toolbox |
             disallowed=opts.disallowed_tools,
             bash_timeout=BASH_TIMEOUT,
             cwd=opts.cwd,
+            sandbox=opts.sandbox or DEFAULT_SANDBOX,
+            sandbox_network=bool(opts.sandbox_network),
         )
     except ValueError as exc:
         raise StepError(f"tools: {exc}", step=step.name) from exc
