@@ -9,12 +9,12 @@ from typing import Any
 
 import trio
 
-from . import _aio, _backpressure, _concurrency, _hop, _throughput
+from . import _aio, _backpressure, _concurrency, _hop, _throughput, _web
 from ._children import BENCH, Server
 from ._report import machine, write_results
 from ._settings import FULL, QUICK, ConcurrencySettings, Sizes, from_child_json
 
-SECTIONS = ("throughput", "concurrency", "backpressure", "hop", "aio")
+SECTIONS = ("throughput", "concurrency", "backpressure", "hop", "aio", "web")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -59,6 +59,9 @@ def run_sections(sizes: Sizes, only: set[str], results: dict[str, Any]) -> None:
     if "aio" in only:
         print("6. the asyncio bridge (sluiceway.aio) ...", flush=True)
         results["aio"] = _aio.aio_rows(_aio.QUICK if sizes is QUICK else _aio.FULL)
+    if "web" in only:
+        print("7. the web view with a stalled SSE client ...", flush=True)
+        results["web"] = _web.web_row(deltas=500, repeats=1) if sizes is QUICK else _web.web_row()
 
 
 def main(argv: list[str] | None = None) -> int:

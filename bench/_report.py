@@ -83,6 +83,14 @@ def table(results: dict[str, Any]) -> str:
         rows += _hop_rows(results["hop"])
     if "aio" in results:
         rows += _aio_rows(results["aio"])
+    if "web" in results:
+        web = results["web"]
+        rows.append((
+            "web view: events/s with no SSE client / with one that stopped reading (median)",
+            f"{web['events_per_s_no_client']:,} / {web['events_per_s_stalled_client']:,} "
+            f"({web['ratio_stalled_to_none']:.2f}x)",
+            f">= 0.9x: {_ok(web['ratio_stalled_to_none'] >= 0.9)}",
+        ))
     return _markdown(rows)
 
 

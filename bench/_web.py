@@ -41,9 +41,11 @@ steps:
 """
 
 
-async def _one_run(runs: WebRuns, port: int, out: str, *, stalled: bool) -> tuple[float, int, int]:
+async def _one_run(
+    runs: WebRuns, port: int, out: str, *, stalled: bool, deltas: int = DELTAS
+) -> tuple[float, int, int]:
     """Run the flood once; returns (events/s, events, bytes the stalled client took: always 0)."""
-    spec = loads(_SPEC.format(text="abcd" * DELTAS))
+    spec = loads(_SPEC.format(text="abcd" * deltas))
     run_id = new_run_id()
     log = RunLog(run_id)
     runs.add(log)
@@ -68,7 +70,7 @@ async def _one_run(runs: WebRuns, port: int, out: str, *, stalled: bool) -> tupl
     return len(log.events) / elapsed, len(log.events), 0
 
 
-async def _measure() -> dict[str, Any]:
+async def _measure(deltas: int = DELTAS, repeats: int = REPEATS) -> dict[str, Any]:
     runs = WebRuns()
     shutdown = trio.Event()
     with tempfile.TemporaryDirectory() as out:
@@ -78,10 +80,10 @@ async def _measure() -> dict[str, Any]:
             free: list[float] = []
             stalled: list[float] = []
             events = 0
-            for _ in range(REPEATS):
-                rate, events, _ = await _one_run(runs, port, out, stalled=False)
+            for _ in range(repeats):
+                rate, events, _ = await _one_run(runs, port, out, stalled=False, deltas=deltas)
                 free.append(rate)
-                rate, events, _ = await _one_run(runs, port, out, stalled=True)
+                rate, events, _ = await _one_run(runs, port, out, stalled=True, deltas=deltas)
                 stalled.append(rate)
             shutdown.set()
     no_client = statistics.median(free)
@@ -92,13 +94,13 @@ async def _measure() -> dict[str, Any]:
         "events_per_s_no_client": round(no_client),
         "events_per_s_stalled_client": round(with_stalled),
         "ratio_stalled_to_none": round(with_stalled / no_client, 3),
-        "repeats": REPEATS,
+        "repeats": repeats,
     }
 
 
-def web_row() -> dict[str, Any]:
+def web_row(deltas: int = DELTAS, repeats: int = REPEATS) -> dict[str, Any]:
     """Measure the row (events/s without and with a stalled SSE client) and return it as a dict."""
-    return trio.run(_measure)
+    return trio.run(_measure, deltas, repeats)
 
 
 if __name__ == "__main__":

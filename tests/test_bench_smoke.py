@@ -46,6 +46,7 @@ ROWS = (
     "hop: tee -> N handlers with `handle_nowait`, N = 1 / 2 / 4",
     "asyncio bridge: `aio.open_run` / trio `open_run`, same stream, events/s",
     "slow asyncio reader: events, most in flight, allocation peak",
+    "web view: events/s with no SSE client / with one that stopped reading (median)",
 )
 
 
