@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import signal
 import subprocess
@@ -371,3 +372,19 @@ def test_live_run_with_provider_flags(tmp_path: Path, fake_api, monkeypatch) -> 
         proc = run_cli(str(spec), "--mode", "live", *flags, "--json", "--output-dir", str(tmp_path / "o"), cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr
         assert json.loads(proc.stdout)["steps"]["a"]["text"] == "flags ok"
+
+
+def test_the_readme_sample_summary_matches_a_real_run(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    sample = readme.split("$ sluiceway run examples/hello.yaml\n", 1)[1].split("```", 1)[0].splitlines()
+    done = run_cli(str(ROOT / "examples" / "hello.yaml"), "--output-dir", str(tmp_path), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    real = done.stderr.splitlines()
+
+    def shape(line: str) -> str:  # times, durations, run folders and clock stamps vary; the rest not
+        line = re.sub(r"\[[^\]]*run_\d{8}-\d{6}_[0-9a-f]+\]", "[RUN]", line)
+        return re.sub(r"\d+(\.\d+)? (ms|s)\b", "T", line)
+
+    summary = [shape(ln) for ln in sample if ln.startswith(("✓ hello", "  greet"))]
+    assert summary == [shape(ln) for ln in real if ln.startswith(("✓ hello", "  greet"))]
+    assert "cost $0.00000" in summary[0]  # mock mode costs nothing, in the sample too
