@@ -24,6 +24,7 @@ from ._accumulate import Attempt
 from ._actors import HANDLER_CLOSE_TIMEOUT, TERMINAL_DELIVERY_TIMEOUT, HandlerWarning
 from ._events import (
     Cancelled,
+    PartialOutput,
     ContentBlock,
     Done,
     Event,
@@ -45,7 +46,8 @@ from ._events import (
     new_tool_input_delta,
 )
 from ._pricing import add_cost
-from ._protocols import ModelRequest, Provider, ToolRunner
+from ._output import OutputStream
+from ._protocols import ModelRequest, OutputTool, Provider, ToolRunner
 from ._provider_events import (
     BlockStart,
     BlockStop,
@@ -99,6 +101,10 @@ class _StepRun:
         """The usage of the attempts retries superseded."""
         self.superseded_cost: float | None = 0.0
         self.status = "ok"
+        self.output_stream: OutputStream | None = None
+        """Streams the output tool's input as ``PartialOutput`` (tool-based structured output)."""
+        self.output: Any = None
+        """The validated structured output, once the output tool was called."""
 
     def envelope(self) -> dict[str, Any]:
         """The next event's envelope (it takes the next ``seq``)."""
@@ -145,6 +151,7 @@ class _StepRun:
             model=attempt.model,
             metrics=metrics,
             status=self.status,
+            output=self.output,
             superseded_usage=self.superseded_usage,
             superseded_cost_usd=self.superseded_cost,
         )
@@ -192,6 +199,8 @@ class _StepRun:
                     rest = offer(event)
                     if rest >= 0:
                         await tee.send_from(event, rest)
+                    if kind is InputJsonChunk and self.output_stream is not None and block.name == self.output_stream.tool_name:
+                        await self.output_stream.feed(block.tool_use_id or "", item.partial_json)
                 elif kind is BlockStart:
                     attempt.start_block(item)
                 elif kind is BlockStop:
@@ -243,22 +252,43 @@ async def _turns(
     request: ModelRequest,
     tool_runner: ToolRunner | None,
     max_turns: int,
+    output: OutputTool | None = None,
 ) -> Response:
-    """One attempt: model calls, and tool calls between them, up to *max_turns* calls."""
+    """One attempt: model calls, and tool calls between them, up to *max_turns* calls.
+
+    With *output*, a call of its tool ends the loop: its input, validated, is the output.
+    """
     messages = list(request.messages)
     calls = 0
+    state.output = None
+    output_retries = output.retries if output is not None else 0
     while True:
         message = await state.call(provider, request)
         calls += 1
-        if tool_runner is None or message.stop_reason != "tool_use":
-            break
-        tool_uses = [b for b in message.content if isinstance(b, ToolUseBlock)]
-        if not tool_uses:
-            break
-        if calls >= max_turns:
-            state.status = "max_turns"
-            break
-        results = await _run_tools(state, tool_runner, tool_uses)
+        results: list[ToolResultBlock] | None = None
+        if output is not None:
+            final = next((b for b in message.content if isinstance(b, ToolUseBlock) and b.name == output.tool_name), None)
+            if final is not None:
+                try:
+                    state.output = output.final(final.input)
+                except Exception as exc:
+                    if output_retries <= 0 or calls >= max_turns:
+                        raise
+                    output_retries -= 1  # the step allows a retry: the model is told what to fix
+                    results = await _tool_results(state, [(final.id, final.name, f"invalid output: {exc}", True)])
+                else:
+                    await state.emit(PartialOutput, value=state.output, complete=True, tool_use_id=final.id)
+                    break
+        if results is None:
+            if tool_runner is None or message.stop_reason != "tool_use":
+                break
+            tool_uses = [b for b in message.content if isinstance(b, ToolUseBlock)]
+            if not tool_uses:
+                break
+            if calls >= max_turns:
+                state.status = "max_turns"
+                break
+            results = await _run_tools(state, tool_runner, tool_uses)
         messages.append({"role": "assistant", "content": [to_api_block(b) for b in message.content]})
         messages.append({"role": "user", "content": [to_api_block(b) for b in results]})
         request = attrs.evolve(request, messages=tuple(messages), turn=request.turn + 1)
@@ -271,12 +301,25 @@ async def _run_tools(state: _StepRun, tool_runner: ToolRunner, tool_uses: list[T
     The results, as the user turn the model gets, are kept in the attempt's
     messages (not sent as an event; it carries the envelope of the last ``ToolResult``).
     """
+    timeout_for = getattr(tool_runner, "timeout_for", None)
+    answers: list[tuple[str, str, str, bool]] = []
+    for block in tool_uses:
+        timeout = timeout_for(block.name) if timeout_for is not None else None
+        with trio.move_on_after(timeout if timeout is not None else float("inf")) as scope:
+            content, is_error = await tool_runner.run(block.name, block.input)
+        if scope.cancelled_caught:
+            content, is_error = f"tool {block.name!r} timed out after {timeout:g} s", True
+        answers.append((block.id, block.name, content, is_error))
+    return await _tool_results(state, answers)
+
+
+async def _tool_results(state: _StepRun, answers: list[tuple[str, str, str, bool]]) -> list[ToolResultBlock]:
+    """Emit a ``ToolResult`` per ``(id, name, content, is_error)``; keep the user turn; return its blocks."""
     results: list[ToolResultBlock] = []
     last: Event | None = None
-    for block in tool_uses:
-        content, is_error = await tool_runner.run(block.name, block.input)
-        last = await state.emit(ToolResult, tool_use_id=block.id, name=block.name, content=content, is_error=is_error)
-        results.append(ToolResultBlock(block.id, content, is_error))
+    for tool_use_id, name, content, is_error in answers:
+        last = await state.emit(ToolResult, tool_use_id=tool_use_id, name=name, content=content, is_error=is_error)
+        results.append(ToolResultBlock(tool_use_id, content, is_error))
     assert last is not None
     state.attempt.messages.append(
         Message(
@@ -294,6 +337,7 @@ async def _attempts(
     tool_runner: ToolRunner | None,
     max_turns: int,
     retry: Any,
+    output: OutputTool | None = None,
 ) -> Response:
     """The attempt loop: retry a failed attempt while *retry* says so."""
     if tool_runner is not None and not request.tools:
@@ -304,7 +348,7 @@ async def _attempts(
         if request.attempt != state.attempt_no or request.model != model:
             attempt_request = attrs.evolve(request, attempt=state.attempt_no, model=model)
         try:
-            return await _turns(state, provider, attempt_request, tool_runner, max_turns)
+            return await _turns(state, provider, attempt_request, tool_runner, max_turns, output)
         except ProviderError as exc:
             error = exc if exc.step else exc.with_step(state.path)
             delay = None if retry is None else retry.decide(error, state.attempt_no)
@@ -354,6 +398,7 @@ async def stream_step(
     cost: Callable[[str | None, Usage], float | None] | None = None,
     on_handler_error: Literal["isolate", "fail"] = "isolate",
     finish: Callable[[Response], Awaitable[Response]] | None = None,
+    output: OutputTool | None = None,
 ) -> Response:
     """Stream one step (its model calls, tool calls and retries) to *consumers*; return its Response.
 
@@ -376,6 +421,9 @@ async def stream_step(
         cost: ``cost(model, usage) -> USD | None``.
         on_handler_error: ``isolate`` (warn, drop the handler) or ``fail`` (fail the step).
         finish: Runs on the final response before ``Done``; what it raises fails the step.
+        output: Tool-based structured output: the request offers its tool; its input
+            streams as ``PartialOutput`` events and, validated, is ``Response.output``
+            (a final value that fails validation fails the step, unless ``output.retries``).
 
     Returns:
         The final attempt's ``Response`` (also sent in ``Done``).
@@ -395,6 +443,8 @@ async def stream_step(
     wiring = await wire_consumers(consumers, run)
     tee = Tee([*wiring.outlets, *([wiring.run_outlet] if wiring.run_outlet is not None else [])])
     state = _StepRun(run, path, tee, cost)
+    if output is not None:
+        state.output_stream = OutputStream(output, state.emit)
     delivery = Delivery(wiring, tee, on_handler_error)
 
     async def produce() -> Event:
@@ -402,7 +452,7 @@ async def stream_step(
         try:
             with delivery.produce_scope:
                 await state.emit(StepStarted, provider=provider.name, model=request.model, step_type=step_type)
-                response = await _attempts(state, provider, request, tool_runner, max(max_turns, 1), retry)
+                response = await _attempts(state, provider, request, tool_runner, max(max_turns, 1), retry, output)
                 if finish is not None:
                     response = await finish(response)
             if delivery.handler_failure is not None:
