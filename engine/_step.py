@@ -24,13 +24,13 @@ from ._accumulate import Attempt
 from ._actors import HANDLER_CLOSE_TIMEOUT, TERMINAL_DELIVERY_TIMEOUT, HandlerWarning
 from ._events import (
     Cancelled,
-    PartialOutput,
     ContentBlock,
     Done,
     Event,
     Failed,
     Message,
     Metrics,
+    PartialOutput,
     Response,
     Retrying,
     StepStarted,
@@ -45,8 +45,8 @@ from ._events import (
     new_thinking_delta,
     new_tool_input_delta,
 )
-from ._pricing import add_cost
 from ._output import OutputStream
+from ._pricing import add_cost
 from ._protocols import ModelRequest, OutputTool, Provider, ToolRunner
 from ._provider_events import (
     BlockStart,

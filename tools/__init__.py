@@ -16,6 +16,8 @@ these from a spec and hands them to the engine.
 """
 
 from ._extract import ExtractError as ExtractError
+from ._extract import extract_output as extract_output
+from ._extract import extract_value as extract_value
 from ._function import FunctionTool as FunctionTool
 from ._function import ToolInputError as ToolInputError
 from ._function import as_function_tool as as_function_tool
@@ -29,13 +31,12 @@ from ._output import OutputSpec as OutputSpec
 from ._output import OutputValidationError as OutputValidationError
 from ._output import PartialJson as PartialJson
 from ._permission import Allow as Allow
+from ._permission import CanUseTool as CanUseTool
 from ._permission import Deny as Deny
 from ._permission import ToolContext as ToolContext
 from ._permission import allow as allow
 from ._permission import deny as deny
 from ._runner import StepTools as StepTools
-from ._extract import extract_output as extract_output
-from ._extract import extract_value as extract_value
 from ._schemas import ALL_TOOLS as ALL_TOOLS
 from ._schemas import DEFAULT_TOOLS as DEFAULT_TOOLS
 from ._sessions import SessionError as SessionError

@@ -227,11 +227,11 @@ async def open_mcp_tools(
             log.close()
 
 
-async def _start(nursery: trio.Nursery, server: _Server, config: Any, step: str | None, timeout: float) -> None:
+async def _start(nursery: trio.Nursery, server: _Server, config: Any, step: str | None, start_timeout: float) -> None:
     try:
-        with trio.fail_after(timeout):
+        with trio.fail_after(start_timeout):
             await nursery.start(_serve, server, config)
     except trio.TooSlowError:
-        raise server.error(f"did not start within {timeout:g} s", step) from None
+        raise server.error(f"did not start within {start_timeout:g} s", step) from None
     except Exception as exc:  # the SDK's errors, OSError (no such program), groups of them
         raise server.error(f"failed to start: {_describe(exc)}", step) from exc
