@@ -104,16 +104,27 @@ def _attrs_schema(cls: type) -> dict[str, Any]:
     return _object(properties, required, cls.__doc__)
 
 
-def _typed_dict_schema(cls: type) -> dict[str, Any]:
+def _typed_dict_fields(cls: type) -> tuple[dict[str, Any], set[str]]:
+    """A TypedDict's keys -> their types (unwrapped), and the required keys."""
     hints = typing.get_type_hints(cls, include_extras=True)
-    required_keys = getattr(cls, "__required_keys__", frozenset(hints))
-    properties = {}
+    required_keys = set(getattr(cls, "__required_keys__", frozenset(hints)))
+    fields: dict[str, Any] = {}
     for name, hint in hints.items():
-        # NotRequired / Required wrappers are folded into __required_keys__; strip them
+        # a string annotation hides NotRequired / Required from __required_keys__ (3.11): read them here
         while typing.get_origin(hint) in (typing.NotRequired, typing.Required):
+            if typing.get_origin(hint) is typing.NotRequired:
+                required_keys.discard(name)
+            else:
+                required_keys.add(name)
             hint = typing.get_args(hint)[0]
-        properties[name] = schema_of(hint)
-    return _object(properties, [k for k in hints if k in required_keys], cls.__doc__)
+        fields[name] = hint
+    return fields, required_keys
+
+
+def _typed_dict_schema(cls: type) -> dict[str, Any]:
+    fields, required_keys = _typed_dict_fields(cls)
+    properties = {name: schema_of(hint) for name, hint in fields.items()}
+    return _object(properties, [k for k in fields if k in required_keys], cls.__doc__)
 
 
 def _object(properties: dict[str, Any], required: list[str], doc: str | None) -> dict[str, Any]:
@@ -144,6 +155,40 @@ converter.register_structure_hook(str, _strict(str, "a string"))
 converter.register_structure_hook(int, _strict(int, "an integer"))
 converter.register_structure_hook(float, _strict((int, float), "a number"))
 converter.register_structure_hook(bool, _strict(bool, "true or false"))
+
+
+def _typed_dict_hook(cls: type) -> Any:
+    # cattrs reads __required_keys__, which a string NotRequired annotation hides (3.11)
+    fields, required_keys = _typed_dict_fields(cls)
+
+    def hook(value: Any, _: Any) -> Any:
+        if not isinstance(value, Mapping):
+            raise TypeError(f"expected an object, got {type(value).__name__} {value!r}")
+        errors: list[Exception] = []
+        out: dict[str, Any] = {}
+        for key in value:
+            if key not in fields:
+                errors.append(cattrs.ForbiddenExtraKeysError("", cls, {key}))
+        for key, hint in fields.items():
+            if key not in value:
+                if key in required_keys:
+                    error: Exception = KeyError(key)
+                    error.__notes__ = [f"required field missing: {key!r} @ $.{key}"]
+                    errors.append(error)
+                continue
+            try:
+                out[key] = converter.structure(value[key], hint)
+            except Exception as exc:
+                exc.__notes__ = [*getattr(exc, "__notes__", []), f"Structuring typeddict {cls.__name__} @ key {key!r}"]
+                errors.append(exc)
+        if errors:
+            raise cattrs.ClassValidationError(f"While structuring {cls.__name__}", errors, cls)
+        return out
+
+    return hook
+
+
+converter.register_structure_hook_factory(is_typed_dict, _typed_dict_hook)
 
 
 def structure(value: Any, tp: Any) -> Any:
