@@ -200,6 +200,7 @@ async def open_mcp_tools(
         ) from exc
     running: dict[str, _Server] = {}
     logs: list[IO[str]] = []
+    body_error: BaseException | None = None
     try:
         async with trio.open_nursery() as nursery:
             for name, config in servers.items():
@@ -209,22 +210,26 @@ async def open_mcp_tools(
                     logs.append(errlog)
                 running[name] = _Server(name, errlog)
             try:
-                async with trio.open_nursery() as starting:
-                    for name, config in servers.items():
-                        starting.start_soon(_start, nursery, running[name], config, step, start_timeout)
-            except BaseExceptionGroup as group:
-                errors = group.subgroup(McpServerError)
-                if errors is not None and group.split(McpServerError)[1] is None:
-                    raise errors.exceptions[0] from None
-                raise
-            try:
+                try:
+                    async with trio.open_nursery() as starting:
+                        for name, config in servers.items():
+                            starting.start_soon(_start, nursery, running[name], config, step, start_timeout)
+                except BaseExceptionGroup as group:
+                    errors = group.subgroup(McpServerError)
+                    if errors is not None and group.split(McpServerError)[1] is None:
+                        raise errors.exceptions[0] from None
+                    raise
                 yield McpTools(running, step, call_timeout)
+            except BaseException as exc:  # noqa: ASYNC103 - re-raised below, outside the nursery
+                body_error = exc  # (so a start error, or the step's own, is not wrapped in a group)
             finally:
                 for server in running.values():
                     server.done.set()
     finally:
         for log in logs:
             log.close()
+    if body_error is not None:
+        raise body_error
 
 
 async def _start(nursery: trio.Nursery, server: _Server, config: Any, step: str | None, start_timeout: float) -> None:
