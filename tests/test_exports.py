@@ -34,6 +34,11 @@ LAZY = {
         "loads",
         "RunResult",
         "StepResult",
+        "FunctionTool",
+        "ToolContext",
+        "allow",
+        "deny",
+        "tool",
     ),
     "sluiceway.providers": ("AnthropicProvider", "AnthropicStatistics", "FastPathWarning"),
     "sluiceway.testing": (
