@@ -185,6 +185,7 @@ async def test_every_step_type_runs_function_tools_from_yaml_in_mock_mode(
 async def test_every_step_type_runs_function_tools_in_live_mode(
     tmp_path: Path, step_type: str, fake_api: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    fake_api.reset()  # requests_seen: this test's requests only
     monkeypatch.setenv("ANTHROPIC_BASE_URL", fake_api.url)
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test")
     model = "fake:tool_loop?tool=add&input=" + quote(json.dumps({"a": 2, "b": 3}))

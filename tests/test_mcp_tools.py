@@ -87,6 +87,7 @@ async def test_every_step_type_uses_mcp_tools_in_mock_mode(tmp_path: Path, step_
 async def test_mcp_tools_in_live_mode(
     tmp_path: Path, step_type: str, fake_api: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    fake_api.reset()  # requests_seen: this test's requests only
     monkeypatch.setenv("ANTHROPIC_BASE_URL", fake_api.url)
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test")
     model = "fake:tool_loop?tool=mcp__sample__echo&input=" + quote(json.dumps({"text": "hello"}))

@@ -184,6 +184,7 @@ async def test_claude_extract_with_a_schema_uses_the_output_tool_in_mock_mode(tm
 async def test_claude_extract_with_a_schema_in_live_mode(
     tmp_path: Path, fake_api: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    fake_api.reset()  # requests_seen: this test's requests only
     monkeypatch.setenv("ANTHROPIC_BASE_URL", fake_api.url)
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test")
     model = "fake:tool_loop?pieces=6&input=" + quote(json.dumps({"n": 12345}))
