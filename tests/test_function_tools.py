@@ -200,7 +200,8 @@ async def test_every_step_type_runs_function_tools_in_live_mode(
     texts = [e.response.text for e in events if isinstance(e, Done) and e.response.text]
     assert texts and all(t.startswith("tool said: 5") for t in texts)
     offered = [t["name"] for t in fake_api.requests_seen[0]["body"]["tools"]]
-    assert offered == ["add"]
+    preset = ["Read", "Write", "Edit", "Glob", "Grep", "LS"] if step_type == "claude_smart" else []
+    assert offered == [*preset, "add"]  # built-in tools first (the development preset's)
 
 
 async def test_a_tool_exception_is_an_error_result_and_event(tmp_path: Path) -> None:
