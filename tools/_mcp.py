@@ -51,6 +51,7 @@ class _Server:
     session: Any = None
     tools: tuple[Any, ...] = ()
     done: trio.Event = attrs.field(factory=trio.Event)
+    start_error: McpServerError | None = None
 
     def stderr_tail(self) -> str:
         if self.errlog is None:
@@ -210,15 +211,12 @@ async def open_mcp_tools(
                     logs.append(errlog)
                 running[name] = _Server(name, errlog)
             try:
-                try:
-                    async with trio.open_nursery() as starting:
-                        for name, config in servers.items():
-                            starting.start_soon(_start, nursery, running[name], config, step, start_timeout)
-                except BaseExceptionGroup as group:
-                    errors = group.subgroup(McpServerError)
-                    if errors is not None and group.split(McpServerError)[1] is None:
-                        raise errors.exceptions[0] from None
-                    raise
+                async with trio.open_nursery() as starting:
+                    for name, config in servers.items():
+                        starting.start_soon(_start, nursery, running[name], config, step, start_timeout)
+                failed = [s.start_error for s in running.values() if s.start_error is not None]
+                if failed:
+                    raise failed[0]
                 yield McpTools(running, step, call_timeout)
             except BaseException as exc:  # noqa: ASYNC103 - re-raised below, outside the nursery
                 body_error = exc  # (so a start error, or the step's own, is not wrapped in a group)
@@ -233,10 +231,12 @@ async def open_mcp_tools(
 
 
 async def _start(nursery: trio.Nursery, server: _Server, config: Any, step: str | None, start_timeout: float) -> None:
+    """Start one server; a failure is kept in ``server.start_error`` (the first is raised)."""
     try:
         with trio.fail_after(start_timeout):
             await nursery.start(_serve, server, config)
     except trio.TooSlowError:
-        raise server.error(f"did not start within {start_timeout:g} s", step) from None
+        server.start_error = server.error(f"did not start within {start_timeout:g} s", step)
     except Exception as exc:  # the SDK's errors, OSError (no such program), groups of them
-        raise server.error(f"failed to start: {_describe(exc)}", step) from exc
+        server.start_error = server.error(f"failed to start: {_describe(exc)}", step)
+        server.start_error.__cause__ = exc
