@@ -13,6 +13,7 @@ from ._events import Event as Event
 from ._events import Failed as Failed
 from ._events import Message as Message
 from ._events import Metrics as Metrics
+from ._events import PartialOutput as PartialOutput
 from ._events import Response as Response
 from ._events import Retrying as Retrying
 from ._events import RunFinished as RunFinished
@@ -33,6 +34,7 @@ from ._protocols import Handler as Handler
 from ._protocols import HandlerContext as HandlerContext
 from ._protocols import HandlerPolicy as HandlerPolicy
 from ._protocols import ModelRequest as ModelRequest
+from ._protocols import OutputTool as OutputTool
 from ._protocols import Provider as Provider
 from ._protocols import ToolRunner as ToolRunner
 from ._provider_events import BlockStart as BlockStart

@@ -20,6 +20,7 @@ __all__ = (
     "Failed",
     "Message",
     "Metrics",
+    "PartialOutput",
     "Response",
     "Retrying",
     "RunFinished",
@@ -301,6 +302,23 @@ class ToolResult(Event):
     """The result text the model sees."""
     is_error: bool = False
     """True when the tool failed or refused."""
+
+
+@attrs.frozen(kw_only=True)
+class PartialOutput(Event):
+    """The step's structured output as it forms (tool-based structured output).
+
+    Each value extends the one before (a string grows, an object gains keys, a
+    list gains items); the last, with ``complete=True``, is the validated
+    output that ``Response.output`` holds.
+    """
+
+    value: Any
+    """The best value parsed from the output tool's input so far (validated, when complete)."""
+    complete: bool = False
+    """True for the final, validated value."""
+    tool_use_id: str = ""
+    """The output tool call whose input this is."""
 
 
 @attrs.frozen(kw_only=True)

@@ -15,7 +15,7 @@ import attrs
 from ._events import Event
 from ._provider_events import ProviderEvent
 
-__all__ = ("Handler", "HandlerContext", "HandlerPolicy", "ModelRequest", "Provider", "ToolRunner")
+__all__ = ("Handler", "HandlerContext", "HandlerPolicy", "ModelRequest", "OutputTool", "Provider", "ToolRunner")
 
 HandlerPolicy = Literal["block", "coalesce"]
 
@@ -135,4 +135,40 @@ class ToolRunner(Protocol):
 
     async def run(self, name: str, input: Mapping[str, Any]) -> tuple[str, bool]:
         """Run one tool call; return ``(content, is_error)``. Never raises for model errors."""
+        ...
+
+    # Optional: ``timeout_for(name) -> float | None``, the seconds one call of *name*
+    # may take; past it the engine cancels the call and the model gets an error result.
+
+
+@runtime_checkable
+class OutputTool(Protocol):
+    """Tool-based structured output: a tool whose input is the step's output.
+
+    When the model calls ``tool_name``, the tool loop ends: the input is the
+    output (``final``), and its pieces stream as ``PartialOutput`` events
+    while the model writes it (``partial_parser``).
+    """
+
+    @property
+    def tool_name(self) -> str:
+        """The output tool's name."""
+        ...
+
+    @property
+    def debounce(self) -> float | None:
+        """Seconds between ``PartialOutput`` events at least; ``None``: one per change."""
+        ...
+
+    @property
+    def retries(self) -> int:
+        """How many times a final value that fails validation is sent back to the model to fix."""
+        ...
+
+    def partial_parser(self) -> Any:
+        """A fresh ``feed(piece) -> value | None`` for one tool call's input (``None``: nothing new)."""
+        ...
+
+    def final(self, value: Any) -> Any:
+        """The validated output of the complete input; raises when it is not valid."""
         ...

@@ -31,6 +31,7 @@ from ._events import (
     Failed,
     Message,
     Metrics,
+    PartialOutput,
     Response,
     Retrying,
     StepStarted,
@@ -45,8 +46,9 @@ from ._events import (
     new_thinking_delta,
     new_tool_input_delta,
 )
+from ._output import OutputStream
 from ._pricing import add_cost
-from ._protocols import ModelRequest, Provider, ToolRunner
+from ._protocols import ModelRequest, OutputTool, Provider, ToolRunner
 from ._provider_events import (
     BlockStart,
     BlockStop,
@@ -103,6 +105,10 @@ class _StepRun:
         """The usage of the failed calls retries superseded."""
         self.superseded_cost: float | None = 0.0
         self.status = "ok"
+        self.output_stream: OutputStream | None = None
+        """Streams the output tool's input as ``PartialOutput`` (tool-based structured output)."""
+        self.output: Any = None
+        """The validated structured output, once the output tool was called."""
 
     def envelope(self) -> dict[str, Any]:
         """The next event's envelope (it takes the next ``seq``)."""
@@ -147,6 +153,7 @@ class _StepRun:
             model=attempt.model,
             metrics=metrics,
             status=self.status,
+            output=self.output,
             superseded_usage=self.superseded_usage,
             superseded_cost_usd=self.superseded_cost,
         )
@@ -209,6 +216,8 @@ class _StepRun:
                     rest = offer(event)
                     if rest >= 0:
                         await tee.send_from(event, rest)
+                    if kind is InputJsonChunk and self.output_stream is not None and block.name == self.output_stream.tool_name:
+                        await self.output_stream.feed(block.tool_use_id or "", item.partial_json)
                 elif kind is BlockStart:
                     attempt.start_block(item)
                 elif kind is BlockStop:
@@ -261,29 +270,48 @@ async def _turns(
     tool_runner: ToolRunner | None,
     max_turns: int,
     retry: Any,
+    output: OutputTool | None = None,
 ) -> Response:
     """The tool loop: model calls, and tool calls between them, up to *max_turns* calls.
 
     Each call is retried alone (``_call``): a retry never runs a finished
-    call's tools again, and the calls before it stay in the response.
+    call's tools again, and the calls before it stay in the response. With
+    *output*, a call of its tool ends the loop: its input, validated, is the output.
     """
     if tool_runner is not None and not request.tools:
         request = attrs.evolve(request, tools=tuple(tool_runner.definitions()))
     state.model = request.model
     messages = list(request.messages)
     calls = 0
+    state.output = None
+    output_retries = output.retries if output is not None else 0
     while True:
         message = await _call(state, provider, request, retry)
         calls += 1
-        if tool_runner is None or message.stop_reason != "tool_use":
-            break
-        tool_uses = [b for b in message.content if isinstance(b, ToolUseBlock)]
-        if not tool_uses:
-            break
-        if calls >= max_turns:
-            state.status = "max_turns"
-            break
-        results = await _run_tools(state, tool_runner, tool_uses)
+        results: list[ToolResultBlock] | None = None
+        if output is not None:
+            final = next((b for b in message.content if isinstance(b, ToolUseBlock) and b.name == output.tool_name), None)
+            if final is not None:
+                try:
+                    state.output = output.final(final.input)
+                except Exception as exc:
+                    if output_retries <= 0 or calls >= max_turns:
+                        raise
+                    output_retries -= 1  # the step allows a retry: the model is told what to fix
+                    results = await _tool_results(state, [(final.id, final.name, f"invalid output: {exc}", True)])
+                else:
+                    await state.emit(PartialOutput, value=state.output, complete=True, tool_use_id=final.id)
+                    break
+        if results is None:
+            if tool_runner is None or message.stop_reason != "tool_use":
+                break
+            tool_uses = [b for b in message.content if isinstance(b, ToolUseBlock)]
+            if not tool_uses:
+                break
+            if calls >= max_turns:
+                state.status = "max_turns"
+                break
+            results = await _run_tools(state, tool_runner, tool_uses)
         messages.append({"role": "assistant", "content": [to_api_block(b) for b in message.content]})
         messages.append({"role": "user", "content": [to_api_block(b) for b in results]})
         request = attrs.evolve(request, messages=tuple(messages), turn=request.turn + 1)
@@ -296,12 +324,25 @@ async def _run_tools(state: _StepRun, tool_runner: ToolRunner, tool_uses: list[T
     The results, as the user turn the model gets, are kept in the step's
     messages (not sent as an event; it carries the envelope of the last ``ToolResult``).
     """
+    timeout_for = getattr(tool_runner, "timeout_for", None)
+    answers: list[tuple[str, str, str, bool]] = []
+    for block in tool_uses:
+        timeout = timeout_for(block.name) if timeout_for is not None else None
+        with trio.move_on_after(timeout if timeout is not None else float("inf")) as scope:
+            content, is_error = await tool_runner.run(block.name, block.input)
+        if scope.cancelled_caught:
+            content, is_error = f"tool {block.name!r} timed out after {timeout:g} s", True
+        answers.append((block.id, block.name, content, is_error))
+    return await _tool_results(state, answers)
+
+
+async def _tool_results(state: _StepRun, answers: list[tuple[str, str, str, bool]]) -> list[ToolResultBlock]:
+    """Emit a ``ToolResult`` per ``(id, name, content, is_error)``; keep the user turn; return its blocks."""
     results: list[ToolResultBlock] = []
     last: Event | None = None
-    for block in tool_uses:
-        content, is_error = await tool_runner.run(block.name, block.input)
-        last = await state.emit(ToolResult, tool_use_id=block.id, name=block.name, content=content, is_error=is_error)
-        results.append(ToolResultBlock(block.id, content, is_error))
+    for tool_use_id, name, content, is_error in answers:
+        last = await state.emit(ToolResult, tool_use_id=tool_use_id, name=name, content=content, is_error=is_error)
+        results.append(ToolResultBlock(tool_use_id, content, is_error))
     assert last is not None
     state.attempt.messages.append(
         Message(
@@ -382,6 +423,7 @@ async def stream_step(
     cost: Callable[[str | None, Usage], float | None] | None = None,
     on_handler_error: Literal["isolate", "fail"] = "isolate",
     finish: Callable[[Response], Awaitable[Response]] | None = None,
+    output: OutputTool | None = None,
 ) -> Response:
     """Stream one step (its model calls, tool calls and retries) to *consumers*; return its Response.
 
@@ -406,6 +448,9 @@ async def stream_step(
         cost: ``cost(model, usage) -> USD | None``.
         on_handler_error: ``isolate`` (warn, drop the handler) or ``fail`` (fail the step).
         finish: Runs on the final response before ``Done``; what it raises fails the step.
+        output: Tool-based structured output: the request offers its tool; its input
+            streams as ``PartialOutput`` events and, validated, is ``Response.output``
+            (a final value that fails validation fails the step, unless ``output.retries``).
 
     Returns:
         The step's ``Response`` (also sent in ``Done``): every kept call, none of
@@ -426,6 +471,8 @@ async def stream_step(
     wiring = await wire_consumers(consumers, run)
     tee = Tee([*wiring.outlets, *([wiring.run_outlet] if wiring.run_outlet is not None else [])])
     state = _StepRun(run, path, tee, cost)
+    if output is not None:
+        state.output_stream = OutputStream(output, state.emit)
     delivery = Delivery(wiring, tee, on_handler_error)
 
     async def produce() -> Event:
@@ -433,7 +480,7 @@ async def stream_step(
         try:
             with delivery.produce_scope:
                 await state.emit(StepStarted, provider=provider.name, model=request.model, step_type=step_type)
-                response = await _turns(state, provider, request, tool_runner, max(max_turns, 1), retry)
+                response = await _turns(state, provider, request, tool_runner, max(max_turns, 1), retry, output)
                 if finish is not None:
                     response = await finish(response)
             if delivery.handler_failure is not None:

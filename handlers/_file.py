@@ -94,6 +94,7 @@ _EVENT_TYPES: dict[str, type[Event]] = {
         Message,
         ToolUse,
         ToolResult,
+        engine.PartialOutput,
         Retrying,
         Done,
         Failed,
@@ -290,6 +291,10 @@ class FileHandler(SyncHandler):
         elif isinstance(event, ToolResult):
             label = "tool error" if event.is_error else "tool result"
             lines.line(f"{prefix}[{label}] {event.name}: {event.content.rstrip()}", out)
+        elif isinstance(event, engine.PartialOutput):
+            if event.complete:  # the partial values are left to the jsonl format
+                payload = json.dumps(event.value, ensure_ascii=False, default=str)
+                lines.line(f"{prefix}[output] {payload}", out)
         elif isinstance(event, Retrying):
             lines.line(
                 f"{prefix}--- attempt {event.next_attempt - 1} superseded ({event.reason}); "

@@ -40,6 +40,11 @@ if TYPE_CHECKING:  # the names below, as a type checker and an IDE see them
     from ._load import loads as loads
     from ._result import RunResult as RunResult
     from ._result import StepResult as StepResult
+    from .tools import FunctionTool as FunctionTool
+    from .tools import ToolContext as ToolContext
+    from .tools import allow as allow
+    from .tools import deny as deny
+    from .tools import tool as tool
 
 #: Public name -> the private module that defines it, imported on first access.
 _LAZY = {
@@ -55,6 +60,11 @@ _LAZY = {
     "loads": "._load",
     "RunResult": "._result",
     "StepResult": "._result",
+    "FunctionTool": ".tools",
+    "ToolContext": ".tools",
+    "allow": ".tools",
+    "deny": ".tools",
+    "tool": ".tools",
 }
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from types import SimpleNamespace
@@ -19,7 +19,14 @@ import attrs
 import sniffio
 import trio
 
-from ._execution import DEFAULT_MODEL, Mode, RunOptions, execute, open_mode_provider
+from ._execution import (
+    DEFAULT_MODEL,
+    DEFAULT_TOOL_TURNS,
+    Mode,
+    RunOptions,
+    execute,
+    open_mode_provider,
+)
 from ._handler_sources import HandlerPlan, HandlersArg, OnEventArg, plan_handlers
 from ._load import load
 from ._result import RunResult
@@ -36,6 +43,7 @@ from .engine import (
     stream_step,
 )
 from .specs import MockSpec, Pipeline
+from .tools import CanUseTool, FunctionTool, OutputSpec, StepTools, as_function_tool
 
 __all__ = ("RunHandle", "TextStream", "invoke", "open_run", "run", "run_sync")
 
@@ -134,6 +142,8 @@ async def run(
     handlers: HandlersArg = None,
     on_event: OnEventArg = None,
     live_options: Mapping[str, Any] | None = None,
+    tools: Sequence[Any] = (),
+    can_use_tool: CanUseTool | None = None,
 ) -> RunResult:
     """Run a pipeline and return its result; a failed step does not raise.
 
@@ -150,6 +160,9 @@ async def run(
         on_event: The same kinds of handlers, added to every streaming step's handlers.
         live_options: ``live`` mode: keyword arguments for its ``AnthropicProvider``
             (``max_starting``, ``streams_per_client``...); an error in any other mode.
+        tools: Function tools (``@sluiceway.tool``) every model step offers, besides its own.
+        can_use_tool: The permission hook of every model step that names none:
+            ``(tool_name, input, context) -> allow() | deny(reason)``, before every tool call.
 
     Returns:
         The ``RunResult``: ``status`` is ``ok``, ``failed`` (see ``.error``,
@@ -169,7 +182,7 @@ async def run(
     _require_trio("run")
     options = _options(
         mode=mode, variables=variables, output_dir=output_dir, workspace=workspace, handlers=handlers,
-        on_event=on_event, live_options=live_options,
+        on_event=on_event, live_options=live_options, tools=_tools(tools), can_use_tool=can_use_tool,
     )
     return await _execute(_load_spec(spec), options)
 
@@ -184,6 +197,8 @@ def run_sync(
     handlers: HandlersArg = None,
     on_event: OnEventArg = None,
     live_options: Mapping[str, Any] | None = None,
+    tools: Sequence[Any] = (),
+    can_use_tool: CanUseTool | None = None,
 ) -> RunResult:
     """``run`` in a fresh ``trio.run``; for scripts and notebooks without an event loop."""
     try:
@@ -198,6 +213,8 @@ def run_sync(
                 handlers=handlers,
                 on_event=on_event,
                 live_options=live_options,
+                tools=tools,
+                can_use_tool=can_use_tool,
             )
         )
     except RuntimeError as exc:
@@ -319,6 +336,8 @@ async def open_run(
     select: SelectArg = None,
     buffer_size: int = RUN_EVENTS_BUFFER,
     live_options: Mapping[str, Any] | None = None,
+    tools: Sequence[Any] = (),
+    can_use_tool: CanUseTool | None = None,
 ) -> AsyncIterator[RunHandle]:
     """Start a run in the background and stream its events, like a response stream.
 
@@ -329,7 +348,7 @@ async def open_run(
                 ...
             result = await run.result()
 
-    ``handlers``, ``on_event`` as for ``run``; ``handlers=[]`` keeps the spec's
+    ``handlers``, ``on_event``, ``tools``, ``can_use_tool`` as for ``run``; ``handlers=[]`` keeps the spec's
     own handlers quiet while you read. ``select`` (step names, each with its
     sub-steps, and/or ``Event`` classes) chooses the events ``run.events``
     gets; the others never enter it.
@@ -351,7 +370,7 @@ async def open_run(
     _require_trio("open_run")
     options = _options(
         mode=mode, variables=variables, output_dir=output_dir, workspace=workspace, handlers=handlers,
-        on_event=on_event, live_options=live_options,
+        on_event=on_event, live_options=live_options, tools=_tools(tools), can_use_tool=can_use_tool,
     )
     selection = Selection.parse(select)
     loaded = _load_spec(spec)
@@ -393,6 +412,13 @@ async def open_run(
         raise body_error
 
 
+def _tools(tools: Sequence[Any]) -> tuple[FunctionTool, ...]:
+    """The ``tools=`` argument as function tools (plain functions are made tools)."""
+    if isinstance(tools, str) or not isinstance(tools, Sequence):
+        raise TypeError(f"tools must be a list of @sluiceway.tool functions, got {tools!r}")
+    return tuple(as_function_tool(t) for t in tools)
+
+
 def _mock_spec(mock: MockSpec | Mapping[str, Any] | str | None) -> MockSpec | None:
     if mock is None or isinstance(mock, MockSpec):
         return mock
@@ -412,6 +438,13 @@ async def invoke(
     mock: MockSpec | Mapping[str, Any] | str | None = None,
     system: str | None = None,
     max_tokens: int = 4096,
+    tools: Sequence[Any] = (),
+    can_use_tool: CanUseTool | None = None,
+    max_turns: int | None = None,
+    output_type: Any = None,
+    output_validators: Sequence[Callable[..., Any]] = (),
+    output_debounce: float | None = None,
+    output_retries: int = 0,
 ) -> Response:
     """Send one prompt and return the ``Response`` (the seeds' ``LLM.invoke!``).
 
@@ -426,6 +459,16 @@ async def invoke(
         model: The model (default ``claude-sonnet-4-5``).
         mode: ``mock`` (default, no key) or ``live``.
         mock: Scripts the mock provider: a ``MockSpec``, its fields as a dict, or the response text.
+        tools: Function tools (``@sluiceway.tool``) the model may call, in a tool-use loop.
+        can_use_tool: The permission hook, asked before every tool call.
+        max_turns: The most model calls (default: 10 with tools, else 1 plus ``output_retries``).
+        output_type: An attrs class, a ``TypedDict`` or a JSON Schema: the model must
+            answer through a forced tool whose input is that type; its input streams as
+            ``PartialOutput`` events and, validated, is ``Response.output``.
+        output_validators: ``validator(value, *, partial) -> value``, called on each
+            partial value (``partial=True``) and on the final one; the final's errors fail the call.
+        output_debounce: Seconds between ``PartialOutput`` events at least.
+        output_retries: Times a final output that fails validation is sent back to the model.
 
     Raises:
         ProviderError: the call failed (after ``on_event`` saw ``Failed``).
@@ -454,13 +497,29 @@ async def invoke(
                 )
                 for handler, name in built
             ]
+        function_tools = _tools(tools)
+        runner = StepTools(step="invoke", functions=function_tools, can_use_tool=can_use_tool) if function_tools else None
+        output = None
+        if output_type is not None:
+            output = OutputSpec.of(
+                output_type, validators=output_validators, debounce=output_debounce, retries=output_retries
+            )
+        offered = runner.definitions() if runner is not None else ()
+        extra: dict[str, Any] = {}
+        if output is not None:
+            offered = (*offered, output.definition())
+            extra["tool_choice"] = {"type": "any"} if runner is not None else {"type": "tool", "name": output.tool_name}
+        if max_turns is None:
+            max_turns = DEFAULT_TOOL_TURNS if runner is not None else 1 + (output.retries if output else 0)
         request = ModelRequest(
             step="invoke",
             model=model or DEFAULT_MODEL,
             messages=({"role": "user", "content": prompt},),
             system=system,
             max_tokens=max_tokens,
+            tools=tuple(offered),
             mock=_mock_spec(mock),
+            extra=extra,
         )
         return await stream_step(
             run=run_context,
@@ -470,6 +529,9 @@ async def invoke(
             consumers=consumers,
             step_type="llm",
             on_handler_error="fail",
+            tool_runner=runner,
+            max_turns=max_turns,
+            output=output,
         )
     finally:
         with trio.move_on_after(CLOSE_TIMEOUT, shield=True):

@@ -200,9 +200,25 @@ class _ReferenceChecker:
                 self.add((*path, "provider"), str(exc))
         if kind == "python" and isinstance(step.get("callable"), str) and is_dotted(step["callable"]):
             self.callable(step["callable"], (*path, "callable"), "callable")
+        self.tool_paths(step, path)
+        for index, task in enumerate(step.get("parallel_tasks") or ()):
+            if isinstance(task, dict):
+                self.tool_paths(task, (*path, "parallel_tasks", index))
+
+    def tool_paths(self, owner: dict[str, Any], path: Path) -> None:
+        """``claude_options.tools`` and ``can_use_tool`` name functions that exist."""
+        options = _mapping(owner.get("claude_options"))
+        tools = options.get("tools")
+        for index, ref in enumerate(tools if isinstance(tools, list) else ()):
+            if isinstance(ref, str) and is_dotted(ref):
+                self.callable(ref, (*path, "claude_options", "tools", index), "tool")
+        hook = options.get("can_use_tool")
+        if isinstance(hook, str) and is_dotted(hook):
+            self.callable(hook, (*path, "claude_options", "can_use_tool"), "can_use_tool")
 
     def check(self, data: dict[str, Any]) -> None:
         defaults = _mapping(data.get("defaults"))
+        self.tool_paths(defaults, ("defaults",))
         steps = data.get("steps")
         for index, step in enumerate(steps if isinstance(steps, list) else ()):
             if isinstance(step, dict):

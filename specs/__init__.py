@@ -21,6 +21,7 @@ from ._model import Defaults as Defaults
 from ._model import ExtractionConfig as ExtractionConfig
 from ._model import FilePart as FilePart
 from ._model import LlmStep as LlmStep
+from ._model import McpServer as McpServer
 from ._model import MockSpec as MockSpec
 from ._model import MockToolCall as MockToolCall
 from ._model import MockTurn as MockTurn

@@ -43,6 +43,7 @@ POSITIVE_FIELDS: Final = frozenset(
         "timeout_ms",
         "first_token_timeout_ms",
         "idle_timeout_ms",
+        "tool_timeout_ms",
         "chunk_size",
         "max_history",
         "timeout_per_task",

@@ -32,6 +32,7 @@ __all__ = (
     "ExtractionConfig",
     "FilePart",
     "LlmStep",
+    "McpServer",
     "MockSpec",
     "MockToolCall",
     "MockTurn",
@@ -92,13 +93,28 @@ Prompt = str | tuple[PromptPart, ...]
 
 
 @attrs.frozen
+class McpServer:
+    """An MCP server a step's tools come from: a ``command`` (stdio) or a ``url`` (streamable HTTP)."""
+
+    command: str | None = None
+    """The program to start; it speaks MCP on its stdin and stdout."""
+    args: tuple[str, ...] = ()
+    """The program's arguments."""
+    env: dict[str, str] = attrs.field(factory=dict)
+    """Environment variables added to the server's."""
+    url: str | None = None
+    """A streamable HTTP endpoint, instead of ``command``."""
+
+
+@attrs.frozen
 class ClaudeOptions:
     """Model and agent options (the seeds' ``claude_options``)."""
 
     max_turns: int | None = None
     """Tool-use loop limit: model calls per step."""
     allowed_tools: tuple[str, ...] | None = None
-    """Built-in tools the model may use (``Read``, ``Write``, ``Edit``, ``Glob``, ``Grep``, ``LS``, ``Bash``)."""
+    """Built-in tools the model may use (``Read``, ``Write``, ``Edit``, ``Glob``, ``Grep``, ``LS``, ``Bash``);
+    naming a function tool or an ``mcp__<server>[__<tool>]`` limits those to the ones named."""
     disallowed_tools: tuple[str, ...] | None = None
     """Tools removed from ``allowed_tools``."""
     system_prompt: str | None = None
@@ -126,6 +142,14 @@ class ClaudeOptions:
     read-only, nothing else; needs ``bwrap``) or ``none`` (unconfined; warns on every run)."""
     sandbox_network: bool | None = None
     """Let ``Bash`` in the sandbox use the network (default ``false``: only loopback)."""
+    tools: tuple[str, ...] | None = None
+    """Function tools: dotted paths to ``@sluiceway.tool`` functions (a module beside the spec may be named)."""
+    mcp_servers: dict[str, McpServer] | None = None
+    """MCP servers by name; their tools are offered as ``mcp__<name>__<tool>``."""
+    can_use_tool: str | None = None
+    """A dotted path to a permission hook ``(tool_name, input, context) -> allow | deny``."""
+    tool_timeout_ms: int | None = None
+    """Deadline of one tool call (function and MCP tools)."""
 
 
 @attrs.frozen

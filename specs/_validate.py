@@ -64,6 +64,7 @@ class _Validator:
         self.locator = locator
         self.base_dirs = base_dirs
         self.issues: list[SpecIssue] = []
+        self.defaults_options: Any = None
         self.variables: list[str] = []
         """The names under ``variables:``, the only ones ``{{vars.NAME}}`` may use."""
 
@@ -185,22 +186,48 @@ class _Validator:
         if isinstance(value, str) and (problem := name_problem(value)):
             self.add((*path, key), problem)
 
-    def tool_names(self, owner: Any, path: Path) -> None:
-        """Every name in *owner*'s ``claude_options.allowed_tools`` / ``disallowed_tools`` is known."""
+    def tool_names(self, owner: Any, path: Path, *inherited: Any) -> None:
+        """Every name in *owner*'s ``claude_options.allowed_tools`` / ``disallowed_tools`` is known.
+
+        Known: the built-in tools, the function tools of ``claude_options.tools``
+        (a dotted path's last part), and ``mcp__<server>`` or ``mcp__<server>__<tool>``
+        for a server of ``claude_options.mcp_servers``; *inherited* options (the defaults',
+        a parallel task's step's) count too.
+        """
         options = owner.get("claude_options") if isinstance(owner, dict) else None
         if not isinstance(options, dict):
             return
+        functions: list[str] = []
+        servers: list[str] = []
+        for source in (options, *(o for o in inherited if isinstance(o, dict))):
+            refs = source.get("tools")
+            if isinstance(refs, list):
+                functions += [r.replace(":", ".").rpartition(".")[2] for r in refs if isinstance(r, str)]
+            declared = source.get("mcp_servers")
+            if isinstance(declared, dict):
+                servers += [str(k) for k in declared]
+        known = (*BUILTIN_TOOL_NAMES, *functions)
         for key in ("allowed_tools", "disallowed_tools"):
             names = options.get(key)
             if not isinstance(names, list):
                 continue
             for index, name in enumerate(names):
-                if isinstance(name, str) and name not in BUILTIN_TOOL_NAMES:
-                    self.add(
-                        (*path, "claude_options", key, index),
-                        f"unknown tool {name!r}; expected one of {', '.join(BUILTIN_TOOL_NAMES)}"
-                        f"{did_you_mean(name, BUILTIN_TOOL_NAMES)}",
+                if not isinstance(name, str) or name in known:
+                    continue
+                if name.startswith("mcp__"):
+                    server = name[5:].partition("__")[0]
+                    if server in servers:
+                        continue
+                    problem = (
+                        f"unknown tool {name!r}: no MCP server {server!r} in claude_options.mcp_servers"
+                        f"{did_you_mean(server, servers)}"
                     )
+                else:
+                    problem = (
+                        f"unknown tool {name!r}; expected one of {', '.join(known)}, "
+                        f"or mcp__<server>__<tool> for a declared MCP server{did_you_mean(name, known)}"
+                    )
+                self.add((*path, "claude_options", key, index), problem)
 
     def validate(self, data: Any) -> None:
         if not isinstance(data, dict):
@@ -209,6 +236,8 @@ class _Validator:
         if isinstance(data.get("variables"), dict):
             self.variables = [str(k) for k in data["variables"]]
         self.tool_names(data.get("defaults"), ("defaults",))
+        defaults = data.get("defaults")
+        self.defaults_options = defaults.get("claude_options") if isinstance(defaults, dict) else None
         if isinstance(data.get("defaults"), dict):
             self.handler_refs(data["defaults"], ("defaults",))
         steps = data.get("steps")
@@ -224,9 +253,11 @@ class _Validator:
                 continue
             path: Path = ("steps", index)
             self.name(step, "name", path)
-            self.tool_names(step, path)
+            self.tool_names(step, path, self.defaults_options)
             for task_index, task in enumerate(step.get("parallel_tasks") or ()):
-                self.tool_names(task, (*path, "parallel_tasks", task_index))
+                self.tool_names(
+                    task, (*path, "parallel_tasks", task_index), step.get("claude_options"), self.defaults_options
+                )
             name = step.get("name")
             if isinstance(name, str):
                 if name in first_at:

@@ -7,6 +7,10 @@ these from a spec and hands them to the engine.
 
 - ``Toolbox``: Read, Write, Edit, Glob, Grep, LS and Bash, confined to a workspace
   (Bash inside bubblewrap; ``SANDBOXES``, ``DEFAULT_SANDBOX``, ``SandboxWarning``).
+- ``tool`` / ``FunctionTool``: Python functions as tools (schema from type hints, cattrs-checked input).
+- ``open_mcp_tools``: MCP servers' tools (``mcp__<server>__<tool>``), with the ``mcp`` SDK.
+- ``StepTools``: all of a step's tools behind the permission hook (``allow`` / ``deny``).
+- ``OutputSpec``: typed output as a forced tool, parsed as it streams (``PartialJson``).
 - ``SessionStore``: the conversations ``claude_session`` steps continue, on disk with ``persist``.
 - ``extract_output`` / ``extract_value``: structured values from model text
   (``claude_extract``, a ``previous_response`` part's ``extract``).
@@ -15,6 +19,25 @@ these from a spec and hands them to the engine.
 from ._extract import ExtractError as ExtractError
 from ._extract import extract_output as extract_output
 from ._extract import extract_value as extract_value
+from ._function import FunctionTool as FunctionTool
+from ._function import ToolInputError as ToolInputError
+from ._function import as_function_tool as as_function_tool
+from ._function import tool as tool
+from ._mcp import MCP_CALL_TIMEOUT as MCP_CALL_TIMEOUT
+from ._mcp import McpServerError as McpServerError
+from ._mcp import McpTools as McpTools
+from ._mcp import open_mcp_tools as open_mcp_tools
+from ._output import OUTPUT_TOOL_NAME as OUTPUT_TOOL_NAME
+from ._output import OutputSpec as OutputSpec
+from ._output import OutputValidationError as OutputValidationError
+from ._output import PartialJson as PartialJson
+from ._permission import Allow as Allow
+from ._permission import CanUseTool as CanUseTool
+from ._permission import Deny as Deny
+from ._permission import ToolContext as ToolContext
+from ._permission import allow as allow
+from ._permission import deny as deny
+from ._runner import StepTools as StepTools
 from ._sandbox import DEFAULT_SANDBOX as DEFAULT_SANDBOX
 from ._sandbox import NO_BWRAP as NO_BWRAP
 from ._sandbox import SANDBOXES as SANDBOXES

@@ -21,6 +21,7 @@ The rest of the facade imports from here.
 
 from ._execute import execute as execute
 from ._model_call import DEFAULT_MODEL as DEFAULT_MODEL
+from ._model_call import DEFAULT_TOOL_TURNS as DEFAULT_TOOL_TURNS
 from ._modes import Mode as Mode
 from ._modes import ModeUnavailableError as ModeUnavailableError
 from ._modes import RunOptions as RunOptions

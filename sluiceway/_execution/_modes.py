@@ -66,6 +66,10 @@ class RunOptions:
     mode with live options is an error (``ModeUnavailableError``), not a silent no-op."""
     run_id: str | None = None
     """Force the run id (default: ``run_<UTC time>_<random>``)."""
+    tools: tuple[Any, ...] = ()
+    """Function tools (``@sluiceway.tool``) every model step offers (the Python API's ``tools=``)."""
+    can_use_tool: Any = None
+    """The permission hook of every model step without its own (``can_use_tool=``)."""
     handler_plan: Any = None
     """The Python API's ``handlers=`` / ``on_event=`` objects (a ``_handler_sources.HandlerPlan``):
     ``replaces(step_name)`` drops the spec's handlers of a step, ``build(step, spec, context_for)``

@@ -8,13 +8,15 @@ coroutines: they run on the loop, as tasks, and the step waits for each.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, Final
 
+import attrs
 import trio
 
 from .. import _api
@@ -25,6 +27,7 @@ from .._result import RunResult
 from .._select import SelectArg, step_matches
 from ..engine import Delta, Event, Response
 from ..specs import MockSpec
+from ..tools import as_function_tool
 from ._guest import GuestRun, Handoff, Job, current_guest, settle, wait_asyncio
 
 __all__ = ("EventStream", "RunHandle", "TextStream", "invoke", "open_run", "run")
@@ -73,6 +76,33 @@ def _on_loop(value: Any, loop: asyncio.AbstractEventLoop) -> Any:
     return _LoopCallback(value, loop) if _is_async_function(value) else value
 
 
+def _tools_on_loop(tools: Sequence[Any], loop: asyncio.AbstractEventLoop) -> list[Any]:
+    """*tools* with their ``async def`` functions run as tasks on *loop* (their own event loop)."""
+    out = []
+    for item in tools:
+        made = as_function_tool(item)
+        if inspect.iscoroutinefunction(made.function):
+            function = made.function
+
+            async def on_loop(_function: Any = function, **kwargs: Any) -> Any:
+                return await wait_asyncio(loop.create_task(_function(**kwargs)))
+
+            made = attrs.evolve(made, function=functools.wraps(function)(on_loop))
+        out.append(made)
+    return out
+
+
+def _hook_on_loop(hook: Any, loop: asyncio.AbstractEventLoop) -> Any:
+    """An ``async def`` permission hook run as a task on *loop*."""
+    if hook is None or not _is_async_function(hook):
+        return hook
+
+    async def on_loop(name: str, input: Any, context: Any) -> Any:
+        return await wait_asyncio(loop.create_task(hook(name, input, context)))
+
+    return on_loop
+
+
 async def _call(make: Callable[[asyncio.AbstractEventLoop], Callable[[], Awaitable[Any]]]) -> Any:
     guest = await current_guest()
     job = guest.start(make(guest.loop))
@@ -90,11 +120,14 @@ async def run(
     handlers: HandlersArg = None,
     on_event: OnEventArg = None,
     live_options: Mapping[str, Any] | None = None,
+    tools: Sequence[Any] = (),
+    can_use_tool: Any = None,
 ) -> RunResult:
     """Run a pipeline from asyncio and return its result (``sluiceway.run`` on the loop's trio guest).
 
     Arguments, result and errors are those of ``sluiceway.run``; async
-    functions in ``handlers`` / ``on_event`` run on this loop.
+    functions in ``handlers`` / ``on_event``, async tools and an async
+    ``can_use_tool`` run on this loop.
 
     Closes the run's provider and handlers before returning. Cancelled (the
     task, a timeout), the run is cancelled: the running step gets
@@ -105,6 +138,7 @@ async def run(
         return partial(
             _api.run, spec, mode=mode, variables=variables, output_dir=output_dir, workspace=workspace,
             handlers=_on_loop(handlers, loop), on_event=_on_loop(on_event, loop), live_options=live_options,
+            tools=_tools_on_loop(tools, loop), can_use_tool=_hook_on_loop(can_use_tool, loop),
         )
 
     result: RunResult = await _call(make)
@@ -122,6 +156,13 @@ async def invoke(
     mock: MockSpec | Mapping[str, Any] | str | None = None,
     system: str | None = None,
     max_tokens: int = 4096,
+    tools: Sequence[Any] = (),
+    can_use_tool: Any = None,
+    max_turns: int | None = None,
+    output_type: Any = None,
+    output_validators: Sequence[Callable[..., Any]] = (),
+    output_debounce: float | None = None,
+    output_retries: int = 0,
 ) -> Response:
     """Send one prompt from asyncio and return the ``Response`` (``sluiceway.invoke``).
 
@@ -135,7 +176,9 @@ async def invoke(
         return partial(
             _api.invoke, prompt, stream=stream, on_event=_on_loop(on_event, loop),
             handlers=_on_loop(handlers, loop), model=model, mode=mode, mock=mock, system=system,
-            max_tokens=max_tokens,
+            max_tokens=max_tokens, tools=_tools_on_loop(tools, loop),
+            can_use_tool=_hook_on_loop(can_use_tool, loop), max_turns=max_turns, output_type=output_type,
+            output_validators=output_validators, output_debounce=output_debounce, output_retries=output_retries,
         )
 
     response: Response = await _call(make)
@@ -303,6 +346,8 @@ async def open_run(
     select: SelectArg = None,
     buffer_size: int = RUN_EVENTS_BUFFER,
     live_options: Mapping[str, Any] | None = None,
+    tools: Sequence[Any] = (),
+    can_use_tool: Any = None,
 ) -> AsyncIterator[RunHandle]:
     """Start a run from asyncio and stream its events (``sluiceway.open_run`` on the loop's trio guest).
 
@@ -337,6 +382,7 @@ async def open_run(
         "mode": mode, "variables": variables, "output_dir": output_dir, "workspace": workspace,
         "handlers": _on_loop(handlers, loop), "on_event": _on_loop(on_event, loop), "select": select,
         "buffer_size": buffer_size, "live_options": live_options,
+        "tools": _tools_on_loop(tools, loop), "can_use_tool": _hook_on_loop(can_use_tool, loop),
     }
     job = guest.start(partial(_stream_job, spec, kwargs, handoff, stream, started))
     try:

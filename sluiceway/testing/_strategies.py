@@ -26,6 +26,7 @@ from ..engine import (
     Failed,
     Message,
     Metrics,
+    PartialOutput,
     Response,
     Retrying,
     StepStarted,
@@ -42,7 +43,9 @@ from ..engine import (
 __all__ = ("ALL_KINDS", "chunkings", "event_streams")
 
 #: The content kinds a turn may contain.
-ALL_KINDS: Final = frozenset({"text", "thinking", "tool_use"})
+ALL_KINDS: Final = frozenset({"text", "thinking", "tool_use", "output"})
+# The order kinds are drawn in: examples shrink toward the first (plain text).
+_KIND_ORDER: Final = ("text", "thinking", "tool_use", "output")
 
 # Event class names accepted in ``kinds=`` as aliases of the content kinds.
 _KIND_ALIASES: Final = {
@@ -55,6 +58,8 @@ _KIND_ALIASES: Final = {
     "tooluse": "tool_use",
     "toolinputdelta": "tool_use",
     "toolresult": "tool_use",
+    "output": "output",
+    "partialoutput": "output",
 }
 
 #: Default step paths: a plain step, a batch task and a parallel branch.
@@ -156,7 +161,7 @@ class _Body:
 
 def _turn(draw: st.DrawFn, kinds: frozenset[str], step_no: int, attempt: int, turn: int) -> list[tuple]:
     """Draw one model call: content blocks, then its Message, then its ToolResults."""
-    block_kinds = draw(_kind_lists(tuple(sorted(kinds))))
+    block_kinds = draw(_kind_lists(tuple(k for k in _KIND_ORDER if k in kinds)))
     out: list[tuple] = []
     blocks: list[Any] = []
     tool_uses: list[tuple[str, str]] = []
@@ -171,6 +176,24 @@ def _turn(draw: st.DrawFn, kinds: frozenset[str], step_no: int, attempt: int, tu
             for piece in _split(draw, text):
                 out.append((ThinkingDelta, {"content": piece, "index": index}))
             blocks.append(ThinkingBlock(text))
+        elif kind == "output":  # tool-based structured output: its input as PartialOutput values
+            tool_id = f"toolu_{step_no}_{attempt}_{turn}_{index}"
+            value = draw(_TOOL_INPUTS)
+            raw = json.dumps(value)
+            last: Any = None
+            seen = ""
+            for piece in _split(draw, raw, 6):
+                out.append(
+                    (ToolInputDelta, {"tool_use_id": tool_id, "partial_json": piece, "index": index})
+                )
+                seen += piece
+                partial = _partial_value(seen)
+                if partial is not None and partial != last:
+                    out.append((PartialOutput, {"value": partial, "tool_use_id": tool_id}))
+                    last = partial
+            out.append((ToolUse, {"tool_use_id": tool_id, "name": "final_output", "input": value}))
+            out.append((PartialOutput, {"value": value, "complete": True, "tool_use_id": tool_id}))
+            blocks.append(ToolUseBlock(tool_id, "final_output", value))
         else:
             tool_id = f"toolu_{step_no}_{attempt}_{turn}_{index}"
             name = draw(_TOOL_NAMES)
@@ -196,6 +219,13 @@ def _turn(draw: st.DrawFn, kinds: frozenset[str], step_no: int, attempt: int, tu
             )
         )
     return out
+
+
+def _partial_value(text: str) -> Any:
+    """The value of a JSON prefix as ``PartialOutput`` carries it (``None``: nothing yet)."""
+    from ..tools import PartialJson  # the parser the engine's output tool uses
+
+    return PartialJson().feed(text)
 
 
 def _text_of(body: Sequence[tuple]) -> str:
@@ -289,8 +319,10 @@ def _step_events(
     for cls, fields in body:
         if cls is Message:
             usage = usage + fields["usage"]
+    outputs = [f["value"] for cls, f in body if cls is PartialOutput and f.get("complete")]
     response = Response(
         text=text,
+        output=outputs[-1] if outputs else None,
         usage=usage,
         model="mock-model",
         stop_reason="end_turn" if terminal == "done" else None,

@@ -27,6 +27,11 @@ Scenarios:
                tool id is unique) whose input JSON (``input=`` a JSON object,
                else a made-up one) arrives in ``pieces=N``
                ``input_json_delta`` pieces (default 4); stop reason ``tool_use``
+``tool_loop``  a tool-use loop: a request whose last message holds tool results
+               gets a text block ``"tool said: <results>"``; any other a
+               ``tool_use`` block of ``tool=`` (else the tool ``tool_choice``
+               forces) with input ``input=`` (JSON, default ``{}``) in
+               ``pieces=N`` pieces, stop reason ``tool_use``
 ``error``      ``after=K`` text deltas (default 2), then ``event: error`` of
                ``type=`` (default ``overloaded_error``), then a clean end
 ``drop``       ``after=K`` text deltas, then the connection is cut mid-body
@@ -326,6 +331,8 @@ class FakeAPI:
         if not model.startswith("fake:") and model:
             params.setdefault("reply_model", model)
         params[_REQUEST] = str(seq)  # ids unique per request (tool_use ids: ``toolu_fake_<seq>``)
+        if name == "tool_loop":
+            params[_BODY] = json.dumps(body)
         return await self._stream_sse(stream, name, params, headers, buf)
 
     async def _stream_sse(
@@ -471,6 +478,8 @@ _INT_PARAMS = (
 #: The parameter the server sets to the request's number (1, 2, ... per server; as in
 #: the ``request-id: req_fake_<n>`` header), read by scenarios that need a unique id.
 _REQUEST = "_request"
+# the request body, for the scenarios that answer what was asked (tool_loop)
+_BODY = "_body"
 
 
 def _check_params(params: dict[str, str]) -> str | None:
@@ -640,6 +649,30 @@ def _tool_use(params: dict[str, str]) -> Iterator[tuple[str, Any]]:
     yield from s.end("tool_use")
 
 
+def _tool_loop(params: dict[str, str]) -> Iterator[tuple[str, Any]]:
+    body = json.loads(params.get(_BODY, "{}"))
+    messages = body.get("messages") or [{}]
+    last = messages[-1].get("content")
+    results = [b for b in last if isinstance(b, dict) and b.get("type") == "tool_result"] if isinstance(last, list) else []
+    s = _Script(params)
+    yield from s.start()
+    if results:
+        said = "; ".join(str(b.get("content", "")) for b in results)
+        yield from s.text_block([w + " " for w in f"tool said: {said}".split(" ")])
+        yield from s.end("end_turn")
+        return
+    choice = body.get("tool_choice") or {}
+    name = params.get("tool") or choice.get("name") or "get_weather"
+    yield s.block({"type": "tool_use", "id": f"toolu_fake_{params.get(_REQUEST, '1')}", "name": name, "input": {}})
+    raw = json.dumps(json.loads(params.get("input", "{}")), separators=(",", ":"))
+    n = max(1, min(_int(params, "pieces", 4), len(raw)))
+    size = -(-len(raw) // n)
+    for i in range(0, len(raw), size):
+        yield from s.delta(s.index, {"type": "input_json_delta", "partial_json": raw[i : i + size]})
+    yield s.stop_block()
+    yield from s.end("tool_use")
+
+
 def _partial(params: dict[str, str]) -> tuple[_Script, list[str]]:
     s = _Script(params)
     pieces = _pieces(params)[: _int(params, "after", 2)]
@@ -684,6 +717,7 @@ _SCENARIOS = {
     "pings": _pings,
     "thinking": _thinking,
     "tool_use": _tool_use,
+    "tool_loop": _tool_loop,
     "error": _error,
     "drop": _drop,
     "stall": _stall,
