@@ -212,6 +212,7 @@ def test_cancel_ends_the_run_with_cancelled_events_and_exit_130(browser: Any, tm
         request = urllib.request.Request(f"{web.base}/runs/x/cancel", method="POST")
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(request, timeout=5)
+        refused.value.close()  # the error holds the response, and with it the socket
         assert refused.value.code == 403
         page = browser.new_page()
         page.goto(web.url)
