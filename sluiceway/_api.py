@@ -23,6 +23,7 @@ from ._execution import (
     DEFAULT_MODEL,
     DEFAULT_TOOL_TURNS,
     Mode,
+    ModeUnavailableError,
     RunOptions,
     execute,
     open_mode_provider,
@@ -144,6 +145,8 @@ async def run(
     live_options: Mapping[str, Any] | None = None,
     tools: Sequence[Any] = (),
     can_use_tool: CanUseTool | None = None,
+    cassette: str | os.PathLike[str] | None = None,
+    record: str | os.PathLike[str] | None = None,
 ) -> RunResult:
     """Run a pipeline and return its result; a failed step does not raise.
 
@@ -163,6 +166,8 @@ async def run(
         tools: Function tools (``@sluiceway.tool``) every model step offers, besides its own.
         can_use_tool: The permission hook of every model step that names none:
             ``(tool_name, input, context) -> allow() | deny(reason)``, before every tool call.
+        cassette: ``replay`` mode: the cassette to replay (``sluiceway run --cassette``).
+        record: Record every model call into this cassette (``sluiceway run --record``).
 
     Returns:
         The ``RunResult``: ``status`` is ``ok``, ``failed`` (see ``.error``,
@@ -183,6 +188,8 @@ async def run(
     options = _options(
         mode=mode, variables=variables, output_dir=output_dir, workspace=workspace, handlers=handlers,
         on_event=on_event, live_options=live_options, tools=_tools(tools), can_use_tool=can_use_tool,
+        cassette=os.fspath(cassette) if cassette is not None else None,
+        record=os.fspath(record) if record is not None else None,
     )
     return await _execute(_load_spec(spec), options)
 
@@ -199,6 +206,8 @@ def run_sync(
     live_options: Mapping[str, Any] | None = None,
     tools: Sequence[Any] = (),
     can_use_tool: CanUseTool | None = None,
+    cassette: str | os.PathLike[str] | None = None,
+    record: str | os.PathLike[str] | None = None,
 ) -> RunResult:
     """``run`` in a fresh ``trio.run``; for scripts and notebooks without an event loop."""
     try:
@@ -215,6 +224,8 @@ def run_sync(
                 live_options=live_options,
                 tools=tools,
                 can_use_tool=can_use_tool,
+                cassette=cassette,
+                record=record,
             )
         )
     except RuntimeError as exc:
@@ -338,6 +349,8 @@ async def open_run(
     live_options: Mapping[str, Any] | None = None,
     tools: Sequence[Any] = (),
     can_use_tool: CanUseTool | None = None,
+    cassette: str | os.PathLike[str] | None = None,
+    record: str | os.PathLike[str] | None = None,
 ) -> AsyncIterator[RunHandle]:
     """Start a run in the background and stream its events, like a response stream.
 
@@ -348,7 +361,7 @@ async def open_run(
                 ...
             result = await run.result()
 
-    ``handlers``, ``on_event``, ``tools``, ``can_use_tool`` as for ``run``; ``handlers=[]`` keeps the spec's
+    ``handlers``, ``on_event``, ``tools``, ``can_use_tool``, ``cassette``, ``record`` as for ``run``; ``handlers=[]`` keeps the spec's
     own handlers quiet while you read. ``select`` (step names, each with its
     sub-steps, and/or ``Event`` classes) chooses the events ``run.events``
     gets; the others never enter it.
@@ -371,6 +384,8 @@ async def open_run(
     options = _options(
         mode=mode, variables=variables, output_dir=output_dir, workspace=workspace, handlers=handlers,
         on_event=on_event, live_options=live_options, tools=_tools(tools), can_use_tool=can_use_tool,
+        cassette=os.fspath(cassette) if cassette is not None else None,
+        record=os.fspath(record) if record is not None else None,
     )
     selection = Selection.parse(select)
     loaded = _load_spec(spec)
@@ -483,6 +498,11 @@ async def invoke(
         raise ValueError("on_event needs stream=True")
     if not stream and handlers is not None:
         raise ValueError("handlers need stream=True")
+    if mode == "replay":
+        raise ModeUnavailableError(
+            "invoke runs one prompt with no recording to replay: use mode='mock' or 'live', "
+            "or replay a pipeline's cassette with run(spec, mode='replay', cassette=FILE)"
+        )
     plan = plan_handlers(handlers, on_event)
     provider = open_mode_provider(Pipeline(name="invoke", steps=()), RunOptions(mode=mode))
     run_id = f"invoke_{secrets.token_hex(4)}"

@@ -221,3 +221,19 @@ async def test_every_example_runs_in_mock_mode(
         if step.status == "ok" and step.type != "python":
             assert step.text or step.output, name  # composite steps: their outputs
     assert (tmp_path / "out" / result.run_id / "result.json").exists()
+
+
+async def test_record_and_replay_a_cassette_from_python(tmp_path: Path) -> None:
+    spec = sluiceway.specs.Pipeline(
+        name="c",
+        steps=(sluiceway.specs.ClaudeStep(name="a", prompt="hi", mock=sluiceway.specs.MockSpec(response="one two")),),
+    )
+    cassette = tmp_path / "c.cassette"
+    recorded = await sluiceway.run(spec, output_dir=tmp_path / "rec", record=cassette)
+    replayed = await sluiceway.run(spec, mode="replay", cassette=cassette, output_dir=tmp_path / "rep")
+    assert recorded.steps["a"].response.text == replayed.steps["a"].response.text == "one two"
+    assert (recorded.cost_usd, replayed.cost_usd) == (0.0, 0.0)
+    with pytest.raises(sluiceway.ModeUnavailableError, match="cassette= from Python"):
+        await sluiceway.run(spec, mode="replay", output_dir=tmp_path / "none")
+    with pytest.raises(sluiceway.ModeUnavailableError, match=r"run\(spec, mode='replay', cassette=FILE\)"):
+        await sluiceway.invoke("hi", mode="replay")

@@ -126,7 +126,7 @@ def _live_provider(options: RunOptions) -> Provider:
 
 def _replay_provider(spec: Pipeline, options: RunOptions) -> Provider:
     if options.cassette is None:
-        raise ModeUnavailableError("replay mode needs a cassette (--cassette FILE)")
+        raise ModeUnavailableError("replay mode needs a cassette: --cassette FILE, or cassette= from Python")
     cls = resolve_provider("replay")
     kwargs: dict[str, Any] = {"pipeline": spec.name}
     if options.instant:
