@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 import trio
@@ -494,6 +495,17 @@ async def test_fail_policy_fails_step_with_handler_error(autojump_clock):
     assert provider.open_streams == 0
     assert bad.close_count == 1 and good.close_count == 1
     check_invariants(good.events)
+
+
+async def test_fail_policy_fails_even_where_warnings_are_not_errors(autojump_clock):
+    # under -W error an isolating handler's warning fails the step too; with warnings shown,
+    # only "fail" fails it, and it warns nothing
+    provider = ScriptedProvider([call_script([("text", ["a ", "b ", "c "])], delay=0.1)])
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        with pytest.raises(HandlerError):
+            await run_step(provider, [HandlerConsumer(Recorder(fail_at=1), "bad")], on_handler_error="fail")
+    assert not [w for w in shown if issubclass(w.category, HandlerWarning)]
 
 
 async def test_failing_aclose(autojump_clock):
