@@ -22,6 +22,7 @@ from sluiceway.engine import (
     Message,
     MessageStart,
     MessageStop,
+    Response,
     Retrying,
     RunContext,
     StepStarted,
@@ -36,6 +37,7 @@ from sluiceway.engine import (
     Usage,
     stream_step,
 )
+from sluiceway.engine._actors import _after_cancel, _deliver, _Held, direct_handle
 from sluiceway.engine._provider_events import MessageDeltaInfo, TextChunk
 
 from sluiceway._errors import (
@@ -724,3 +726,146 @@ async def test_a_retry_after_a_completed_tool_turn_keeps_nothing_of_the_supersed
         run_id="r", step="s", attempt=last, seq=rec.events[-1].seq, at=rec.events[-1].at, response=response
     )
     check_invariants(rec.events)
+
+
+# ---- the handler actor's cancel path, directly: what a cancelled handler still gets ----
+
+
+def _ev(kind, step, **kw):
+    if kind is Done:
+        kw.setdefault("response", Response(text=step))
+    if kind is StepStarted:
+        kw.setdefault("provider", "p")
+    if kind is Delta:
+        kw.setdefault("content", "x")
+    return kind(run_id="r", step=step, **kw)
+
+
+async def after_cancel(in_flight, *, batch=None, next=0, busy=False, atomic=False):
+    """``_after_cancel`` over *in_flight*; without *batch*, as an actor cancelled before its first batch."""
+    send, receive = trio.open_memory_channel(len(in_flight))
+    for event in in_flight:
+        send.send_nowait(event)
+    send.close()
+    held = _Held() if batch is None else _Held(atomic=atomic)
+    if batch is not None:
+        held.batch, held.next, held.busy = list(batch), next, busy
+    return await _after_cancel(receive, held)
+
+
+async def test_after_cancel_a_finished_step_loses_nothing_delivers_all_in_flight():
+    in_flight = [_ev(Delta, "s"), _ev(Done, "s")]
+    assert await after_cancel(in_flight) == ([], in_flight)
+    # a relay cancelled in its send handled nothing: the batch's rest is in flight, not lost
+    batch = [_ev(Delta, "s", content="a"), _ev(Delta, "s", content="b")]
+    done = _ev(Done, "s")
+    assert await after_cancel([done], batch=batch, next=0, busy=True, atomic=True) == ([], [*batch, done])
+    assert await after_cancel([_ev(Delta, "s")]) == ([], [])  # no terminal: nothing to hand over
+
+
+async def test_after_cancel_a_half_handled_event_makes_done_cancelled():
+    batch = [_ev(Delta, "s", content="a"), _ev(Delta, "s", content="b")]
+    done = _ev(Done, "s")
+    first, last = await after_cancel([_ev(Delta, "s"), done], batch=batch, next=1, busy=True)
+    assert first == [] and last == [done.as_cancelled()]
+
+
+async def test_after_cancel_keeps_each_ended_sub_steps_start_and_terminal_in_order():
+    cancelled = _ev(Cancelled, "g")
+    in_flight = [
+        _ev(Delta, "g"),  # the group's own events in flight: dropped, and the rest still read
+        _ev(StepStarted, "g/a"), _ev(Delta, "g/a"), _ev(Done, "g/a"),  # lost a delta: Done -> Cancelled
+        _ev(StepStarted, "g/c"), _ev(Done, "g/c"),  # lost nothing: stays Done
+        _ev(Failed, "g/d", error=RuntimeError("x")),
+        _ev(StepStarted, "g/b"), _ev(Delta, "g/b"),  # never ended: its start is dropped too
+        cancelled,
+    ]
+    first, last = await after_cancel(in_flight, batch=[_ev(StepStarted, "g/c")], next=1)
+    assert first == [
+        in_flight[1], in_flight[3].as_cancelled(), in_flight[4], in_flight[5], in_flight[6],
+    ]
+    assert last == [cancelled]
+
+
+async def test_after_cancel_the_event_being_handled_counts_as_lost_for_its_step():
+    batch = [_ev(Delta, "g/b"), _ev(Delta, "g/a")]  # cancelled while handling g/a's delta
+    in_flight = [_ev(Done, "g/a"), _ev(Done, "g/b"), _ev(Cancelled, "g")]
+    first, last = await after_cancel(in_flight, batch=batch, next=2, busy=True)
+    assert first == [in_flight[0].as_cancelled(), in_flight[1]]
+    assert last == [in_flight[2]]
+
+
+async def test_deliver_prefers_handle_batch():
+    class Both:
+        def __init__(self):
+            self.calls = []
+
+        async def handle(self, event):
+            self.calls.append(("handle", event))
+
+        async def handle_batch(self, events):
+            self.calls.append(("batch", list(events)))
+
+    class One(Both):
+        handle_batch = None
+
+    events = [_ev(Delta, "s"), _ev(Done, "s")]
+    both, one = Both(), One()
+    await _deliver(both, events)
+    await _deliver(one, events)
+    assert both.calls == [("batch", events)]
+    assert one.calls == [("handle", events[0]), ("handle", events[1])]
+
+
+def test_direct_handle_without_instance_dict_or_handle_batch():
+    class Slotted:
+        __slots__ = ()
+
+        async def handle(self, event): ...
+
+        def handle_nowait(self, event): ...
+
+    class Plain:
+        async def handle(self, event): ...
+
+        def handle_nowait(self, event): ...
+
+    slotted, plain = Slotted(), Plain()
+    assert direct_handle(slotted) == slotted.handle_nowait
+    assert direct_handle(plain) == plain.handle_nowait  # no handle_batch at any level
+    plain.handle = lambda event: None  # an instance's own handle: direct calls would skip it
+    assert direct_handle(plain) is None
+
+
+async def test_a_handle_only_handler_error_names_handle(autojump_clock):
+    provider = ScriptedProvider([call_script([("text", ["a", "b", "c"])])])
+    with pytest.raises(HandlerError) as info:
+        await run_step(provider, [HandlerConsumer(Recorder(batch=False, fail_at=1), "h")], on_handler_error="fail")
+    assert "'h': handle raised RuntimeError: boom at 1" in str(info.value)
+
+
+async def test_a_failing_aclose_is_the_handler_errors_cause(autojump_clock):
+    provider = ScriptedProvider([call_script([("text", ["a"])])])
+    with pytest.raises(HandlerError) as info:
+        await run_step(provider, [HandlerConsumer(Recorder(fail_close=True), "c")], on_handler_error="fail")
+    cause = info.value.__cause__
+    assert cause is not None and f"aclose raised {type(cause).__name__}: {cause}" in str(info.value)
+
+
+async def test_a_handler_failing_on_its_terminal_after_a_cancel_is_reported(autojump_clock):
+    class FailsOnTerminal:
+        closed = 0
+
+        async def handle(self, event):
+            if isinstance(event, (Done, Failed, Cancelled)):
+                raise RuntimeError("no end")
+
+        async def aclose(self):
+            self.closed += 1
+
+    provider = ScriptedProvider([call_script([("text", ["a", "b", "c", "d"])], delay=1.0)])
+    bad = FailsOnTerminal()
+    with pytest.warns(HandlerWarning, match="'bad': handle raised RuntimeError: no end"):
+        with trio.move_on_after(2.5):
+            await run_step(provider, [HandlerConsumer(bad, "bad")])
+    assert bad.closed == 1
