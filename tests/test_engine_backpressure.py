@@ -241,6 +241,7 @@ def test_outlet_defaults():
     send, _ = trio.open_memory_channel(1)
     outlet = Outlet(send)
     assert (outlet.name, outlet.actor, outlet.gone, outlet.pending) == ("", False, False, None)
+    assert outlet.high_water == 0 and Tee([outlet]).queue_high_water == 0
     assert Outlet(send, name="c").name == "c"
 
 
@@ -274,7 +275,7 @@ async def test_tee_marks_a_hung_up_consumer_gone_on_every_path(autojump_clock):
     got = []
 
     async def take_then_hang_up():
-        got.append(await recv.receive())
+        got.append(recv.receive_nowait())  # the tee's put goes in; it runs again only after the close
         recv.close()
 
     async with trio.open_nursery() as nursery:
@@ -303,5 +304,6 @@ async def test_tee_send_from_gives_a_later_coalesce_outlet_the_delta_when_it_has
     tee = Tee([Outlet(send_a, buffer_size=0), b])
     async with trio.open_nursery() as nursery:
         nursery.start_soon(tee.send, ev(seq=1, content="a"))
+        await trio.sleep(1)  # no reader on a yet: the tee waits on it, then serves b
         assert (await recv_a.receive()).content == "a"
     assert b.pending is None and recv_b.receive_nowait().content == "a"

@@ -869,3 +869,46 @@ async def test_a_handler_failing_on_its_terminal_after_a_cancel_is_reported(auto
         with trio.move_on_after(2.5):
             await run_step(provider, [HandlerConsumer(bad, "bad")])
     assert bad.closed == 1
+
+
+class _Closing:
+    """A batch handler that records each batch's size and takes time to close."""
+
+    def __init__(self, delay=0.0):
+        self.delay = delay
+        self.sizes = []
+        self.events = []
+        self.closed = False
+
+    async def handle(self, event):
+        await self.handle_batch([event])
+
+    async def handle_batch(self, events):
+        self.sizes.append(len(events))
+        self.events += events
+        if self.delay:
+            await trio.sleep(self.delay)
+
+    async def aclose(self):
+        await trio.sleep(0.5)  # cancelled unless the close is shielded
+        self.closed = True
+
+
+async def test_a_cancelled_handler_gets_no_empty_batch_and_closes_shielded(autojump_clock):
+    provider = ScriptedProvider([call_script([("text", ["a", "b", "c", "d"])], delay=1.0)])
+    handler = _Closing()
+    with trio.move_on_after(2.5):
+        await run_step(provider, [HandlerConsumer(handler, "h")])
+    assert isinstance(handler.events[-1], Cancelled)
+    assert 0 not in handler.sizes
+    assert handler.closed
+
+
+async def test_a_slow_coalesce_handler_without_buffer_gets_the_merged_text(autojump_clock):
+    provider = ScriptedProvider([call_script([("text", [f"{i} " for i in range(12)])], delay=0.1)])
+    handler = _Closing(delay=1.0)
+    response = await run_step(provider, [HandlerConsumer(handler, "h", "coalesce", 0)])
+    assert "".join(e.content for e in handler.events if isinstance(e, Delta)) == response.text
+    assert isinstance(handler.events[-1], Done) and handler.closed
+    assert response.metrics.queue_high_water == 1
+    check_invariants(handler.events)
