@@ -912,3 +912,66 @@ async def test_a_slow_coalesce_handler_without_buffer_gets_the_merged_text(autoj
     assert isinstance(handler.events[-1], Done) and handler.closed
     assert response.metrics.queue_high_water == 1
     check_invariants(handler.events)
+
+
+def test_to_api_block_for_thinking_and_unknown_blocks():
+    from sluiceway.engine._step import to_api_block
+
+    assert to_api_block(ThinkingBlock("t", "sig")) == {"type": "thinking", "thinking": "t", "signature": "sig"}
+    assert to_api_block(ThinkingBlock("t")) == {"type": "thinking", "thinking": "t"}
+    with pytest.raises(TypeError, match="unknown content block 'x'"):
+        to_api_block("x")
+
+
+async def test_the_raised_error_and_the_cancellation_carry_the_terminals_partial(autojump_clock):
+    rec = Recorder()
+    with pytest.raises(OverloadedError) as info:
+        await run_step(ScriptedProvider([failing_call(["par", "tial"], OverloadedError("busy"))]), [HandlerConsumer(rec, "r")])
+    assert info.value.partial is rec.events[-1].partial and info.value.partial.text == "partial"
+    provider = ScriptedProvider([call_script([("text", ["a ", "b ", "c ", "d "])], delay=1.0)])
+    rec, caught = Recorder(), []
+    with trio.move_on_after(2.5):
+        try:
+            await run_step(provider, [HandlerConsumer(rec, "r")])
+        except BaseException as exc:
+            caught.append(exc)
+            raise
+    cancelled = rec.events[-1]
+    assert isinstance(cancelled, Cancelled) and cancelled.partial.text == "a b "
+    assert caught[0].partial is cancelled.partial
+
+
+async def test_step_started_names_the_step_type(autojump_clock):
+    for kwargs, expected in [({}, "claude"), ({"step_type": "extract"}, "extract")]:
+        rec = Recorder()
+        await run_step(ScriptedProvider([call_script([("text", ["a"])])]), [HandlerConsumer(rec, "r")], **kwargs)
+        assert rec.events[0].step_type == expected
+
+
+async def test_max_turns_defaults_to_one_and_is_at_least_one(autojump_clock):
+    for kwargs in ({}, {"max_turns": 0}):
+        first = call_script([("tool", "t1", "Read", ['{"path": "a"}'])])
+        provider = ScriptedProvider([first, call_script([("text", ["never"])])])
+        response = await run_step(provider, [HandlerConsumer(Recorder(), "r")], tool_runner=Tools(), **kwargs)
+        assert response.status == "max_turns" and "never" not in response.text
+
+
+async def test_the_tool_results_user_turn_has_the_last_results_envelope(autojump_clock):
+    first = call_script([("tool", "t1", "Read", ['{"path": "a"}'])])
+    rec = Recorder()
+    response = await run_step(
+        ScriptedProvider([first, call_script([("text", ["ok"])])]), [HandlerConsumer(rec, "r")],
+        tool_runner=Tools(), max_turns=2, path="p",
+    )
+    result = [e for e in rec.events if isinstance(e, ToolResult)][-1]
+    (user,) = [m for m in response.messages if m.role == "user"]
+    envelope = ("run_id", "step", "attempt", "seq", "at")
+    assert [getattr(user, k) for k in envelope] == [getattr(result, k) for k in envelope]
+    assert user.at > 0 and user.step == "p" and user.run_id == "r"
+
+
+async def test_a_stream_without_message_stop_is_interrupted(autojump_clock):
+    script = call_script([("text", ["a"])])[:-1]
+    with pytest.raises(StreamInterruptedError) as info:
+        await run_step(ScriptedProvider([script]), [HandlerConsumer(Recorder(), "r")], path="p")
+    assert info.value.step == "p" and "the stream ended before message_stop" in str(info.value)
