@@ -975,3 +975,21 @@ async def test_a_stream_without_message_stop_is_interrupted(autojump_clock):
     with pytest.raises(StreamInterruptedError) as info:
         await run_step(ScriptedProvider([script]), [HandlerConsumer(Recorder(), "r")], path="p")
     assert info.value.step == "p" and "the stream ended before message_stop" in str(info.value)
+
+
+def test_terminal_response_and_attach_partial():
+    from sluiceway.engine._terminal import attach_partial, terminal_response
+
+    one, two = Response(text="one"), Response(text="two")
+    assert terminal_response(None) is None
+    assert terminal_response(_ev(Done, "s", response=one)) is one
+    assert terminal_response(_ev(Cancelled, "s", partial=two)) is two
+    assert terminal_response(_ev(Cancelled, "s")) is None
+    assert terminal_response(_ev(Failed, "s", error=RuntimeError(), partial=two)) is two
+    exc = RuntimeError("x")
+    attach_partial(exc, None)
+    assert not hasattr(exc, "partial")
+    attach_partial(exc, one)
+    assert exc.partial is one
+    attach_partial(exc, two)  # an inner step's partial stays
+    assert exc.partial is one

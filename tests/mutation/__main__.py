@@ -72,6 +72,7 @@ class Tally:
     equivalent: int = 0
     unchecked: int = 0
     other: list[str] = field(default_factory=list)
+    ran: bool = True
 
     @property
     def total(self) -> int:
@@ -104,6 +105,7 @@ class Tally:
         self.equivalent += other.equivalent
         self.unchecked += other.unchecked
         self.other += other.other
+        self.ran |= other.ran
 
 
 def slug(module: str) -> str:
@@ -216,6 +218,7 @@ def tally_module(module: str, profile: Profile) -> Tally:
     tally = Tally()
     meta = stage_dir(module) / "mutants" / (staged_path(module) + ".meta")
     if not meta.exists():
+        tally.ran = False
         return tally
     codes = json.loads(meta.read_text("utf-8"))["exit_code_by_key"]
     for name, code in sorted(codes.items()):
@@ -276,7 +279,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     seconds = 0.0
     for module in _selected(profile, args.modules):
         tally = tally_module(module, profile)
-        folders.setdefault(module.split("/")[0], Tally()).add(tally)
+        folders.setdefault(module.split("/")[0], Tally(ran=False)).add(tally)
         timing = stage_dir(module) / "timing.json"
         seconds += json.loads(timing.read_text())["seconds"] if timing.exists() else 0.0
         rows.append((module, tally))
@@ -284,8 +287,11 @@ def cmd_report(args: argparse.Namespace) -> None:
         "| module | mutants | killed | timeout | survived | no tests | equivalent | unchecked | score |"
     ]
     out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    everything = Tally()
+    everything = Tally(ran=False)
     for name, tally in [*rows, *[(f"**{f}/**", t) for f, t in folders.items()]]:
+        if not tally.ran:
+            out.append(f"| {name} | not run yet | | | | | | | |")
+            continue
         out.append(
             f"| {name} | {tally.total} | {tally.killed} | {tally.timeout} | {len(tally.survived)} | "
             f"{len(tally.no_tests)} | {tally.equivalent} | {tally.unchecked} | {tally.score:.1f}% |"
