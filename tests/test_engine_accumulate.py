@@ -257,3 +257,36 @@ def test_merge_usage_replaces_cumulative_counts() -> None:
     start = Usage(input_tokens=10, output_tokens=1, cache_creation_input_tokens=3, cache_read_input_tokens=4)
     assert merge_usage(start, Usage(output_tokens=7)) == Usage(10, 7, 3, 4)
     assert merge_usage(start, Usage(input_tokens=12, output_tokens=9, cache_read_input_tokens=5)) == Usage(12, 9, 3, 5)
+
+
+def test_a_fresh_attempt_has_no_stop_reason_model_or_output() -> None:
+    attempt = Attempt()
+    assert attempt.stop_reason is None and attempt.call_stop_reason is None
+    assert attempt.model is None
+    assert attempt.total_usage() == Usage() and attempt.text() == ""
+    assert not attempt.output_started()
+
+
+def test_a_tool_block_that_never_stopped_is_parsed_as_it_came() -> None:
+    attempt = Attempt()
+    attempt.begin_call()
+    attempt.start_block(BlockStart(0, "tool_use", tool_use_id="tu_0", name="Read"))
+    attempt.add_chunk(InputJsonChunk(0, '{"path": "a"}'))
+    attempt.add_chunk(InputJsonChunk(1, '{"pa'))  # opened by its chunk: no id, no name; cut short
+    attempt.add_chunk(InputJsonChunk(2, "  "))
+    _, content = attempt.end_call("m")
+    assert content == (
+        ToolUseBlock("tu_0", "Read", {"path": "a"}),
+        ToolUseBlock("", "", '{"pa'),
+        ToolUseBlock("", "", {}),
+    )
+
+
+def test_a_tool_input_that_is_not_json_is_quoted_up_to_200_characters() -> None:
+    attempt = Attempt()
+    attempt.begin_call()
+    attempt.start_block(BlockStart(0, "tool_use", tool_use_id="tu_9", name="Read"))
+    attempt.add_chunk(InputJsonChunk(0, "x" * 300))
+    with pytest.raises(ProviderError) as info:
+        attempt.stop_block(0, step="s")
+    assert f"tool 'Read' (tu_9): input is not JSON: {'x' * 200!r}" in str(info.value)

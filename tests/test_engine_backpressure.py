@@ -235,3 +235,75 @@ async def test_offer_delivers_to_the_outlets_with_room_and_names_the_first_witho
         await trio.testing.wait_all_tasks_blocked()
         assert receives[1].receive_nowait() is first  # room again: send_from delivers the rest
     assert receives[1].receive_nowait() is second and receives[2].receive_nowait() is second
+
+
+def test_outlet_defaults():
+    send, _ = trio.open_memory_channel(1)
+    outlet = Outlet(send)
+    assert (outlet.name, outlet.actor, outlet.gone, outlet.pending) == ("", False, False, None)
+    assert outlet.high_water == 0 and Tee([outlet]).queue_high_water == 0
+    assert Outlet(send, name="c").name == "c"
+
+
+async def test_tee_marks_a_hung_up_consumer_gone_on_every_path(autojump_clock):
+    from sluiceway.engine._tee import _try_nowait
+
+    send, recv = trio.open_memory_channel(1)
+    recv.close()
+    outlet = Outlet(send)
+    assert _try_nowait(outlet, ev()) is True and outlet.gone  # hung up: counts as taken
+    for coalesce in (False, True):  # _put's first try, for a block and a coalesce outlet
+        send, recv = trio.open_memory_channel(1)
+        recv.close()
+        outlet = Outlet(send, coalesce=coalesce)
+        await Tee([outlet])._put(outlet, ev())
+        assert outlet.gone
+    # the reader hangs up while the tee waits on a full channel
+    send, recv = trio.open_memory_channel(0)
+    outlet = Outlet(send, buffer_size=0)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(Tee([outlet]).send, ev())
+        await trio.sleep(1)
+        recv.close()
+    assert outlet.gone
+    # a coalesce reader takes the pending delta, then hangs up before the next event goes in
+    send, recv = trio.open_memory_channel(1)
+    outlet = Outlet(send, coalesce=True, buffer_size=1)
+    tee = Tee([outlet])
+    await tee.send(ev(seq=1, content="a"))
+    await tee.send(ev(seq=2, content="b"))  # parked
+    got = []
+
+    async def take_then_hang_up():
+        got.append(recv.receive_nowait())  # the tee's put goes in; it runs again only after the close
+        recv.close()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(tee.send, ev(Done, seq=3, response=Response()))
+        await trio.sleep(1)  # the tee waits to put the pending delta in
+        nursery.start_soon(take_then_hang_up)
+    assert [e.content for e in got] == ["a"] and outlet.gone
+
+
+async def test_tee_puts_the_pending_delta_in_before_what_follows(autojump_clock):
+    send, recv = trio.open_memory_channel(2)
+    outlet = Outlet(send, coalesce=True, buffer_size=2)
+    tee = Tee([outlet])
+    for seq, content in enumerate("abcd", 1):
+        await tee.send(ev(seq=seq, content=content))  # a, b in; c, d merged
+    assert [recv.receive_nowait().content for _ in range(2)] == ["a", "b"]
+    done = ev(Done, seq=5, response=Response())
+    await tee.send_each(done, set())  # room for both: the merged delta still goes first
+    assert [recv.receive_nowait() for _ in range(2)] == [ev(seq=3, content="cd"), done]
+
+
+async def test_tee_send_from_gives_a_later_coalesce_outlet_the_delta_when_it_has_room(autojump_clock):
+    send_a, recv_a = trio.open_memory_channel(0)
+    send_b, recv_b = trio.open_memory_channel(4)
+    b = Outlet(send_b, coalesce=True, buffer_size=4)
+    tee = Tee([Outlet(send_a, buffer_size=0), b])
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(tee.send, ev(seq=1, content="a"))
+        await trio.sleep(1)  # no reader on a yet: the tee waits on it, then serves b
+        assert (await recv_a.receive()).content == "a"
+    assert b.pending is None and recv_b.receive_nowait().content == "a"

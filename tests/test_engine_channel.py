@@ -199,3 +199,25 @@ async def test_two_receivers_at_once_is_an_error() -> None:
 def test_negative_buffer_is_refused() -> None:
     with pytest.raises(ValueError, match="max_buffer_size"):
         open_event_channel(-1)
+
+
+def test_error_messages_name_the_problem():
+    from sluiceway.engine._channel import DirectError
+
+    with pytest.raises(ValueError, match="^max_buffer_size must be >= 0$"):
+        open_event_channel(-1)
+    cause = KeyError("k")
+    error = DirectError(cause)
+    assert error.error is cause and str(error) == "direct hand-off raised KeyError: 'k'"
+
+
+async def test_a_second_receiver_is_busy_and_a_cancelled_receive_leaves_the_channel_usable(autojump_clock):
+    send, receive = open_event_channel(1)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(receive.receive)
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(trio.BusyResourceError, match="^another task is already receiving from this channel$"):
+            await receive.receive()
+        nursery.cancel_scope.cancel()  # the waiting receive is aborted
+    send.send_nowait(1)
+    assert await receive.receive() == 1

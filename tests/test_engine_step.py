@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 import trio
@@ -21,6 +22,7 @@ from sluiceway.engine import (
     Message,
     MessageStart,
     MessageStop,
+    Response,
     Retrying,
     RunContext,
     StepStarted,
@@ -35,6 +37,7 @@ from sluiceway.engine import (
     Usage,
     stream_step,
 )
+from sluiceway.engine._actors import _after_cancel, _deliver, _Held, direct_handle
 from sluiceway.engine._provider_events import MessageDeltaInfo, TextChunk
 
 from sluiceway._errors import (
@@ -496,6 +499,17 @@ async def test_fail_policy_fails_step_with_handler_error(autojump_clock):
     check_invariants(good.events)
 
 
+async def test_fail_policy_fails_even_where_warnings_are_not_errors(autojump_clock):
+    # under -W error an isolating handler's warning fails the step too; with warnings shown,
+    # only "fail" fails it, and it warns nothing
+    provider = ScriptedProvider([call_script([("text", ["a ", "b ", "c "])], delay=0.1)])
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        with pytest.raises(HandlerError):
+            await run_step(provider, [HandlerConsumer(Recorder(fail_at=1), "bad")], on_handler_error="fail")
+    assert not [w for w in shown if issubclass(w.category, HandlerWarning)]
+
+
 async def test_failing_aclose(autojump_clock):
     provider = ScriptedProvider([call_script([("text", ["a"])])] * 2)
     with pytest.warns(HandlerWarning, match="aclose raised"):
@@ -736,3 +750,270 @@ async def test_a_retry_after_a_completed_tool_turn_keeps_nothing_of_the_supersed
         run_id="r", step="s", attempt=last, seq=rec.events[-1].seq, at=rec.events[-1].at, response=response
     )
     check_invariants(rec.events)
+
+
+# ---- the handler actor's cancel path, directly: what a cancelled handler still gets ----
+
+
+def _ev(kind, step, **kw):
+    if kind is Done:
+        kw.setdefault("response", Response(text=step))
+    if kind is StepStarted:
+        kw.setdefault("provider", "p")
+    if kind is Delta:
+        kw.setdefault("content", "x")
+    return kind(run_id="r", step=step, **kw)
+
+
+async def after_cancel(in_flight, *, batch=None, next=0, busy=False, atomic=False):
+    """``_after_cancel`` over *in_flight*; without *batch*, as an actor cancelled before its first batch."""
+    send, receive = trio.open_memory_channel(len(in_flight))
+    for event in in_flight:
+        send.send_nowait(event)
+    send.close()
+    held = _Held() if batch is None else _Held(atomic=atomic)
+    if batch is not None:
+        held.batch, held.next, held.busy = list(batch), next, busy
+    return await _after_cancel(receive, held)
+
+
+async def test_after_cancel_a_finished_step_loses_nothing_delivers_all_in_flight():
+    in_flight = [_ev(Delta, "s"), _ev(Done, "s")]
+    assert await after_cancel(in_flight) == ([], in_flight)
+    # a relay cancelled in its send handled nothing: the batch's rest is in flight, not lost
+    batch = [_ev(Delta, "s", content="a"), _ev(Delta, "s", content="b")]
+    done = _ev(Done, "s")
+    assert await after_cancel([done], batch=batch, next=0, busy=True, atomic=True) == ([], [*batch, done])
+    assert await after_cancel([_ev(Delta, "s")]) == ([], [])  # no terminal: nothing to hand over
+
+
+async def test_after_cancel_a_half_handled_event_makes_done_cancelled():
+    batch = [_ev(Delta, "s", content="a"), _ev(Delta, "s", content="b")]
+    done = _ev(Done, "s")
+    first, last = await after_cancel([_ev(Delta, "s"), done], batch=batch, next=1, busy=True)
+    assert first == [] and last == [done.as_cancelled()]
+
+
+async def test_after_cancel_keeps_each_ended_sub_steps_start_and_terminal_in_order():
+    cancelled = _ev(Cancelled, "g")
+    in_flight = [
+        _ev(Delta, "g"),  # the group's own events in flight: dropped, and the rest still read
+        _ev(StepStarted, "g/a"), _ev(Delta, "g/a"), _ev(Done, "g/a"),  # lost a delta: Done -> Cancelled
+        _ev(StepStarted, "g/c"), _ev(Done, "g/c"),  # lost nothing: stays Done
+        _ev(Failed, "g/d", error=RuntimeError("x")),
+        _ev(StepStarted, "g/b"), _ev(Delta, "g/b"),  # never ended: its start is dropped too
+        cancelled,
+    ]
+    first, last = await after_cancel(in_flight, batch=[_ev(StepStarted, "g/c")], next=1)
+    assert first == [
+        in_flight[1], in_flight[3].as_cancelled(), in_flight[4], in_flight[5], in_flight[6],
+    ]
+    assert last == [cancelled]
+
+
+async def test_after_cancel_the_event_being_handled_counts_as_lost_for_its_step():
+    batch = [_ev(Delta, "g/b"), _ev(Delta, "g/a")]  # cancelled while handling g/a's delta
+    in_flight = [_ev(Done, "g/a"), _ev(Done, "g/b"), _ev(Cancelled, "g")]
+    first, last = await after_cancel(in_flight, batch=batch, next=2, busy=True)
+    assert first == [in_flight[0].as_cancelled(), in_flight[1]]
+    assert last == [in_flight[2]]
+
+
+async def test_deliver_prefers_handle_batch():
+    class Both:
+        def __init__(self):
+            self.calls = []
+
+        async def handle(self, event):
+            self.calls.append(("handle", event))
+
+        async def handle_batch(self, events):
+            self.calls.append(("batch", list(events)))
+
+    class One(Both):
+        handle_batch = None
+
+    events = [_ev(Delta, "s"), _ev(Done, "s")]
+    both, one = Both(), One()
+    await _deliver(both, events)
+    await _deliver(one, events)
+    assert both.calls == [("batch", events)]
+    assert one.calls == [("handle", events[0]), ("handle", events[1])]
+
+
+def test_direct_handle_without_instance_dict_or_handle_batch():
+    class Slotted:
+        __slots__ = ()
+
+        async def handle(self, event): ...
+
+        def handle_nowait(self, event): ...
+
+    class Plain:
+        async def handle(self, event): ...
+
+        def handle_nowait(self, event): ...
+
+    slotted, plain = Slotted(), Plain()
+    assert direct_handle(slotted) == slotted.handle_nowait
+    assert direct_handle(plain) == plain.handle_nowait  # no handle_batch at any level
+    plain.handle = lambda event: None  # an instance's own handle: direct calls would skip it
+    assert direct_handle(plain) is None
+
+
+async def test_a_handle_only_handler_error_names_handle(autojump_clock):
+    provider = ScriptedProvider([call_script([("text", ["a", "b", "c"])])])
+    with pytest.raises(HandlerError) as info:
+        await run_step(provider, [HandlerConsumer(Recorder(batch=False, fail_at=1), "h")], on_handler_error="fail")
+    assert "'h': handle raised RuntimeError: boom at 1" in str(info.value)
+
+
+async def test_a_failing_aclose_is_the_handler_errors_cause(autojump_clock):
+    provider = ScriptedProvider([call_script([("text", ["a"])])])
+    with pytest.raises(HandlerError) as info:
+        await run_step(provider, [HandlerConsumer(Recorder(fail_close=True), "c")], on_handler_error="fail")
+    cause = info.value.__cause__
+    assert cause is not None and f"aclose raised {type(cause).__name__}: {cause}" in str(info.value)
+
+
+async def test_a_handler_failing_on_its_terminal_after_a_cancel_is_reported(autojump_clock):
+    class FailsOnTerminal:
+        closed = 0
+
+        async def handle(self, event):
+            if isinstance(event, (Done, Failed, Cancelled)):
+                raise RuntimeError("no end")
+
+        async def aclose(self):
+            self.closed += 1
+
+    provider = ScriptedProvider([call_script([("text", ["a", "b", "c", "d"])], delay=1.0)])
+    bad = FailsOnTerminal()
+    with pytest.warns(HandlerWarning, match="'bad': handle raised RuntimeError: no end"):
+        with trio.move_on_after(2.5):
+            await run_step(provider, [HandlerConsumer(bad, "bad")])
+    assert bad.closed == 1
+
+
+class _Closing:
+    """A batch handler that records each batch's size and takes time to close."""
+
+    def __init__(self, delay=0.0):
+        self.delay = delay
+        self.sizes = []
+        self.events = []
+        self.closed = False
+
+    async def handle(self, event):
+        await self.handle_batch([event])
+
+    async def handle_batch(self, events):
+        self.sizes.append(len(events))
+        self.events += events
+        if self.delay:
+            await trio.sleep(self.delay)
+
+    async def aclose(self):
+        await trio.sleep(0.5)  # cancelled unless the close is shielded
+        self.closed = True
+
+
+async def test_a_cancelled_handler_gets_no_empty_batch_and_closes_shielded(autojump_clock):
+    provider = ScriptedProvider([call_script([("text", ["a", "b", "c", "d"])], delay=1.0)])
+    handler = _Closing()
+    with trio.move_on_after(2.5):
+        await run_step(provider, [HandlerConsumer(handler, "h")])
+    assert isinstance(handler.events[-1], Cancelled)
+    assert 0 not in handler.sizes
+    assert handler.closed
+
+
+async def test_a_slow_coalesce_handler_without_buffer_gets_the_merged_text(autojump_clock):
+    provider = ScriptedProvider([call_script([("text", [f"{i} " for i in range(12)])], delay=0.1)])
+    handler = _Closing(delay=1.0)
+    response = await run_step(provider, [HandlerConsumer(handler, "h", "coalesce", 0)])
+    assert "".join(e.content for e in handler.events if isinstance(e, Delta)) == response.text
+    assert isinstance(handler.events[-1], Done) and handler.closed
+    assert response.metrics.queue_high_water == 1
+    check_invariants(handler.events)
+
+
+def test_to_api_block_for_thinking_and_unknown_blocks():
+    from sluiceway.engine._step import to_api_block
+
+    assert to_api_block(ThinkingBlock("t", "sig")) == {"type": "thinking", "thinking": "t", "signature": "sig"}
+    assert to_api_block(ThinkingBlock("t")) == {"type": "thinking", "thinking": "t"}
+    with pytest.raises(TypeError, match="unknown content block 'x'"):
+        to_api_block("x")
+
+
+async def test_the_raised_error_and_the_cancellation_carry_the_terminals_partial(autojump_clock):
+    rec = Recorder()
+    with pytest.raises(OverloadedError) as info:
+        await run_step(ScriptedProvider([failing_call(["par", "tial"], OverloadedError("busy"))]), [HandlerConsumer(rec, "r")])
+    assert info.value.partial is rec.events[-1].partial and info.value.partial.text == "partial"
+    provider = ScriptedProvider([call_script([("text", ["a ", "b ", "c ", "d "])], delay=1.0)])
+    rec, caught = Recorder(), []
+    with trio.move_on_after(2.5):
+        try:
+            await run_step(provider, [HandlerConsumer(rec, "r")])
+        except BaseException as exc:
+            caught.append(exc)
+            raise
+    cancelled = rec.events[-1]
+    assert isinstance(cancelled, Cancelled) and cancelled.partial.text == "a b "
+    assert caught[0].partial is cancelled.partial
+
+
+async def test_step_started_names_the_step_type(autojump_clock):
+    for kwargs, expected in [({}, "claude"), ({"step_type": "extract"}, "extract")]:
+        rec = Recorder()
+        await run_step(ScriptedProvider([call_script([("text", ["a"])])]), [HandlerConsumer(rec, "r")], **kwargs)
+        assert rec.events[0].step_type == expected
+
+
+async def test_max_turns_defaults_to_one_and_is_at_least_one(autojump_clock):
+    for kwargs in ({}, {"max_turns": 0}):
+        first = call_script([("tool", "t1", "Read", ['{"path": "a"}'])])
+        provider = ScriptedProvider([first, call_script([("text", ["never"])])])
+        response = await run_step(provider, [HandlerConsumer(Recorder(), "r")], tool_runner=Tools(), **kwargs)
+        assert response.status == "max_turns" and "never" not in response.text
+
+
+async def test_the_tool_results_user_turn_has_the_last_results_envelope(autojump_clock):
+    first = call_script([("tool", "t1", "Read", ['{"path": "a"}'])])
+    rec = Recorder()
+    response = await run_step(
+        ScriptedProvider([first, call_script([("text", ["ok"])])]), [HandlerConsumer(rec, "r")],
+        tool_runner=Tools(), max_turns=2, path="p",
+    )
+    result = [e for e in rec.events if isinstance(e, ToolResult)][-1]
+    (user,) = [m for m in response.messages if m.role == "user"]
+    envelope = ("run_id", "step", "attempt", "seq", "at")
+    assert [getattr(user, k) for k in envelope] == [getattr(result, k) for k in envelope]
+    assert user.at > 0 and user.step == "p" and user.run_id == "r"
+
+
+async def test_a_stream_without_message_stop_is_interrupted(autojump_clock):
+    script = call_script([("text", ["a"])])[:-1]
+    with pytest.raises(StreamInterruptedError) as info:
+        await run_step(ScriptedProvider([script]), [HandlerConsumer(Recorder(), "r")], path="p")
+    assert info.value.step == "p" and "the stream ended before message_stop" in str(info.value)
+
+
+def test_terminal_response_and_attach_partial():
+    from sluiceway.engine._terminal import attach_partial, terminal_response
+
+    one, two = Response(text="one"), Response(text="two")
+    assert terminal_response(None) is None
+    assert terminal_response(_ev(Done, "s", response=one)) is one
+    assert terminal_response(_ev(Cancelled, "s", partial=two)) is two
+    assert terminal_response(_ev(Cancelled, "s")) is None
+    assert terminal_response(_ev(Failed, "s", error=RuntimeError(), partial=two)) is two
+    exc = RuntimeError("x")
+    attach_partial(exc, None)
+    assert not hasattr(exc, "partial")
+    attach_partial(exc, one)
+    assert exc.partial is one
+    attach_partial(exc, two)  # an inner step's partial stays
+    assert exc.partial is one

@@ -196,3 +196,25 @@ async def test_the_fan_in_holds_one_event_per_concurrent_sub_step(autojump_clock
         assert {responses[i].metrics.queue_high_water for i in filled} == {4 + concurrency}
     assert sum(isinstance(e, Delta) for e in rec.events) == sum(3 + i for i in range(20))
     check_invariants(rec.events)
+
+
+async def test_the_groups_own_events_envelope_and_failed_message(autojump_clock):
+    rec = Recorder()
+
+    async def body(sub):
+        await trio.sleep(1.5)
+        raise RuntimeError("boom")
+
+    origin = trio.current_time() - 10.0  # the run began before this step
+    with pytest.raises(RuntimeError) as info:
+        await stream_group(
+            run=RunContext(run_id="r", origin=origin), path="g", consumers=[HandlerConsumer(rec, "r")],
+            body=body, step_type="parallel_claude", model="m-1",
+        )
+    started, failed = rec.events
+    assert (started.provider, started.model, started.step_type) == ("group", "m-1", "parallel_claude")
+    assert (started.run_id, started.step, started.attempt, started.seq) == ("r", "g", 1, 1)
+    assert started.at == pytest.approx(10.0) and failed.at == pytest.approx(11.5)
+    assert failed.seq == 2 and failed.message == "boom" and failed.partial is None
+    assert info.value is failed.error
+
