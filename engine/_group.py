@@ -142,9 +142,11 @@ class _FanIn:
         # them when the fan-in does not drain in time (nothing may follow the group's terminal)
         self.scope = trio.CancelScope()
         self.scopes = [self.scope]
+        self.cancelled: set[str] = set()
+        """The sub-steps cancelled before their terminal event: their other events still waiting are dropped."""
 
     def sub_consumer(self) -> ChannelConsumer:
-        return ChannelConsumer(self.send.clone())
+        return ChannelConsumer(self.send.clone(), on_cancel=self.cancelled.add)
 
     async def finish(self) -> None:
         """After a cancellation: let the pump forward the sub-steps' terminal events, for at most half the bound."""
@@ -156,10 +158,19 @@ class _FanIn:
         await self.drained.wait()
 
     async def pump(self) -> None:
-        """Forward every sub-step event; after a cancellation only their ``StepStarted`` and terminal events."""
+        """Forward every sub-step event; after a cancellation only their ``StepStarted`` and terminal events.
+
+        A sub-step cancelled on its own (a ``fail_fast`` sibling failed) is treated
+        the same way, at once: its events still waiting here are dropped, so that
+        its terminal event does not wait behind them for a slow handler (the
+        sub-step's bound for delivering it would run out). Its ``Done``, when some
+        of its events were dropped, goes as ``Cancelled`` with the response as ``partial``.
+        """
         current: Event | None = None  # the event being sent (``delivered``: the outlets that have it)
         delivered: set[int] = set()
         receive = self.receive
+        cancelled = self.cancelled
+        dropped: set[str] = set()  # cancelled sub-steps some of whose events were dropped
         try:
             with self.scope, receive:
                 try:
@@ -176,6 +187,12 @@ class _FanIn:
                                 break
                         except trio.EndOfChannel:
                             break
+                        if cancelled and event.step in cancelled:
+                            if not isinstance(event, _STRUCTURAL):
+                                dropped.add(event.step)  # in flight, of a cancelled sub-step
+                                continue
+                            if isinstance(event, Done) and event.step in dropped:
+                                event = event.as_cancelled()
                         current = event
                         if isinstance(event, _STRUCTURAL):
                             delivered = set()
@@ -190,7 +207,7 @@ class _FanIn:
                         self.scopes.append(late)
                         if self.scope.cancel_called:
                             late.cancel()  # already stopped
-                        await _forward_structure(receive, self.to_consumers, current, delivered)
+                        await _forward_structure(receive, self.to_consumers, current, delivered, dropped)
                     raise
         finally:
             self.drained.set()
@@ -201,15 +218,18 @@ _STRUCTURAL = (StepStarted, Done, Failed, Cancelled)
 
 
 async def _forward_structure(
-    receive_sub: trio.MemoryReceiveChannel[Event], to_consumers: Tee, current: Event | None, delivered: set[int]
+    receive_sub: trio.MemoryReceiveChannel[Event],
+    to_consumers: Tee,
+    current: Event | None,
+    delivered: set[int],
+    dropped: set[str],
 ) -> None:
     """After a cancellation: finish *current*, then forward each sub-step's ``StepStarted`` and terminal.
 
-    Other events are dropped; a sub-step's ``Done`` after some of its events were
-    dropped goes as ``Cancelled`` with its response as ``partial`` (no consumer
+    Other events are dropped (*dropped*: the sub-steps that already lost some); a
+    sub-step's ``Done`` after some of its events were dropped goes as ``Cancelled`` with its response as ``partial`` (no consumer
     may read an incomplete view as a complete success). Call it shielded and bounded.
     """
-    dropped: set[str] = set()
 
     async def put(event: Event, done: set[int]) -> None:
         if isinstance(event, Done) and event.step in dropped:

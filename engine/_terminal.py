@@ -92,8 +92,13 @@ class Delivery:
                 with trio.move_on_after(TERMINAL_DELIVERY_TIMEOUT, shield=True):
                     if self.terminal is None:
                         self.terminal = await cancelled()
-                    # also when cancelled while the terminal was being delivered: the rest get it
-                    await self.tee.send_each(self.terminal, delivered)
+                    for i, outlet in enumerate(self.tee.outlets):
+                        if i not in delivered and outlet.on_cancel is not None:
+                            outlet.on_cancel(self.terminal.step)  # its reader may drop the step's events in flight
+                    # also when cancelled while the terminal was being delivered: the rest get it; each
+                    # outlet on its own, so that a full one (a composite step's fan-in behind a slow
+                    # handler, a caller's channel) costs no other its terminal when the bound runs out
+                    await self.tee.send_each_apart(self.terminal, delivered)
                 raise
             finally:
                 self.wiring.close()
