@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import trio
 
-from ._actors import TERMINAL_DELIVERY_TIMEOUT
+from ._actors import HANDLER_TIMEOUT, TERMINAL_DELIVERY_TIMEOUT
 from ._events import Cancelled, Done, Event, Failed, Response, StepStarted
 from ._run import RunContext
 from ._tee import DEFAULT_BUFFER_SIZE, Tee
@@ -41,6 +41,7 @@ async def stream_group(
     buffer_size: int = DEFAULT_BUFFER_SIZE,
     concurrency: int = 1,
     on_handler_error: Literal["isolate", "fail"] = "isolate",
+    handler_timeout: float | None = HANDLER_TIMEOUT,
 ) -> Response:
     """Run *body* as composite step *path*; its sub-steps stream to *consumers*.
 
@@ -60,7 +61,7 @@ async def stream_group(
             ``buffer_size + concurrency`` events: one waiting for each sub-step, and
             ``buffer_size`` for bursts (a message's end is three events at once), so
             that a sub-step does not wait on the fan-in between two runs of its pump.
-        on_handler_error: As for ``stream_step``.
+        on_handler_error, handler_timeout: As for ``stream_step``.
 
     Returns:
         *body*'s response.
@@ -78,7 +79,7 @@ async def stream_group(
     wiring = await wire_consumers(consumers, run)
     to_consumers = Tee(wiring.outlets)  # sub-step events: they reach the run stream by themselves
     to_all = Tee([*wiring.outlets, *([wiring.run_outlet] if wiring.run_outlet is not None else [])])
-    delivery = Delivery(wiring, to_all, on_handler_error)
+    delivery = Delivery(wiring, to_all, on_handler_error, handler_timeout)
     fan_in = _FanIn(to_consumers, buffer_size + max(concurrency, 0))
     seq = 0
 
@@ -127,6 +128,9 @@ async def stream_group(
     if isinstance(terminal, Failed):
         raise terminal.error
     assert isinstance(terminal, Done)
+    if delivery.handler_failure is not None:  # a handler failed on Done or in aclose: the response is kept
+        attach_partial(delivery.handler_failure, terminal.response)
+        raise delivery.handler_failure
     return terminal.response
 
 

@@ -21,7 +21,12 @@ import trio
 from sluiceway._errors import ProviderError, StreamInterruptedError
 
 from ._accumulate import Attempt
-from ._actors import HANDLER_CLOSE_TIMEOUT, TERMINAL_DELIVERY_TIMEOUT, HandlerWarning
+from ._actors import (
+    HANDLER_CLOSE_TIMEOUT,
+    HANDLER_TIMEOUT,
+    TERMINAL_DELIVERY_TIMEOUT,
+    HandlerWarning,
+)
 from ._events import (
     Cancelled,
     ContentBlock,
@@ -64,6 +69,7 @@ from ._wiring import ChannelConsumer, Consumer, HandlerConsumer, wire_consumers
 __all__ = (
     "DEFAULT_BUFFER_SIZE",
     "HANDLER_CLOSE_TIMEOUT",
+    "HANDLER_TIMEOUT",
     "TERMINAL_DELIVERY_TIMEOUT",
     "ChannelConsumer",
     "Consumer",
@@ -353,6 +359,7 @@ async def stream_step(
     retry: Any = None,
     cost: Callable[[str | None, Usage], float | None] | None = None,
     on_handler_error: Literal["isolate", "fail"] = "isolate",
+    handler_timeout: float | None = HANDLER_TIMEOUT,
     finish: Callable[[Response], Awaitable[Response]] | None = None,
 ) -> Response:
     """Stream one step (its model calls, tool calls and retries) to *consumers*; return its Response.
@@ -375,6 +382,8 @@ async def stream_step(
             (``RetryPolicy``); ``None``: never retry.
         cost: ``cost(model, usage) -> USD | None``.
         on_handler_error: ``isolate`` (warn, drop the handler) or ``fail`` (fail the step).
+        handler_timeout: Seconds one ``handle`` / ``handle_batch`` call may take before it
+            counts as that handler's failure under *on_handler_error*; ``None``: no bound.
         finish: Runs on the final response before ``Done``; what it raises fails the step.
 
     Returns:
@@ -395,7 +404,7 @@ async def stream_step(
     wiring = await wire_consumers(consumers, run)
     tee = Tee([*wiring.outlets, *([wiring.run_outlet] if wiring.run_outlet is not None else [])])
     state = _StepRun(run, path, tee, cost)
-    delivery = Delivery(wiring, tee, on_handler_error)
+    delivery = Delivery(wiring, tee, on_handler_error, handler_timeout)
 
     async def produce() -> Event:
         response: Response | None = None
@@ -425,7 +434,8 @@ async def stream_step(
         raise
     if isinstance(terminal, Failed):
         raise terminal.error
-    if delivery.handler_failure is not None:  # only aclose failed, after Done
+    if delivery.handler_failure is not None:  # a handler failed on Done or in aclose: the response is kept
+        attach_partial(delivery.handler_failure, terminal_response(terminal))
         raise delivery.handler_failure
     assert isinstance(terminal, Done)
     return terminal.response

@@ -20,7 +20,7 @@ import trio
 
 from sluiceway._errors import HandlerError
 
-from ._actors import TERMINAL_DELIVERY_TIMEOUT, handler_actor
+from ._actors import HANDLER_TIMEOUT, TERMINAL_DELIVERY_TIMEOUT, handler_actor
 from ._events import Event, Response
 from ._tee import Tee
 from ._wiring import Wiring
@@ -37,11 +37,19 @@ class Delivery:
     step ends with ``Failed``.
     """
 
-    def __init__(self, wiring: Wiring, tee: Tee, on_handler_error: Literal["isolate", "fail"]) -> None:
+    def __init__(
+        self,
+        wiring: Wiring,
+        tee: Tee,
+        on_handler_error: Literal["isolate", "fail"],
+        handler_timeout: float | None = HANDLER_TIMEOUT,
+    ) -> None:
         self.wiring = wiring
         self.tee = tee
         """Where the terminal event goes (every outlet, the run's stream included)."""
         self.on_handler_error: Literal["isolate", "fail"] = on_handler_error
+        self.handler_timeout = handler_timeout
+        """Seconds one handler call may take (``None``: no bound); see ``handler_actor``."""
         self.produce_scope = trio.CancelScope()
         """The producer's scope; cancelled when a handler fails the step."""
         self.handler_failure: HandlerError | None = None
@@ -80,7 +88,7 @@ class Delivery:
                 nursery.start_soon(
                     partial(
                         handler_actor, receive, handler, outlet, name=name, on_error=self.on_handler_error,
-                        fail=self.fail,
+                        fail=self.fail, handler_timeout=self.handler_timeout,
                     )
                 )
             if beside is not None:

@@ -18,6 +18,7 @@ import attrs
 
 from .._errors import StepError
 from ..engine import ModelRequest, Provider, Response, stream_step
+from ..engine._actors import HANDLER_TIMEOUT
 from ..specs import ClaudeOptions, ClaudeSmartStep, apply_preset
 from ..tools import Toolbox
 from ._prompts import render_prompt
@@ -29,6 +30,7 @@ __all__ = (
     "DEFAULT_TOOL_TURNS",
     "build_request",
     "handler_error_policy",
+    "handler_timeout",
     "merge_options",
     "step_options",
     "stream_model_call",
@@ -69,6 +71,15 @@ def step_options(state: ExecutionState, step: Any, options: ClaudeOptions | None
 def handler_error_policy(state: ExecutionState, step: Any) -> str:
     """The step's ``on_handler_error``, else the defaults', else ``isolate``."""
     return step.on_handler_error or state.spec.defaults.on_handler_error or "isolate"
+
+
+def handler_timeout(state: ExecutionState, step: Any) -> float | None:
+    """Seconds one handler call may take: the step's ``handler_timeout_ms``, else the defaults',
+    else ``HANDLER_TIMEOUT``; ``None`` for ``none`` (no bound)."""
+    ms = step.handler_timeout_ms if step.handler_timeout_ms is not None else state.spec.defaults.handler_timeout_ms
+    if ms is None:
+        return HANDLER_TIMEOUT
+    return None if ms == "none" else ms / 1000
 
 
 def build_request(state: ExecutionState, step: Any, prompt_text: str, *, path: str | None = None,
@@ -156,5 +167,6 @@ async def stream_model_call(
         retry=retry,
         cost=state.cost_function(provider),
         on_handler_error=handler_error_policy(state, step),
+        handler_timeout=handler_timeout(state, step),
         finish=finish,
     )
