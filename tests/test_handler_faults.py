@@ -121,14 +121,15 @@ async def test_a_composite_steps_outputs_survive_a_failing_handler(
     assert json.loads(text_file) == ["one two", "three four"]
 
 
-async def test_a_handler_stalled_mid_stream_under_fail_keeps_the_partial_output(
-    tmp_path: Path, autojump_clock: Any
+@pytest.mark.parametrize("handler", ["fault_handlers.HangsInHandle", "fault_handlers.RaisesInHandle"])
+async def test_a_handler_failing_mid_stream_under_fail_keeps_the_partial_output(
+    tmp_path: Path, autojump_clock: Any, handler: str
 ) -> None:
     extra = "    stream_buffer_size: 1\n    handler_timeout_ms: 2000\n"
-    long = spec("fault_handlers.HangsInHandle", "fail", extra)
-    result = await sluiceway.run(long, output_dir=tmp_path)
+    result = await sluiceway.run(spec(handler, "fail", extra), output_dir=tmp_path)
     step, text_file = files(result)
-    assert result.steps["ask"].status == "failed" and "within 2 s" in str(result.steps["ask"].error)
+    why = "within 2 s" if "Hangs" in handler else "handle raised RuntimeError"
+    assert result.steps["ask"].status == "failed" and why in str(result.steps["ask"].error)
     # the producer was held up by the stalled handler (buffer 1), then stopped: what it had is kept
     assert step["text"] == text_file and "alpha beta gamma delta".startswith(step["text"]) and step["text"]
 
