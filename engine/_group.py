@@ -11,6 +11,7 @@ themselves; the composite step adds only its own two events there.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
 
@@ -135,7 +136,16 @@ async def stream_group(
 
 
 class _FanIn:
-    """The sub-steps' events, through one bounded channel, to the composite step's consumers."""
+    """The sub-steps' events, through one bounded channel, to the composite step's consumers.
+
+    A sub-step cancelled on its own (a ``fail_fast`` sibling failed) hands its
+    terminal event over (``take``) instead of waiting for room in the channel:
+    the pump forwards it right after the events that were in the channel when it
+    was taken (at most one per sub-step, so the channel's bound grows by at most
+    the number of sub-steps). The sub-step's other events still waiting are
+    dropped (cancellation is not a drain), so that neither it nor its terminal
+    waits behind a slow handler; its ``StepStarted`` still goes first.
+    """
 
     def __init__(self, to_consumers: Tee, size: int) -> None:
         self.to_consumers = to_consumers
@@ -148,9 +158,26 @@ class _FanIn:
         self.scopes = [self.scope]
         self.cancelled: set[str] = set()
         """The sub-steps cancelled before their terminal event: their other events still waiting are dropped."""
+        self.dropped: set[str] = set()
+        """The sub-steps some of whose events were dropped (their ``Done`` goes as ``Cancelled``)."""
+        self.received = 0
+        """Events the pump has taken from the channel."""
+        self.late: deque[tuple[int, Event]] = deque()
+        """Terminal events taken over (``take``), each with the number of events that had entered
+        the channel by then: it goes out once the pump has taken that many."""
+        self.waiting: trio.CancelScope | None = None
+        """The pump's wait for the channel, while it waits (``take`` wakes it)."""
 
     def sub_consumer(self) -> ChannelConsumer:
-        return ChannelConsumer(self.send.clone(), on_cancel=self.cancelled.add)
+        return ChannelConsumer(self.send.clone(), on_cancel=self.take)
+
+    def take(self, terminal: Event) -> None:
+        """A cancelled sub-step's terminal event: forwarded after what is in the channel now, never waited on."""
+        self.cancelled.add(terminal.step)
+        entered = self.received + self.receive.statistics().current_buffer_used
+        self.late.append((entered, terminal))
+        if self.waiting is not None:
+            self.waiting.cancel()
 
     async def finish(self) -> None:
         """After a cancellation: let the pump forward the sub-steps' terminal events, for at most half the bound."""
@@ -161,41 +188,64 @@ class _FanIn:
             scope.cancel()
         await self.drained.wait()
 
+    def _next_nowait(self) -> Event:
+        """The next event: a taken-over terminal whose turn it is, else the channel's next (``WouldBlock``, ...)."""
+        late = self.late
+        if late and late[0][0] <= self.received:
+            return late.popleft()[1]
+        try:
+            event = self.receive.receive_nowait()
+        except trio.EndOfChannel:
+            if late:  # every sub-step has closed its clone: what was taken over goes last
+                return late.popleft()[1]
+            raise
+        self.received += 1
+        return event
+
+    async def _wait(self) -> Event | None:
+        """Wait for the channel's next event; ``None`` when ``take`` woke the wait (``EndOfChannel`` at the end)."""
+        waiting = self.waiting = trio.CancelScope()
+        try:
+            with waiting:
+                event = await self.receive.receive()
+                self.received += 1
+                return event
+        finally:
+            self.waiting = None
+        return None
+
     async def pump(self) -> None:
         """Forward every sub-step event; after a cancellation only their ``StepStarted`` and terminal events.
 
-        A sub-step cancelled on its own (a ``fail_fast`` sibling failed) is treated
-        the same way, at once: its events still waiting here are dropped, so that
-        its terminal event does not wait behind them for a slow handler (the
-        sub-step's bound for delivering it would run out). Its ``Done``, when some
-        of its events were dropped, goes as ``Cancelled`` with the response as ``partial``.
+        A sub-step cancelled on its own is treated the same way at once (see the class).
         """
         current: Event | None = None  # the event being sent (``delivered``: the outlets that have it)
         delivered: set[int] = set()
-        receive = self.receive
         cancelled = self.cancelled
-        dropped: set[str] = set()  # cancelled sub-steps some of whose events were dropped
         try:
-            with self.scope, receive:
+            with self.scope, self.receive:
                 try:
                     while True:
                         # what is waiting, taken without a checkpoint per event (trio's receive
                         # yields on every call, so the pump got one event per scheduler pass and
                         # fell behind N sub-steps); waits only when the fan-in is empty
                         try:
-                            event = receive.receive_nowait()
+                            event = self._next_nowait()
                         except trio.WouldBlock:
                             try:
-                                event = await receive.receive()
+                                waited = await self._wait()
                             except trio.EndOfChannel:
-                                break
+                                continue  # (the taken-over terminals, if any, then the end)
+                            if waited is None:
+                                continue  # woken by a taken-over terminal
+                            event = waited
                         except trio.EndOfChannel:
                             break
                         if cancelled and event.step in cancelled:
                             if not isinstance(event, _STRUCTURAL):
-                                dropped.add(event.step)  # in flight, of a cancelled sub-step
+                                self.dropped.add(event.step)  # in flight, of a cancelled sub-step
                                 continue
-                            if isinstance(event, Done) and event.step in dropped:
+                            if isinstance(event, Done) and event.step in self.dropped:
                                 event = event.as_cancelled()
                         current = event
                         if isinstance(event, _STRUCTURAL):
@@ -211,42 +261,49 @@ class _FanIn:
                         self.scopes.append(late)
                         if self.scope.cancel_called:
                             late.cancel()  # already stopped
-                        await _forward_structure(receive, self.to_consumers, current, delivered, dropped)
+                        await self._forward_structure(current, delivered)
                     raise
         finally:
             self.drained.set()
 
+    async def _forward_structure(self, current: Event | None, delivered: set[int]) -> None:
+        """After a cancellation: finish *current*, then forward each sub-step's ``StepStarted`` and terminal.
+
+        Other events are dropped; a sub-step's ``Done`` after some of its events
+        were dropped goes as ``Cancelled`` with its response as ``partial`` (no
+        consumer may read an incomplete view as a complete success). Call it
+        shielded and bounded.
+        """
+        dropped = self.dropped
+
+        async def put(event: Event, done: set[int]) -> None:
+            if isinstance(event, Done) and event.step in dropped:
+                event = event.as_cancelled()
+            await self.to_consumers.send_each(event, done)
+
+        if current is not None:
+            if isinstance(current, _STRUCTURAL):
+                await put(current, delivered)
+            else:
+                dropped.add(current.step)  # some consumers may not have it
+        while True:
+            try:
+                event = self._next_nowait()
+            except trio.WouldBlock:
+                try:
+                    waited = await self._wait()
+                except trio.EndOfChannel:
+                    continue
+                if waited is None:
+                    continue
+                event = waited
+            except trio.EndOfChannel:
+                break
+            if isinstance(event, _STRUCTURAL):
+                await put(event, set())
+            else:
+                dropped.add(event.step)
+
 
 _STRUCTURAL = (StepStarted, Done, Failed, Cancelled)
 """The sub-step events that still reach the consumers after a cancellation."""
-
-
-async def _forward_structure(
-    receive_sub: trio.MemoryReceiveChannel[Event],
-    to_consumers: Tee,
-    current: Event | None,
-    delivered: set[int],
-    dropped: set[str],
-) -> None:
-    """After a cancellation: finish *current*, then forward each sub-step's ``StepStarted`` and terminal.
-
-    Other events are dropped (*dropped*: the sub-steps that already lost some); a
-    sub-step's ``Done`` after some of its events were dropped goes as ``Cancelled`` with its response as ``partial`` (no consumer
-    may read an incomplete view as a complete success). Call it shielded and bounded.
-    """
-
-    async def put(event: Event, done: set[int]) -> None:
-        if isinstance(event, Done) and event.step in dropped:
-            event = event.as_cancelled()
-        await to_consumers.send_each(event, done)
-
-    if current is not None:
-        if isinstance(current, _STRUCTURAL):
-            await put(current, delivered)
-        else:
-            dropped.add(current.step)  # some consumers may not have it
-    async for event in receive_sub:
-        if isinstance(event, _STRUCTURAL):
-            await put(event, set())
-        else:
-            dropped.add(event.step)

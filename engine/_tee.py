@@ -67,8 +67,8 @@ class Outlet:
         """True once the consumer hung up (its receive side is closed): it is skipped."""
         self.high_water = 0
         """The most events seen waiting in the channel (kept by the tee and the consumer's actor)."""
-        self.on_cancel: Callable[[str], None] | None = None
-        """The consumer's hook for a step cancelled before it had the terminal (``ChannelConsumer.on_cancel``)."""
+        self.on_cancel: Callable[[Event], None] | None = None
+        """Takes the terminal of a step cancelled before this consumer had it (``ChannelConsumer.on_cancel``)."""
         self.pending: Event | None = None
         """The first delta of the pending merged delta, when the channel was full."""
         self._parts: list[str] = []

@@ -102,7 +102,8 @@ class Delivery:
                         self.terminal = await cancelled()
                     for i, outlet in enumerate(self.tee.outlets):
                         if i not in delivered and outlet.on_cancel is not None:
-                            outlet.on_cancel(self.terminal.step)  # its reader may drop the step's events in flight
+                            outlet.on_cancel(self.terminal)  # its reader takes the terminal over: never waited on
+                            delivered.add(i)
                     # also when cancelled while the terminal was being delivered: the rest get it; each
                     # outlet on its own, so that a full one (a composite step's fan-in behind a slow
                     # handler, a caller's channel) costs no other its terminal when the bound runs out

@@ -50,11 +50,11 @@ class ChannelConsumer:
     with its own channel of ``buffer_size``, whose deltas merge while the reader lags."""
     buffer_size: int = DEFAULT_BUFFER_SIZE
     """For ``coalesce``: the relay's buffer."""
-    on_cancel: Callable[[str], None] | None = None
-    """``block`` only: called with the step's path when the step was cancelled before this
-    consumer had its terminal event (just before that terminal is sent): the reader may drop
-    the step's events it has not taken yet (cancellation is not a drain), so that the
-    terminal is not held up behind them."""
+    on_cancel: Callable[[Event], None] | None = None
+    """``block`` only: when the step was cancelled before this consumer had its terminal event,
+    called with that terminal instead of sending it (which could wait on a full channel): the
+    reader takes it over, delivers it after the step's events already in the channel, and may
+    drop those (cancellation is not a drain)."""
 
 
 Consumer = HandlerConsumer | ChannelConsumer

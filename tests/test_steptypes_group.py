@@ -199,7 +199,7 @@ async def test_the_fan_in_holds_one_event_per_concurrent_sub_step(autojump_clock
     check_invariants(rec.events)
 
 
-@pytest.mark.parametrize(("n", "delay", "buffer"), [(200, 0.01, 64), (30, 5.0, 1)])
+@pytest.mark.parametrize(("n", "delay", "buffer"), [(200, 0.01, 64), (30, 5.0, 1), (200, 0.02, 1)])
 async def test_fail_fast_with_a_slow_handler_keeps_every_sub_steps_terminal(autojump_clock, n, delay, buffer):
     """Issue 14, item 2: the first failure cancels the other sub-steps while a slow handler lags.
 
