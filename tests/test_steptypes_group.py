@@ -248,3 +248,42 @@ async def test_fail_fast_with_a_slow_handler_keeps_every_sub_steps_terminal(auto
         check_invariants(events)
     assert isinstance(on_run[-1], Failed) and on_run[-1].step == "g"
     assert rec.close_count == 1
+
+
+async def test_fail_fast_cancelled_sub_steps_never_wait_on_a_full_fan_in(autojump_clock):
+    """The fan-in holds only StepStarted and terminal events (nothing to drop) and the handler
+    takes 5 s an event: the cancelled sub-steps' terminals are taken over, not waited on (their
+    2 s bound would run out), and reach the handler after their StepStarted."""
+    from sluiceway._errors import StreamInterruptedError
+
+    n = 12
+    run = RunContext(run_id="r", origin=trio.current_time())
+    scripts_ = [call_script([("text", ["late "])], first_delay=100.0) for _ in range(n)]
+    scripts_[0] = [StreamInterruptedError("dropped")]
+    provider = ByStep(scripts_)
+    rec = Recorder(delay=5.0, batch=False)
+
+    async def body(sub):
+        async with trio.open_nursery() as nursery:
+
+            async def one(i):
+                try:
+                    await stream_step(
+                        run=run, path=f"g[{i}]", provider=provider, request=request(step=f"g[{i}]"), consumers=[sub()]
+                    )
+                except Exception:
+                    nursery.cancel_scope.cancel()  # fail_fast
+                    raise
+
+            for i in range(n):
+                nursery.start_soon(one, i)
+        return Response(text="")
+
+    with pytest.raises(BaseExceptionGroup):
+        await stream_group(run=run, path="g", consumers=[HandlerConsumer(rec, "slow", "block", 1)], body=body,
+                           step_type="parallel_claude", concurrency=n, buffer_size=1)
+    check_invariants(rec.events)
+    assert [type(e).__name__ for e in rec.events if e.step == "g[0]"] == ["StepStarted", "Failed"]
+    for i in range(1, n):
+        assert [type(e).__name__ for e in rec.events if e.step == f"g[{i}]"] == ["StepStarted", "Cancelled"], i
+    assert isinstance(rec.events[-1], Failed) and rec.events[-1].step == "g"
