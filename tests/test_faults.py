@@ -358,6 +358,10 @@ def _settings() -> settings:
 @example(  # issue 14, item 5: handle never returns; bounded by handler_timeout_ms
     scenario=Scenario(faults=(Fault("ok", deltas=5),) * 3, handler=HandlerPlan("hang", at=3), policy="fail")
 )
+@example(  # found by the long profile: cancelled just after the last step's Done, RunFinished was lost
+    scenario=Scenario(faults=(Fault("ok", deltas=11),), composite=False, cancel_after=15, max_starting=None,
+                      buffer=1, run_buffer=1)
+)
 @example(  # one step: a stall with pings ends at its idle deadline; the run is read to the end
     scenario=Scenario(faults=(Fault("stall", after=2),), composite=False)
 )
