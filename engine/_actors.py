@@ -36,6 +36,7 @@ from ._tee import Outlet
 
 __all__ = (
     "HANDLER_CLOSE_TIMEOUT",
+    "HANDLER_TIMEOUT",
     "TERMINAL_DELIVERY_TIMEOUT",
     "ChannelRelay",
     "HandlerWarning",
@@ -45,6 +46,9 @@ __all__ = (
 
 #: Seconds a handler's ``aclose`` may take (shielded) before it is abandoned.
 HANDLER_CLOSE_TIMEOUT: Final = 5.0
+#: Seconds one ``handle`` / ``handle_batch`` call may take before it counts as the handler's failure
+#: (a stall: a handler that never returns must not hang the run); ``handler_timeout`` overrides it.
+HANDLER_TIMEOUT: Final = 30.0
 #: Seconds, after a cancellation, to get the terminal event through (shielded).
 TERMINAL_DELIVERY_TIMEOUT: Final = 2.0
 
@@ -85,6 +89,7 @@ async def handler_actor(
     name: str,
     on_error: HandlerErrorPolicy = "isolate",
     fail: Callable[[HandlerError], None],
+    handler_timeout: float | None = HANDLER_TIMEOUT,
 ) -> None:
     """Feed *handler* from *receive_events* until end-of-stream; always close it.
 
@@ -93,10 +98,13 @@ async def handler_actor(
     ``isolate`` warns once (``HandlerWarning``) and stops feeding the handler;
     its channel is closed so the producer skips it and never blocks on it.
     Under ``fail`` it calls *fail* with a ``HandlerError`` (the cause chained),
-    which fails the step. Never raises except ``Cancelled``.
+    which fails the step. A ``handle`` / ``handle_batch`` call that takes more
+    than *handler_timeout* seconds (``None``: no bound) is cancelled and counts as such
+    an error (a ``ChannelRelay``'s sends are not bounded: its reader is the
+    caller's). Never raises except ``Cancelled``.
 
     Closes *receive_events*, and *handler* (``aclose``, exactly once, shielded,
-    bounded by ``HANDLER_CLOSE_TIMEOUT``). Cancelled: waits (shielded, bounded
+    bounded by ``HANDLER_CLOSE_TIMEOUT``: then abandoned). Cancelled: waits (shielded, bounded
     by ``TERMINAL_DELIVERY_TIMEOUT``) for the step's terminal event, dropping
     the events in flight before it (but a composite step's sub-steps'
     ``StepStarted`` and terminals, given at most half the bound), hands the
@@ -111,8 +119,11 @@ async def handler_actor(
         if not healthy:
             return  # reported once: its aclose failing after its handle did adds nothing
         healthy = False
-        error = HandlerError(f"{what} raised {type(exc).__name__}: {exc}", handler=name)
-        error.__cause__ = exc
+        if isinstance(exc, _Stalled):
+            error = HandlerError(f"{what} {exc}", handler=name)
+        else:
+            error = HandlerError(f"{what} raised {type(exc).__name__}: {exc}", handler=name)
+            error.__cause__ = exc
         if on_error == "fail":
             fail(error)
             return
@@ -126,7 +137,7 @@ async def handler_actor(
     try:
         with receive_events:
             try:
-                await _feed(receive_events, handler, outlet, failed, held)
+                await _feed(receive_events, handler, outlet, failed, held, None if held.atomic else handler_timeout)
             except trio.Cancelled:
                 with trio.move_on_after(TERMINAL_DELIVERY_TIMEOUT, shield=True):
                     first, last = await _after_cancel(receive_events, held)
@@ -147,12 +158,20 @@ async def handler_actor(
                 failed(exc, "aclose")
 
 
+class _Stalled(Exception):
+    """A handler call that did not return within its bound (reported as a ``HandlerError``)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"did not return within {seconds:g} s")
+
+
 async def _feed(
     receive_events: EventReceiver[Event],
     handler: Handler,
     outlet: Outlet,
     failed: Callable[[Exception, str], None],
     held: _Held,
+    bound_seconds: float | None,
 ) -> None:
     handle_batch = None if held.atomic else getattr(handler, "handle_batch", None)
     handle = handler.handle
@@ -181,23 +200,45 @@ async def _feed(
             outlet.high_water = min(len(batch), max(outlet.buffer_size, 1))
         held.batch = batch
         held.busy = True
+        what = "handle_batch" if handle_batch is not None else "handle"
         try:
-            if handle_batch is not None:
-                held.next = len(batch)  # all handed over at once
-                await handle_batch(batch)
-            elif held.atomic:  # cancelled in handle: that event was not handled at all
-                for i, event in enumerate(batch):
-                    held.next = i
-                    await handle(event)
-                held.next = len(batch)
+            if bound_seconds is None:
+                await _handle(batch, handle_batch, handle, held)
             else:
-                for i, event in enumerate(batch):
-                    held.next = i + 1
-                    await handle(event)
+                with trio.move_on_after(bound_seconds) as bound:
+                    await _handle(batch, handle_batch, handle, held, bound, bound_seconds)
+                if bound.cancelled_caught:  # a stall: the handler's failure, as if it raised
+                    failed(_Stalled(bound_seconds), what)
+                    return
             held.busy = False
         except Exception as exc:
-            failed(exc, "handle_batch" if handle_batch is not None else "handle")
+            failed(exc, what)
             return  # leaving closes the channel: the producer skips this handler from now on
+
+
+async def _handle(
+    batch: list[Event],
+    handle_batch: Any,
+    handle: Any,
+    held: _Held,
+    bound: trio.CancelScope | None = None,
+    bound_seconds: float = 0.0,
+) -> None:
+    """Hand *batch* to the handler; with *bound*, each call gets *bound_seconds* from its start."""
+    if handle_batch is not None:
+        held.next = len(batch)  # all handed over at once
+        await handle_batch(batch)
+    elif held.atomic:  # cancelled in handle: that event was not handled at all
+        for i, event in enumerate(batch):
+            held.next = i
+            await handle(event)
+        held.next = len(batch)
+    else:
+        for i, event in enumerate(batch):
+            held.next = i + 1
+            if bound is not None and i:
+                bound.deadline = trio.current_time() + bound_seconds
+            await handle(event)
 
 
 def direct_handle(handler: Any) -> Callable[[Event], None] | None:

@@ -11,12 +11,13 @@ themselves; the composite step adds only its own two events there.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
 
 import trio
 
-from ._actors import TERMINAL_DELIVERY_TIMEOUT
+from ._actors import HANDLER_TIMEOUT, TERMINAL_DELIVERY_TIMEOUT
 from ._events import Cancelled, Done, Event, Failed, Response, StepStarted
 from ._run import RunContext
 from ._tee import DEFAULT_BUFFER_SIZE, Tee
@@ -42,6 +43,7 @@ async def stream_group(
     concurrency: int = 1,
     on_handler_error: Literal["isolate", "fail"] = "isolate",
     tasks: int | None = None,
+    handler_timeout: float | None = HANDLER_TIMEOUT,
 ) -> Response:
     """Run *body* as composite step *path*; its sub-steps stream to *consumers*.
 
@@ -61,7 +63,7 @@ async def stream_group(
             ``buffer_size + concurrency`` events: one waiting for each sub-step, and
             ``buffer_size`` for bursts (a message's end is three events at once), so
             that a sub-step does not wait on the fan-in between two runs of its pump.
-        on_handler_error: As for ``stream_step``.
+        on_handler_error, handler_timeout: As for ``stream_step``.
         tasks: How many sub-steps *body* will run, when known (``StepStarted.tasks``).
 
     Returns:
@@ -80,7 +82,7 @@ async def stream_group(
     wiring = await wire_consumers(consumers, run)
     to_consumers = Tee(wiring.outlets)  # sub-step events: they reach the run stream by themselves
     to_all = Tee([*wiring.outlets, *([wiring.run_outlet] if wiring.run_outlet is not None else [])])
-    delivery = Delivery(wiring, to_all, on_handler_error)
+    delivery = Delivery(wiring, to_all, on_handler_error, handler_timeout)
     fan_in = _FanIn(to_consumers, buffer_size + max(concurrency, 0))
     seq = 0
 
@@ -131,11 +133,23 @@ async def stream_group(
     if isinstance(terminal, Failed):
         raise terminal.error
     assert isinstance(terminal, Done)
+    if delivery.handler_failure is not None:  # a handler failed on Done or in aclose: the response is kept
+        attach_partial(delivery.handler_failure, terminal.response)
+        raise delivery.handler_failure
     return terminal.response
 
 
 class _FanIn:
-    """The sub-steps' events, through one bounded channel, to the composite step's consumers."""
+    """The sub-steps' events, through one bounded channel, to the composite step's consumers.
+
+    A sub-step cancelled on its own (a ``fail_fast`` sibling failed) hands its
+    terminal event over (``take``) instead of waiting for room in the channel:
+    the pump forwards it right after the events that were in the channel when it
+    was taken (at most one per sub-step, so the channel's bound grows by at most
+    the number of sub-steps). The sub-step's other events still waiting are
+    dropped (cancellation is not a drain), so that neither it nor its terminal
+    waits behind a slow handler; its ``StepStarted`` still goes first.
+    """
 
     def __init__(self, to_consumers: Tee, size: int) -> None:
         self.to_consumers = to_consumers
@@ -146,9 +160,28 @@ class _FanIn:
         # them when the fan-in does not drain in time (nothing may follow the group's terminal)
         self.scope = trio.CancelScope()
         self.scopes = [self.scope]
+        self.cancelled: set[str] = set()
+        """The sub-steps cancelled before their terminal event: their other events still waiting are dropped."""
+        self.dropped: set[str] = set()
+        """The sub-steps some of whose events were dropped (their ``Done`` goes as ``Cancelled``)."""
+        self.received = 0
+        """Events the pump has taken from the channel."""
+        self.late: deque[tuple[int, Event]] = deque()
+        """Terminal events taken over (``take``), each with the number of events that had entered
+        the channel by then: it goes out once the pump has taken that many."""
+        self.waiting: trio.CancelScope | None = None
+        """The pump's wait for the channel, while it waits (``take`` wakes it)."""
 
     def sub_consumer(self) -> ChannelConsumer:
-        return ChannelConsumer(self.send.clone())
+        return ChannelConsumer(self.send.clone(), on_cancel=self.take)
+
+    def take(self, terminal: Event) -> None:
+        """A cancelled sub-step's terminal event: forwarded after what is in the channel now, never waited on."""
+        self.cancelled.add(terminal.step)
+        entered = self.received + self.receive.statistics().current_buffer_used
+        self.late.append((entered, terminal))
+        if self.waiting is not None:
+            self.waiting.cancel()
 
     async def finish(self) -> None:
         """After a cancellation: let the pump forward the sub-steps' terminal events, for at most half the bound."""
@@ -159,27 +192,65 @@ class _FanIn:
             scope.cancel()
         await self.drained.wait()
 
+    def _next_nowait(self) -> Event:
+        """The next event: a taken-over terminal whose turn it is, else the channel's next (``WouldBlock``, ...)."""
+        late = self.late
+        if late and late[0][0] <= self.received:
+            return late.popleft()[1]
+        try:
+            event = self.receive.receive_nowait()
+        except trio.EndOfChannel:
+            if late:  # every sub-step has closed its clone: what was taken over goes last
+                return late.popleft()[1]
+            raise
+        self.received += 1
+        return event
+
+    async def _wait(self) -> Event | None:
+        """Wait for the channel's next event; ``None`` when ``take`` woke the wait (``EndOfChannel`` at the end)."""
+        waiting = self.waiting = trio.CancelScope()
+        try:
+            with waiting:
+                event = await self.receive.receive()
+                self.received += 1
+                return event
+        finally:
+            self.waiting = None
+        return None
+
     async def pump(self) -> None:
-        """Forward every sub-step event; after a cancellation only their ``StepStarted`` and terminal events."""
+        """Forward every sub-step event; after a cancellation only their ``StepStarted`` and terminal events.
+
+        A sub-step cancelled on its own is treated the same way at once (see the class).
+        """
         current: Event | None = None  # the event being sent (``delivered``: the outlets that have it)
         delivered: set[int] = set()
-        receive = self.receive
+        cancelled = self.cancelled
         try:
-            with self.scope, receive:
+            with self.scope, self.receive:
                 try:
                     while True:
                         # what is waiting, taken without a checkpoint per event (trio's receive
                         # yields on every call, so the pump got one event per scheduler pass and
                         # fell behind N sub-steps); waits only when the fan-in is empty
                         try:
-                            event = receive.receive_nowait()
+                            event = self._next_nowait()
                         except trio.WouldBlock:
                             try:
-                                event = await receive.receive()
+                                waited = await self._wait()
                             except trio.EndOfChannel:
-                                break
+                                continue  # (the taken-over terminals, if any, then the end)
+                            if waited is None:
+                                continue  # woken by a taken-over terminal
+                            event = waited
                         except trio.EndOfChannel:
                             break
+                        if cancelled and event.step in cancelled:
+                            if not isinstance(event, _STRUCTURAL):
+                                self.dropped.add(event.step)  # in flight, of a cancelled sub-step
+                                continue
+                            if isinstance(event, Done) and event.step in self.dropped:
+                                event = event.as_cancelled()
                         current = event
                         if isinstance(event, _STRUCTURAL):
                             delivered = set()
@@ -194,39 +265,49 @@ class _FanIn:
                         self.scopes.append(late)
                         if self.scope.cancel_called:
                             late.cancel()  # already stopped
-                        await _forward_structure(receive, self.to_consumers, current, delivered)
+                        await self._forward_structure(current, delivered)
                     raise
         finally:
             self.drained.set()
 
+    async def _forward_structure(self, current: Event | None, delivered: set[int]) -> None:
+        """After a cancellation: finish *current*, then forward each sub-step's ``StepStarted`` and terminal.
+
+        Other events are dropped; a sub-step's ``Done`` after some of its events
+        were dropped goes as ``Cancelled`` with its response as ``partial`` (no
+        consumer may read an incomplete view as a complete success). Call it
+        shielded and bounded.
+        """
+        dropped = self.dropped
+
+        async def put(event: Event, done: set[int]) -> None:
+            if isinstance(event, Done) and event.step in dropped:
+                event = event.as_cancelled()
+            await self.to_consumers.send_each(event, done)
+
+        if current is not None:
+            if isinstance(current, _STRUCTURAL):
+                await put(current, delivered)
+            else:
+                dropped.add(current.step)  # some consumers may not have it
+        while True:
+            try:
+                event = self._next_nowait()
+            except trio.WouldBlock:
+                try:
+                    waited = await self._wait()
+                except trio.EndOfChannel:
+                    continue
+                if waited is None:
+                    continue
+                event = waited
+            except trio.EndOfChannel:
+                break
+            if isinstance(event, _STRUCTURAL):
+                await put(event, set())
+            else:
+                dropped.add(event.step)
+
 
 _STRUCTURAL = (StepStarted, Done, Failed, Cancelled)
 """The sub-step events that still reach the consumers after a cancellation."""
-
-
-async def _forward_structure(
-    receive_sub: trio.MemoryReceiveChannel[Event], to_consumers: Tee, current: Event | None, delivered: set[int]
-) -> None:
-    """After a cancellation: finish *current*, then forward each sub-step's ``StepStarted`` and terminal.
-
-    Other events are dropped; a sub-step's ``Done`` after some of its events were
-    dropped goes as ``Cancelled`` with its response as ``partial`` (no consumer
-    may read an incomplete view as a complete success). Call it shielded and bounded.
-    """
-    dropped: set[str] = set()
-
-    async def put(event: Event, done: set[int]) -> None:
-        if isinstance(event, Done) and event.step in dropped:
-            event = event.as_cancelled()
-        await to_consumers.send_each(event, done)
-
-    if current is not None:
-        if isinstance(current, _STRUCTURAL):
-            await put(current, delivered)
-        else:
-            dropped.add(current.step)  # some consumers may not have it
-    async for event in receive_sub:
-        if isinstance(event, _STRUCTURAL):
-            await put(event, set())
-        else:
-            dropped.add(event.step)

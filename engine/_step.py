@@ -22,7 +22,12 @@ import trio
 from sluiceway._errors import ProviderError, StreamInterruptedError
 
 from ._accumulate import Attempt
-from ._actors import HANDLER_CLOSE_TIMEOUT, TERMINAL_DELIVERY_TIMEOUT, HandlerWarning
+from ._actors import (
+    HANDLER_CLOSE_TIMEOUT,
+    HANDLER_TIMEOUT,
+    TERMINAL_DELIVERY_TIMEOUT,
+    HandlerWarning,
+)
 from ._events import (
     Cancelled,
     ContentBlock,
@@ -67,6 +72,7 @@ from ._wiring import ChannelConsumer, Consumer, HandlerConsumer, wire_consumers
 __all__ = (
     "DEFAULT_BUFFER_SIZE",
     "HANDLER_CLOSE_TIMEOUT",
+    "HANDLER_TIMEOUT",
     "TERMINAL_DELIVERY_TIMEOUT",
     "ChannelConsumer",
     "Consumer",
@@ -422,6 +428,7 @@ async def stream_step(
     retry: Any = None,
     cost: Callable[[str | None, Usage], float | None] | None = None,
     on_handler_error: Literal["isolate", "fail"] = "isolate",
+    handler_timeout: float | None = HANDLER_TIMEOUT,
     finish: Callable[[Response], Awaitable[Response]] | None = None,
     output: OutputTool | None = None,
 ) -> Response:
@@ -447,6 +454,8 @@ async def stream_step(
             failed model call; the calls and tool runs before it are kept.
         cost: ``cost(model, usage) -> USD | None``.
         on_handler_error: ``isolate`` (warn, drop the handler) or ``fail`` (fail the step).
+        handler_timeout: Seconds one ``handle`` / ``handle_batch`` call may take before it
+            counts as that handler's failure under *on_handler_error*; ``None``: no bound.
         finish: Runs on the final response before ``Done``; what it raises fails the step.
         output: Tool-based structured output: the request offers its tool; its input
             streams as ``PartialOutput`` events and, validated, is ``Response.output``
@@ -473,7 +482,7 @@ async def stream_step(
     state = _StepRun(run, path, tee, cost)
     if output is not None:
         state.output_stream = OutputStream(output, state.emit)
-    delivery = Delivery(wiring, tee, on_handler_error)
+    delivery = Delivery(wiring, tee, on_handler_error, handler_timeout)
 
     async def produce() -> Event:
         response: Response | None = None
@@ -503,7 +512,8 @@ async def stream_step(
         raise
     if isinstance(terminal, Failed):
         raise terminal.error
-    if delivery.handler_failure is not None:  # only aclose failed, after Done
+    if delivery.handler_failure is not None:  # a handler failed on Done or in aclose: the response is kept
+        attach_partial(delivery.handler_failure, terminal_response(terminal))
         raise delivery.handler_failure
     assert isinstance(terminal, Done)
     return terminal.response

@@ -21,7 +21,7 @@ only the slow path reads the clock (to measure the backpressure wait).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import attrs
@@ -42,7 +42,7 @@ class Outlet:
     """One consumer's side of the tee: its send channel, policy and pending merged delta."""
 
     __slots__ = (
-        "_parts", "actor", "buffer_size", "coalesce", "gone", "high_water", "name", "pending", "send",
+        "_parts", "actor", "buffer_size", "coalesce", "gone", "high_water", "name", "on_cancel", "pending", "send",
     )
 
     def __init__(
@@ -67,6 +67,8 @@ class Outlet:
         """True once the consumer hung up (its receive side is closed): it is skipped."""
         self.high_water = 0
         """The most events seen waiting in the channel (kept by the tee and the consumer's actor)."""
+        self.on_cancel: Callable[[Event], None] | None = None
+        """Takes the terminal of a step cancelled before this consumer had it (``ChannelConsumer.on_cancel``)."""
         self.pending: Event | None = None
         """The first delta of the pending merged delta, when the channel was full."""
         self._parts: list[str] = []
@@ -231,6 +233,32 @@ class Tee:
                 if outlet.pending is not None or not _try_nowait(outlet, event):
                     await self._send_slow(outlet, event)
             done.add(i)
+
+    async def send_each_apart(self, event: Event, done: set[int]) -> None:
+        """Like ``send_each``, but the outlets that are full are waited on side by side.
+
+        Those with room get *event* at once; one full outlet then holds up no
+        other, so that when the caller's bound runs out (the terminal event after
+        a cancellation) only the outlets that stayed full lack it.
+        """
+        full: list[int] = []
+        for i, outlet in enumerate(self.outlets):
+            if i in done:
+                continue
+            if outlet.gone or (outlet.pending is None and _try_nowait(outlet, event)):
+                done.add(i)
+            else:
+                full.append(i)
+        if not full:
+            return
+
+        async def one(i: int) -> None:
+            await self._send_slow(self.outlets[i], event)
+            done.add(i)
+
+        async with trio.open_nursery() as nursery:
+            for i in full:
+                nursery.start_soon(one, i)
 
 
 def _try_nowait(outlet: Outlet, event: Event) -> bool:

@@ -20,7 +20,7 @@ import trio
 
 from sluiceway._errors import HandlerError
 
-from ._actors import TERMINAL_DELIVERY_TIMEOUT, handler_actor
+from ._actors import HANDLER_TIMEOUT, TERMINAL_DELIVERY_TIMEOUT, handler_actor
 from ._events import Event, Response
 from ._tee import Tee
 from ._wiring import Wiring
@@ -37,11 +37,19 @@ class Delivery:
     step ends with ``Failed``.
     """
 
-    def __init__(self, wiring: Wiring, tee: Tee, on_handler_error: Literal["isolate", "fail"]) -> None:
+    def __init__(
+        self,
+        wiring: Wiring,
+        tee: Tee,
+        on_handler_error: Literal["isolate", "fail"],
+        handler_timeout: float | None = HANDLER_TIMEOUT,
+    ) -> None:
         self.wiring = wiring
         self.tee = tee
         """Where the terminal event goes (every outlet, the run's stream included)."""
         self.on_handler_error: Literal["isolate", "fail"] = on_handler_error
+        self.handler_timeout = handler_timeout
+        """Seconds one handler call may take (``None``: no bound); see ``handler_actor``."""
         self.produce_scope = trio.CancelScope()
         """The producer's scope; cancelled when a handler fails the step."""
         self.handler_failure: HandlerError | None = None
@@ -80,7 +88,7 @@ class Delivery:
                 nursery.start_soon(
                     partial(
                         handler_actor, receive, handler, outlet, name=name, on_error=self.on_handler_error,
-                        fail=self.fail,
+                        fail=self.fail, handler_timeout=self.handler_timeout,
                     )
                 )
             if beside is not None:
@@ -92,8 +100,14 @@ class Delivery:
                 with trio.move_on_after(TERMINAL_DELIVERY_TIMEOUT, shield=True):
                     if self.terminal is None:
                         self.terminal = await cancelled()
-                    # also when cancelled while the terminal was being delivered: the rest get it
-                    await self.tee.send_each(self.terminal, delivered)
+                    for i, outlet in enumerate(self.tee.outlets):
+                        if i not in delivered and outlet.on_cancel is not None:
+                            outlet.on_cancel(self.terminal)  # its reader takes the terminal over: never waited on
+                            delivered.add(i)
+                    # also when cancelled while the terminal was being delivered: the rest get it; each
+                    # outlet on its own, so that a full one (a composite step's fan-in behind a slow
+                    # handler, a caller's channel) costs no other its terminal when the bound runs out
+                    await self.tee.send_each_apart(self.terminal, delivered)
                 raise
             finally:
                 self.wiring.close()

@@ -9,7 +9,7 @@ directly. The run's event stream, when there is one, gets its own clone.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import attrs
@@ -50,6 +50,11 @@ class ChannelConsumer:
     with its own channel of ``buffer_size``, whose deltas merge while the reader lags."""
     buffer_size: int = DEFAULT_BUFFER_SIZE
     """For ``coalesce``: the relay's buffer."""
+    on_cancel: Callable[[Event], None] | None = None
+    """``block`` only: when the step was cancelled before this consumer had its terminal event,
+    called with that terminal instead of sending it (which could wait on a full channel): the
+    reader takes it over, delivers it after the step's events already in the channel, and may
+    drop those (cancellation is not a drain)."""
 
 
 Consumer = HandlerConsumer | ChannelConsumer
@@ -136,6 +141,7 @@ def _wire(consumer: Consumer, wiring: Wiring) -> Outlet:
     else:
         wiring.given.append(consumer.send_channel)
         outlet = Outlet(consumer.send_channel, name="channel", buffer_size=_size(consumer.send_channel))
+        outlet.on_cancel = consumer.on_cancel
     return outlet
 
 

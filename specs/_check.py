@@ -41,6 +41,7 @@ POSITIVE_FIELDS: Final = frozenset(
         "max_tokens",
         "max_parallel",
         "timeout_ms",
+        "handler_timeout_ms",
         "first_token_timeout_ms",
         "idle_timeout_ms",
         "tool_timeout_ms",

@@ -52,6 +52,8 @@ def _make_converter() -> cattrs.Converter:
         _model.HandlerRef | None,
         lambda v, _: None if v is None else conv.structure(v, _HANDLER_REF),
     )
+    # checked before structuring (``check_data``): an integer or ``none``
+    conv.register_structure_hook(_model.Bound | None, lambda v, _: v)
     configure_tagged_union(_model.PromptPart, conv, tag_name="type", tag_generator=_tag)
     configure_tagged_union(_model.Step, conv, tag_name="type", tag_generator=_tag)
     return conv

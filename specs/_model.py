@@ -275,6 +275,10 @@ class RetryConfig:
     """Switch to this model after the first overloaded failure."""
 
 
+Bound = int | Literal["none"]
+"""A bound in milliseconds, or ``none``: no bound."""
+
+
 # --------------------------------------------------------------------------- steps
 
 
@@ -300,6 +304,9 @@ class _StepBase:
     """Events each consumer channel holds; bounds memory, never adds latency."""
     on_handler_error: Literal["isolate", "fail"] | None = None
     """``isolate`` (warn once, keep going; the default) or ``fail`` the step."""
+    handler_timeout_ms: Bound | None = None
+    """How long one handler call (``handle``, ``handle_batch``) may take before it counts as
+    that handler's failure under ``on_handler_error`` (default 30000); ``none``: no bound."""
     mock: MockSpec | None = None
     """Scripts the mock provider."""
 
@@ -435,6 +442,7 @@ class Defaults:
     stream_handler_opts: dict[str, Any] = attrs.field(factory=dict)
     stream_buffer_size: int | None = None
     on_handler_error: Literal["isolate", "fail"] | None = None
+    handler_timeout_ms: Bound | None = None
     pricing: dict[str, Pricing] = attrs.field(factory=dict)
     """Overrides of the built-in price table, by model name."""
 

@@ -203,3 +203,23 @@ def test_the_trio_api_on_asyncio_says_to_use_sluiceway_aio(tmp_path: Path) -> No
     assert "use `await sluiceway.aio.invoke(...)`" in invoke_msg
     assert "use `async with sluiceway.aio.open_run(...)`" in open_msg
     assert "asyncio event loop" in run_msg
+
+
+async def test_cancelled_as_the_last_step_ends_the_stream_still_ends_with_run_finished(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    """Found by tests/test_faults.py: ``run.cancel()`` after the last step's ``Done`` (while
+    ``RunFinished`` waited to be sent) ended the stream without ``RunFinished``."""
+    from sluiceway.engine import Done, RunFinished
+
+    spec = Pipeline(name="end", steps=(ClaudeStep(name="ask", prompt="hi", mock=MockSpec(response="one two", delay_ms=10)),))
+    for i in range(5):
+        events: list[Any] = []
+        async with sluiceway.open_run(spec, output_dir=tmp_path / str(i), buffer_size=1) as run:
+            async for event in run.events:
+                events.append(event)
+                if isinstance(event, Done) and event.step == "ask":
+                    run.cancel()
+            result = await run.result()
+        assert isinstance(events[-1], RunFinished), type(events[-1]).__name__
+        assert events[-1].status == result.status

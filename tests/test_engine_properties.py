@@ -141,6 +141,11 @@ class RecordingTee(Tee):
                 await send_interrupted(self, event, done, RecordingTee.on_done)
         await super().send_each(event, done)
 
+    async def send_each_apart(self, event, done):  # the terminal after a cancellation
+        if not self.sent or self.sent[-1] is not event:
+            self.sent.append(event)
+        await super().send_each_apart(event, done)
+
 
 def count_tasks(task) -> int:
     return 1 + sum(count_tasks(t) for n in task.child_nurseries for t in n.child_tasks)

@@ -14,6 +14,7 @@ from sluiceway.engine import (
     HandlerConsumer,
     Response,
     RunContext,
+    StepStarted,
     stream_step,
 )
 from sluiceway.engine._group import stream_group
@@ -218,3 +219,92 @@ async def test_the_groups_own_events_envelope_and_failed_message(autojump_clock)
     assert failed.seq == 2 and failed.message == "boom" and failed.partial is None
     assert info.value is failed.error
 
+
+@pytest.mark.parametrize(("n", "delay", "buffer"), [(200, 0.01, 64), (30, 5.0, 1), (200, 0.02, 1)])
+async def test_fail_fast_with_a_slow_handler_keeps_every_sub_steps_terminal(autojump_clock, n, delay, buffer):
+    """Issue 14, item 2: the first failure cancels the other sub-steps while a slow handler lags.
+
+    The cancelled sub-steps' events in flight wait in the fan-in for the slow handler. Their
+    terminal events must still reach the run's stream, one each, whatever the handler's pace;
+    and a handler at 10 ms an event gets them all too (their events in flight are dropped)."""
+    from sluiceway._errors import StreamInterruptedError
+
+    run_send, run_recv = trio.open_memory_channel(100_000)  # a fast reader of the run's stream
+    run = RunContext(run_id="r", origin=trio.current_time(), events=run_send)
+    scripts_ = [call_script([("text", [f"t{i}w{j} " for j in range(40)])], delay=0.005) for i in range(n)]
+    scripts_[7] = [*call_script([("text", ["a ", "b ", "c "])], first_delay=0.2)[:5], StreamInterruptedError("dropped")]
+    provider = ByStep(scripts_)
+    rec = Recorder(delay=delay, batch=False)
+
+    async def body(sub):
+        async with trio.open_nursery() as nursery:
+
+            async def one(i):
+                try:
+                    await stream_step(
+                        run=run, path=f"g[{i}]", provider=provider, request=request(step=f"g[{i}]"), consumers=[sub()]
+                    )
+                except Exception:
+                    nursery.cancel_scope.cancel()  # fail_fast
+                    raise
+
+            for i in range(n):
+                nursery.start_soon(one, i)
+        return Response(text="")
+
+    with pytest.raises(BaseExceptionGroup):
+        await stream_group(run=run, path="g", consumers=[HandlerConsumer(rec, "slow", "block", buffer)], body=body,
+                           step_type="parallel_claude", concurrency=n, buffer_size=buffer)
+    run_send.close()
+    on_run = [e async for e in run_recv]
+    views = [("run stream", on_run)] + ([("handler", rec.events)] if delay < 1 else [])
+    for name, events in views:
+        started = [e.step for e in events if isinstance(e, StepStarted)]
+        assert len(started) == n + 1, name
+        ends = {}
+        for e in events:
+            if isinstance(e, Done | Failed | Cancelled):
+                ends[e.step] = ends.get(e.step, 0) + 1
+        assert [s for s in started if ends.get(s) != 1] == [], name
+        check_invariants(events)
+    assert isinstance(on_run[-1], Failed) and on_run[-1].step == "g"
+    assert rec.close_count == 1
+
+
+async def test_fail_fast_cancelled_sub_steps_never_wait_on_a_full_fan_in(autojump_clock):
+    """The fan-in holds only StepStarted and terminal events (nothing to drop) and the handler
+    takes 5 s an event: the cancelled sub-steps' terminals are taken over, not waited on (their
+    2 s bound would run out), and reach the handler after their StepStarted."""
+    from sluiceway._errors import StreamInterruptedError
+
+    n = 12
+    run = RunContext(run_id="r", origin=trio.current_time())
+    scripts_ = [call_script([("text", ["late "])], first_delay=100.0) for _ in range(n)]
+    scripts_[0] = [StreamInterruptedError("dropped")]
+    provider = ByStep(scripts_)
+    rec = Recorder(delay=5.0, batch=False)
+
+    async def body(sub):
+        async with trio.open_nursery() as nursery:
+
+            async def one(i):
+                try:
+                    await stream_step(
+                        run=run, path=f"g[{i}]", provider=provider, request=request(step=f"g[{i}]"), consumers=[sub()]
+                    )
+                except Exception:
+                    nursery.cancel_scope.cancel()  # fail_fast
+                    raise
+
+            for i in range(n):
+                nursery.start_soon(one, i)
+        return Response(text="")
+
+    with pytest.raises(BaseExceptionGroup):
+        await stream_group(run=run, path="g", consumers=[HandlerConsumer(rec, "slow", "block", 1)], body=body,
+                           step_type="parallel_claude", concurrency=n, buffer_size=1)
+    check_invariants(rec.events)
+    assert [type(e).__name__ for e in rec.events if e.step == "g[0]"] == ["StepStarted", "Failed"]
+    for i in range(1, n):
+        assert [type(e).__name__ for e in rec.events if e.step == f"g[{i}]"] == ["StepStarted", "Cancelled"], i
+    assert isinstance(rec.events[-1], Failed) and rec.events[-1].step == "g"

@@ -223,3 +223,34 @@ def test_allowed_errors_are_not_failures():
 async def test_check_handler_refuses_to_run_inside_trio():
     with pytest.raises(RuntimeError, match="call it from a sync test"):
         check_handler(GoodHandler, max_examples=1)
+
+
+def test_a_hang_in_handle_or_handle_batch_is_named_with_the_engines_bound():
+    # the engine bounds one handler call (HANDLER_TIMEOUT): the report names the call that stalled
+    class HangsInBatch:
+        async def handle(self, event):
+            pass
+
+        async def handle_batch(self, events):
+            if any(isinstance(e, Delta) for e in events):
+                await trio.sleep_forever()
+
+        async def aclose(self):
+            pass
+
+    for broken, method in ((BlocksOnRetryHandler, "handle(Retrying("), (HangsInBatch, "handle_batch([")):
+        with pytest.raises(HandlerCheckError) as info:
+            check_handler(broken, max_examples=50)
+        message = str(info.value)
+        assert "the handler blocked forever" in message
+        assert "did not return within 30 seconds, the engine's bound on one handler call" in message
+        assert f"it was stuck in {method}" in message
+    # a smaller bound, as a step's handler_timeout_ms sets it, is the one applied
+    class SlowFive(GoodHandler):
+        async def handle_batch(self, events):
+            await trio.sleep(5)
+            await super().handle_batch(events)
+
+    check_handler(SlowFive, max_examples=10)
+    with pytest.raises(HandlerCheckError, match="did not return within 2 seconds"):
+        check_handler(SlowFive, max_examples=10, handler_timeout=2)

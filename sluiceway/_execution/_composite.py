@@ -14,7 +14,7 @@ import trio
 
 from ..engine import DEFAULT_BUFFER_SIZE, ChannelConsumer, Metrics, Response, Usage
 from ..engine._pricing import add_cost
-from ._model_call import DEFAULT_MODEL, handler_error_policy, step_options
+from ._model_call import DEFAULT_MODEL, handler_error_policy, handler_timeout, step_options
 from ._state import ExecutionState
 
 __all__ = ("SubConsumer", "composite_response", "group_kwargs", "result_of")
@@ -64,4 +64,5 @@ def group_kwargs(state: ExecutionState, step: Any) -> dict[str, Any]:
         "buffer_size": step.stream_buffer_size or state.spec.defaults.stream_buffer_size
         or DEFAULT_BUFFER_SIZE,
         "on_handler_error": handler_error_policy(state, step),
+        "handler_timeout": handler_timeout(state, step),
     }

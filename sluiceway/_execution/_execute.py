@@ -95,7 +95,12 @@ async def execute(
                     await state.emit(_run_finished(state))
     if send_events is not None:
         with send_events:  # the normal end: RunFinished under backpressure like any event
-            await state.emit(_run_finished(state))
+            try:
+                await state.emit(_run_finished(state))
+            except trio.Cancelled:  # cancelled after the last step ended: the stream still ends with it
+                with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
+                    await state.emit(_run_finished(state))  # (a cancelled send sent nothing)
+                raise
     return result
 
 

@@ -26,6 +26,7 @@ import attrs
 from .._errors import StepError
 from .._registry import RegistryError, resolve_callable, spec_search_path
 from ..engine import ModelRequest, Provider, Response, stream_step
+from ..engine._actors import HANDLER_TIMEOUT
 from ..specs import ClaudeOptions
 from ..tools import (
     DEFAULT_SANDBOX,
@@ -47,6 +48,7 @@ __all__ = (
     "DEFAULT_TOOL_TURNS",
     "build_request",
     "handler_error_policy",
+    "handler_timeout",
     "merge_options",
     "step_options",
     "stream_model_call",
@@ -77,6 +79,15 @@ def handler_error_policy(state: ExecutionState, step: Any) -> Literal["isolate",
         step.on_handler_error or state.spec.defaults.on_handler_error or "isolate"
     )
     return policy
+
+
+def handler_timeout(state: ExecutionState, step: Any) -> float | None:
+    """Seconds one handler call may take: the step's ``handler_timeout_ms``, else the defaults',
+    else ``HANDLER_TIMEOUT``; ``None`` for ``none`` (no bound)."""
+    ms = step.handler_timeout_ms if step.handler_timeout_ms is not None else state.spec.defaults.handler_timeout_ms
+    if ms is None:
+        return HANDLER_TIMEOUT
+    return None if ms == "none" else ms / 1000
 
 
 def build_request(state: ExecutionState, step: Any, prompt_text: str, *, path: str | None = None,
@@ -231,6 +242,7 @@ async def stream_model_call(
             retry=retry,
             cost=state.cost_function(provider),
             on_handler_error=handler_error_policy(state, step),
+            handler_timeout=handler_timeout(state, step),
             finish=finish,
             output=output,
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,6 +22,7 @@ import trio
 from .._registry import resolve_callable
 from ..engine import Cancelled, Delta, Done, Event, Failed, Metrics, Response, StepStarted
 from ..specs import PythonStep
+from ._model_call import handler_timeout
 from ._state import CLOSE_TIMEOUT, ExecutionState
 
 __all__ = ("StepContext", "run_python_step", "stream_python_step")
@@ -111,6 +113,7 @@ async def stream_python_step(
     warned about and otherwise ignored.
     """
     seq = 0
+    bound = handler_timeout(state, step)
 
     async def emit(event_type: type[Event], **fields: Any) -> None:
         nonlocal seq
@@ -118,7 +121,10 @@ async def stream_python_step(
         event = event_type(run_id=state.run_id, step=step.name, seq=seq, at=state.now(), **fields)
         for handler in handlers:
             try:
-                await handler.handle(event)
+                with trio.move_on_after(math.inf if bound is None else bound) as scope:
+                    await handler.handle(event)
+                if scope.cancelled_caught:
+                    raise TimeoutError(f"handle did not return within {bound:g} s")
             except Exception as exc:  # python steps' handlers: isolated, warned
                 warnings.warn(f"handler {type(handler).__name__} failed: {exc}", RuntimeWarning, stacklevel=1)
         await state.emit(event)

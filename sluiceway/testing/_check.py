@@ -12,6 +12,7 @@ hypothesis's shrunk counterexample in plain words.
 from __future__ import annotations
 
 import functools
+import math
 import warnings
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, Final, Literal
@@ -34,6 +35,7 @@ from ..engine import (
 )
 from ..engine._actors import (
     HANDLER_CLOSE_TIMEOUT,
+    HANDLER_TIMEOUT,
     TERMINAL_DELIVERY_TIMEOUT,
     direct_handle,
     handler_actor,
@@ -89,6 +91,10 @@ class _Probe:
         self.after_close: list[Event] = []
         self.errors: list[tuple[str, BaseException]] = []
         self.blocked_in: str | None = None
+        self.call_bound = HANDLER_TIMEOUT
+        """The engine's bound on one handler call in this run."""
+        self.stalled_in: str | None = None
+        """The call that bound cancelled, if any."""
         self.close_hung = False
         """``aclose`` was still running when the engine's close bound cancelled it."""
         self.text_before_close: str | None = None
@@ -105,12 +111,15 @@ class _Probe:
         if self.close_count:
             self.after_close.extend(events)
         self.received.extend(events)
+        started = trio.current_time()
         try:
             if self.delay:
                 await trio.sleep(self.delay)
             await call()
         except trio.Cancelled:
             self.blocked_in = what
+            if trio.current_time() - started >= self.call_bound:
+                self.stalled_in = what  # cancelled by the engine's bound on one call, not by the run
             raise
         except BaseException as exc:
             self.errors.append((what, exc))
@@ -350,9 +359,11 @@ def _run_case(
     expect_text: str,
     allowed_errors: tuple[type[BaseException], ...],
     timeout: float,
+    handler_timeout: float = HANDLER_TIMEOUT,
 ) -> None:
     handler = factory()
     probe = _make_probe(handler, case.policy, case.delay, _text_reader(handler, text_of), case.decline_every)
+    probe.call_bound = handler_timeout
     outcome: dict[str, Any] = {}
 
     async def main() -> None:
@@ -364,6 +375,7 @@ def _run_case(
                     policy=case.policy,
                     buffer_size=case.buffer_size,
                     cancel_at=case.cancel_at,
+                    handler_timeout=None if handler_timeout == math.inf else handler_timeout,
                 )
             except Exception as exc:
                 outcome["escaped"] = exc
@@ -378,6 +390,12 @@ def _run_case(
         problems.append(
             f"the handler blocked forever: nothing finished within {timeout:g} virtual seconds; "
             f"it was stuck in {inside}"
+        )
+    if probe.stalled_in is not None and not outcome["timed_out"]:
+        problems.append(
+            f"the handler blocked forever: {probe.stalled_in} did not return within {probe.call_bound:g} "
+            "seconds, the engine's bound on one handler call (handler_timeout), which then fails it; "
+            f"it was stuck in {probe.stalled_in}"
         )
     if probe.close_hung:
         problems.append(
@@ -425,13 +443,15 @@ async def feed_handler(
     policy: str,
     buffer_size: int,
     cancel_at: int | None = None,
+    handler_timeout: float | None = HANDLER_TIMEOUT,
 ) -> list[Event]:
     """Feed *events* to *handler* through the engine's tee and handler actor.
 
     This is what ``stream_step`` does with a handler consumer, minus the
     provider: events are sent at their ``at`` times (on the trio clock) through
     a ``Tee`` outlet of *buffer_size* with *policy*, drained by the engine's
-    ``handler_actor`` (handler errors fail the step: policy ``fail``). With
+    ``handler_actor`` (handler errors fail the step: policy ``fail``; a call
+    longer than *handler_timeout* seconds is such an error, ``None``: no bound). With
     *cancel_at*, the run is cancelled before event ``cancel_at`` is sent; then,
     as the step actor does, every unfinished step's ``Cancelled`` terminal is
     delivered (shielded, bounded) and the handler is closed.
@@ -456,7 +476,8 @@ async def feed_handler(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(
             functools.partial(
-                handler_actor, receive_events, handler, outlet, name="handler under test", on_error="fail", fail=fail
+                handler_actor, receive_events, handler, outlet, name="handler under test", on_error="fail",
+                fail=fail, handler_timeout=handler_timeout,
             )
         )
         try:
@@ -512,6 +533,7 @@ def check_handler(
     expect_text: Literal["all", "final"] = "all",
     allowed_errors: tuple[type[BaseException], ...] = (),
     timeout: float = BLOCKED_TIMEOUT,
+    handler_timeout: float | None = None,
     settings_: settings | None = None,
 ) -> None:
     """Check that handlers from *factory* follow the handler protocol on generated streams.
@@ -522,7 +544,9 @@ def check_handler(
     point, on virtual time. Checked: ``aclose`` is called exactly once, also on
     cancellation or error; events arrive in order (merged deltas only under
     ``coalesce``); no exception escapes the handler (unless in
-    ``allowed_errors``); nothing blocks for ``timeout`` virtual seconds. When
+    ``allowed_errors``); nothing blocks for ``timeout`` virtual seconds, and no
+    ``handle`` / ``handle_batch`` call outlasts the engine's bound on one call
+    (``handler_timeout``; a report names the call). When
     the handler reports its text (a method ``observed_text()``, or *text_of*),
     after a normal end that text must equal the stream's ``Delta`` text: all of
     it (``expect_text="all"``) or only what each step's response keeps
@@ -539,6 +563,10 @@ def check_handler(
         expect_text: Which deltas that text must hold.
         allowed_errors: Exceptions the handler may raise on purpose.
         timeout: Virtual seconds after which a run counts as blocked forever.
+        handler_timeout: Virtual seconds one handler call may take: the engine's
+            stall bound, as a step's ``handler_timeout_ms`` sets it (``math.inf``:
+            none). Default: the engine's (``HANDLER_TIMEOUT``), or ``timeout`` when
+            that is raised above its default (slow calls are then allowed).
         settings_: Hypothesis settings to use instead of the defaults.
 
     Raises:
@@ -548,6 +576,9 @@ def check_handler(
         "check_handler runs each example in its own trio.run on a virtual clock; "
         "call it from a sync test (or a worker thread), not from async code"
     )
+    call_bound = handler_timeout
+    if call_bound is None:
+        call_bound = HANDLER_TIMEOUT if timeout <= BLOCKED_TIMEOUT else timeout
     strategy = _cases(event_streams() if streams is None else streams, tuple(policies), buffer_sizes, cancellation)
     config = settings_ or settings(
         max_examples=max_examples,
@@ -566,6 +597,7 @@ def check_handler(
             expect_text=expect_text,
             allowed_errors=allowed_errors,
             timeout=timeout,
+            handler_timeout=call_bound,
         )
 
     run_example()
