@@ -24,7 +24,8 @@ def test_no_page_names_a_private_module() -> None:
 
 
 def test_no_page_uses_words_a_user_cannot_know() -> None:
-    words = re.compile(r"\b(seeds?|pipeline_ex|LLM\.invoke!)\b|\bissue \d+\b")
+    # our planning documents ("the seeds", "seed 001") and tracker numbers; a random seed is fine
+    words = re.compile(r"\bthe seeds\b|\bseeds'|\bseed \d+|\bseed documents?\b|pipeline_ex|LLM\.invoke!|\bissue \d+\b")
     found = [
         (page.name, line.strip())
         for page in PAGES
