@@ -220,21 +220,8 @@ async def test_the_groups_own_events_envelope_and_failed_message(autojump_clock)
     assert info.value is failed.error
 
 
-@pytest.mark.parametrize(("n", "delay", "buffer"), [(200, 0.01, 64), (30, 5.0, 1), (200, 0.02, 1)])
-async def test_fail_fast_with_a_slow_handler_keeps_every_sub_steps_terminal(autojump_clock, n, delay, buffer):
-    """Issue 14, item 2: the first failure cancels the other sub-steps while a slow handler lags.
-
-    The cancelled sub-steps' events in flight wait in the fan-in for the slow handler. Their
-    terminal events must still reach the run's stream, one each, whatever the handler's pace;
-    and a handler at 10 ms an event gets them all too (their events in flight are dropped)."""
-    from sluiceway._errors import StreamInterruptedError
-
-    run_send, run_recv = trio.open_memory_channel(100_000)  # a fast reader of the run's stream
-    run = RunContext(run_id="r", origin=trio.current_time(), events=run_send)
-    scripts_ = [call_script([("text", [f"t{i}w{j} " for j in range(40)])], delay=0.005) for i in range(n)]
-    scripts_[7] = [*call_script([("text", ["a ", "b ", "c "])], first_delay=0.2)[:5], StreamInterruptedError("dropped")]
-    provider = ByStep(scripts_)
-    rec = Recorder(delay=delay, batch=False)
+def _fail_fast_body(run, provider, n):
+    """A parallel body of *n* sub-steps ``g[i]``: the first failure cancels the others (fail_fast)."""
 
     async def body(sub):
         async with trio.open_nursery() as nursery:
@@ -251,6 +238,27 @@ async def test_fail_fast_with_a_slow_handler_keeps_every_sub_steps_terminal(auto
             for i in range(n):
                 nursery.start_soon(one, i)
         return Response(text="")
+
+    return body
+
+
+@pytest.mark.parametrize(("n", "delay", "buffer"), [(200, 0.01, 64), (30, 5.0, 1), (200, 0.02, 1)])
+async def test_fail_fast_with_a_slow_handler_keeps_every_sub_steps_terminal(autojump_clock, n, delay, buffer):
+    """Issue 14, item 2: the first failure cancels the other sub-steps while a slow handler lags.
+
+    The cancelled sub-steps' events in flight wait in the fan-in for the slow handler. Their
+    terminal events must still reach the run's stream, one each, whatever the handler's pace;
+    and a handler at 10 ms an event gets them all too (their events in flight are dropped)."""
+    from sluiceway._errors import StreamInterruptedError
+
+    run_send, run_recv = trio.open_memory_channel(100_000)  # a fast reader of the run's stream
+    run = RunContext(run_id="r", origin=trio.current_time(), events=run_send)
+    scripts_ = [call_script([("text", [f"t{i}w{j} " for j in range(40)])], delay=0.005) for i in range(n)]
+    scripts_[7] = [*call_script([("text", ["a ", "b ", "c "])], first_delay=0.2)[:5], StreamInterruptedError("dropped")]
+    provider = ByStep(scripts_)
+    rec = Recorder(delay=delay, batch=False)
+
+    body = _fail_fast_body(run, provider, n)
 
     with pytest.raises(BaseExceptionGroup):
         await stream_group(run=run, path="g", consumers=[HandlerConsumer(rec, "slow", "block", buffer)], body=body,
@@ -284,21 +292,7 @@ async def test_fail_fast_cancelled_sub_steps_never_wait_on_a_full_fan_in(autojum
     provider = ByStep(scripts_)
     rec = Recorder(delay=5.0, batch=False)
 
-    async def body(sub):
-        async with trio.open_nursery() as nursery:
-
-            async def one(i):
-                try:
-                    await stream_step(
-                        run=run, path=f"g[{i}]", provider=provider, request=request(step=f"g[{i}]"), consumers=[sub()]
-                    )
-                except Exception:
-                    nursery.cancel_scope.cancel()  # fail_fast
-                    raise
-
-            for i in range(n):
-                nursery.start_soon(one, i)
-        return Response(text="")
+    body = _fail_fast_body(run, provider, n)
 
     with pytest.raises(BaseExceptionGroup):
         await stream_group(run=run, path="g", consumers=[HandlerConsumer(rec, "slow", "block", 1)], body=body,
