@@ -320,3 +320,124 @@ async def test_substep_terminals_flush_but_only_own_terminal_fsyncs(tmp_path, fs
     assert len(fsyncs) == 1
     await handler.aclose()
     assert len(fsyncs) == 1
+
+
+# -- what the formats and paths hold exactly (the mutation profile's survivors, issue 20) ---------
+
+
+def test_every_placeholder_fills_in(tmp_path):
+    context = make_context(
+        output_dir=str(tmp_path), step="draft", pipeline="pipe", variables={"env": "dev", "a.b": "dotted"}
+    )
+    template = "{{run_id}}-{{execution_id}}-{{pipeline}}-{{step}}-{{variables.env}}-{{vars.a.b}}.log"
+    handler = FileHandler(FileHandler.Options(file_path=template), context)
+    assert handler.path == tmp_path.resolve() / "run-1-run-1-pipe-draft-dev-dotted.log"
+
+
+def test_only_vars_and_variables_name_a_variable(tmp_path):
+    with pytest.raises(HandlerConfigError) as info:
+        make(tmp_path, file_path="{{other.env}}.log")
+    assert str(info.value) == (
+        "file handler: unknown placeholder {{other.env}} in file_path '{{other.env}}.log'; "
+        "known: env, execution_id, pipeline, run_id, step, timestamp"
+    )
+
+
+def test_an_escaping_path_names_where_it_resolves_and_the_output_directory(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(HandlerConfigError) as info:
+        make(out, file_path="../x.log")
+    assert str(info.value) == (
+        f"file handler: file_path '../x.log' resolves to {str(tmp_path.resolve() / 'x.log')!r}, outside the "
+        f"output directory {str(out.resolve())!r}; write an absolute path to log elsewhere"
+    )
+
+
+async def test_missing_directories_are_made(tmp_path):
+    handler = make(tmp_path, file_path="a/b/c/{{step}}.log")
+    await handler.handle(Events().delta("x"))
+    await handler.aclose()
+    assert (tmp_path / "a" / "b" / "c" / "draft.log").read_text() == "x\n"
+
+
+async def test_text_shows_non_ascii_as_is_and_odd_tool_input_as_text(tmp_path):
+    handler = make(tmp_path)
+    ev = Events()
+    await handler.handle_batch(
+        [
+            ev.started(model=None),
+            ev.delta("héllo"),
+            ev.tool_use("Write", {"text": "ünï", "path": tmp_path / "p"}),
+            ev.done("héllo"),
+        ]
+    )
+    await handler.aclose()
+    assert handler.path.read_text(encoding="utf-8") == (
+        "--- draft started: mock at 12:34:56 ---\n"
+        "héllo\n"
+        f'[tool use] Write {{"text": "ünï", "path": "{tmp_path / "p"}"}}\n'
+        "--- completed: 2 messages in 1234 ms ---\n"
+    )
+
+
+async def test_jsonl_keeps_non_ascii_and_writes_odd_values_and_bare_errors_as_text(tmp_path):
+    from decimal import Decimal
+
+    from sluiceway.engine import PartialOutput
+
+    handler = make(tmp_path, format="jsonl")
+    ev = Events()
+    output = PartialOutput(run_id="run-1", step="draft", value=Decimal("1.50"), complete=True)
+    await handler.handle_batch([ev.delta("é"), output, ev.failed(RuntimeError())])
+    await handler.aclose()
+    text = handler.path.read_text(encoding="utf-8")
+    assert '"content": "é"' in text
+    records = [json.loads(line) for line in text.splitlines()]
+    assert records[1]["value"] == "1.50"
+    assert records[2]["type"] == "Failed" and records[2]["error"] == "RuntimeError"
+
+
+def test_event_from_dict_names_what_is_wrong():
+    with pytest.raises(ValueError) as info:
+        event_from_dict({})
+    assert str(info.value) == "not an event type: None"
+    with pytest.raises(ValueError) as info:
+        event_from_dict({"type": ["Delta"]})  # not a name: no lookup (a list is not hashable)
+    assert str(info.value) == "not an event type: ['Delta']"
+    with pytest.raises(ValueError) as info:
+        event_from_dict({"type": "Delta", "run_id": "r"})
+    assert str(info.value) == (
+        "not a valid Delta event: required field missing @ $.step; required field missing @ $.content"
+    )
+
+
+async def test_a_handler_that_wrote_nothing_syncs_nothing(tmp_path, fsyncs):
+    handler = make(tmp_path)
+    await handler.handle(Events().thinking("not shown in text"))  # opens the file, writes nothing
+    await handler.aclose()
+    assert handler.path.read_text() == "" and fsyncs == []
+
+
+def test_the_file_is_utf8_whatever_the_locale(tmp_path):
+    """Under an ASCII locale (no UTF-8 mode) the file is still written as UTF-8."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import sluiceway
+
+    script = (
+        "import trio, sys\n"
+        "from handler_helpers import Events, make_context\n"
+        "from sluiceway.handlers import FileHandler\n"
+        "h = FileHandler(FileHandler.Options(), make_context(output_dir=sys.argv[1]))\n"
+        "trio.run(h.handle, Events().delta('\\u00e9'))\n"
+        "trio.run(h.aclose)\n"
+    )
+    # the sluiceway this process imported (the mutation profile's staged copy, when it runs)
+    paths = [str(Path(sluiceway.__file__).parents[1]), str(Path(__file__).parent)]
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0",
+           "PYTHONPATH": os.pathsep.join(paths)}
+    subprocess.run([sys.executable, "-c", script, str(tmp_path)], env=env, check=True, timeout=60)
+    assert (tmp_path / "draft.stream.log").read_bytes() == "é\n".encode()

@@ -261,3 +261,155 @@ def test_a_malformed_event_is_a_provider_error_naming_the_step() -> None:
     with pytest.raises(ProviderError, match="malformed event") as info:
         converter.convert([("content_block_delta", "{not json")], [])
     assert info.value.step == "draft"
+
+
+# -- one fixed stream, event by event: the exact provider events, by either path ------------------
+
+_STREAM: list[tuple[str, dict[str, Any]]] = [
+    ("message_start", {"type": "message_start", "message": {
+        "id": "msg_1", "model": "claude-x", "content": [],
+        "usage": {"input_tokens": 7, "output_tokens": 1, "cache_creation_input_tokens": 2,
+                  "cache_read_input_tokens": 3},
+    }}),
+    ("ping", {"type": "ping"}),
+    # no "index": the first block's is 0
+    ("content_block_start", {"type": "content_block_start", "content_block": {"type": "text", "text": ""}}),
+    ("content_block_delta", {"type": "content_block_delta", "delta": {"type": "text_delta", "text": "Hel"}}),
+    ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "lo"}}),
+    ("content_block_stop", {"type": "content_block_stop"}),
+    ("content_block_start", {"type": "content_block_start", "index": 1,
+                             "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
+    ("content_block_delta", {"type": "content_block_delta", "index": 1,
+                             "delta": {"type": "thinking_delta", "thinking": "hmm"}}),
+    ("content_block_delta", {"type": "content_block_delta", "index": 1,
+                             "delta": {"type": "signature_delta", "signature": "sig"}}),
+    ("content_block_stop", {"type": "content_block_stop", "index": 1}),
+    ("content_block_start", {"type": "content_block_start", "index": 2,
+                             "content_block": {"type": "redacted_thinking", "data": "xyz"}}),
+    ("content_block_stop", {"type": "content_block_stop", "index": 2}),
+    # a server tool's block, its delta and stop: run at the API, not passed on
+    ("content_block_start", {"type": "content_block_start", "index": 3,
+                             "content_block": {"type": "server_tool_use", "id": "srv_1", "name": "web_search"}}),
+    ("content_block_delta", {"type": "content_block_delta", "index": 3,
+                             "delta": {"type": "input_json_delta", "partial_json": "{}"}}),
+    ("content_block_stop", {"type": "content_block_stop", "index": 3}),
+    ("content_block_start", {"type": "content_block_start", "index": 4,
+                             "content_block": {"type": "tool_use", "id": "toolu_1", "name": "Read", "input": {}}}),
+    ("content_block_delta", {"type": "content_block_delta", "index": 4,
+                             "delta": {"type": "input_json_delta", "partial_json": '{"path":'}}),
+    ("content_block_delta", {"type": "content_block_delta", "index": 4,
+                             "delta": {"type": "input_json_delta", "partial_json": ' "a"}'}}),
+    ("content_block_delta", {"type": "content_block_delta", "index": 4,
+                             "delta": {"type": "citations_delta", "citation": {}}}),  # not ours: dropped
+    ("content_block_stop", {"type": "content_block_stop", "index": 4}),
+    ("future_event", {"type": "future_event"}),
+    ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None,
+                                                          "container": "c1"},
+                       "usage": {"output_tokens": 42}}),
+    ("message_stop", {"type": "message_stop"}),
+]
+
+_EXPECTED: list[ProviderEvent] = [
+    MessageStart(model="claude-x", usage=Usage(7, 1, 2, 3), message_id="msg_1", request_id="req_1"),
+    BlockStart(0, "text"),
+    TextChunk(0, "Hel"),
+    TextChunk(0, "lo"),
+    BlockStop(0),
+    BlockStart(1, "thinking"),
+    ThinkingChunk(1, "hmm"),
+    ThinkingChunk(1, "", signature="sig"),
+    BlockStop(1),
+    BlockStart(2, "thinking"),
+    BlockStop(2),
+    BlockStart(4, "tool_use", tool_use_id="toolu_1", name="Read"),
+    InputJsonChunk(4, '{"path":'),
+    InputJsonChunk(4, ' "a"}'),
+    BlockStop(4),
+    MessageDeltaInfo(stop_reason="tool_use", usage=Usage(output_tokens=42), extra={"container": "c1"}),
+    MessageStop(),
+]
+
+
+def _pairs(stream=_STREAM) -> list[tuple[str | None, str]]:
+    return [(name, json.dumps(payload)) for name, payload in stream]
+
+
+def test_a_stream_event_by_event_gives_exactly_these_events() -> None:
+    converter = SSEEventConverter("draft", request_id="req_1")
+    out: list[ProviderEvent] = []
+    progress = []
+    for pair in _pairs():
+        progress.append(converter.convert([pair], out))
+        assert converter.started == (len(out) > 2)  # from the first text delta on
+    assert out == _EXPECTED
+    assert progress == [name not in ("ping", "future_event") for name, _ in _STREAM]
+    assert converter.done and converter.error is None
+
+
+@pytest.mark.parametrize("cut", [1, 2, 3, 5, 12, len(_STREAM)])
+def test_a_stream_in_batches_gives_the_same_events(cut) -> None:
+    converter = SSEEventConverter("draft", request_id="req_1")
+    out: list[ProviderEvent] = []
+    pairs = _pairs()
+    for start in range(0, len(pairs), cut):
+        converter.convert(pairs[start : start + cut], out)
+    assert out == _EXPECTED and converter.done
+
+
+def test_the_parser_and_the_converter_on_the_wire() -> None:
+    wire = "".join(f"event: {name}\ndata: {data}\n\n" for name, data in _pairs()).encode()
+    converter = SSEEventConverter("draft", request_id="req_1")
+    out: list[ProviderEvent] = []
+    assert converter.convert(SSEParser().feed(wire), out) is True
+    assert out == _EXPECTED
+
+
+def test_usage_and_payloads_with_missing_or_null_fields() -> None:
+    converter = SSEEventConverter()
+    out: list[ProviderEvent] = []
+    converter.convert([("message_start", '{"message": {"usage": {"input_tokens": null}}}')], out)
+    converter.convert([("message_start", "{}")], out)
+    converter.convert([("message_delta", '{"delta": {"stop_reason": null}}')], out)
+    assert out == [MessageStart(usage=Usage()), MessageStart(usage=Usage()), MessageDeltaInfo(usage=Usage())]
+    assert converter.convert([("message_stop", "")], out) is False  # no data: not an event
+    assert converter.convert([("ping", "{}"), (None, "{}")], out) is False and len(out) == 3
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_nothing_after_an_error_event_is_converted(batch) -> None:
+    error = {"type": "error", "error": {"type": "overloaded_error", "message": "busy"}}
+    pairs = [*_pairs(_STREAM[:4]), ("error", json.dumps(error)), *_pairs(_STREAM[4:])]
+    converter = SSEEventConverter("draft", request_id="req_1")
+    out: list[ProviderEvent] = []
+    if batch:
+        assert converter.convert(pairs, out) is True
+    else:
+        assert [converter.convert([pair], out) for pair in pairs[:5]] == [True, False, True, True, True]
+        assert [converter.convert([pair], out) for pair in pairs[5:]] == [False] * (len(pairs) - 5)
+    assert out == _EXPECTED[:3] and converter.error == error and not converter.done
+
+
+def test_json_with_spaces_around_it_is_read_alone_and_in_a_batch() -> None:
+    converter = SSEEventConverter()
+    out: list[ProviderEvent] = []
+    converter.convert([("message_start", ' {"message": {"id": "m"}} ')], out)
+    converter.convert([("message_start", '{"message": {"id": "a"}}'), ("message_stop", " {} ")], out)
+    assert out == [MessageStart(message_id="m"), MessageStart(message_id="a"), MessageStop()]
+
+
+@pytest.mark.parametrize(
+    "datas",
+    [
+        ["{not json", "{}"],
+        ["{}", "{not json"],
+        ["1,2", "{}"],  # one event's data that reads as two array items
+        ["{}", "{} ] [{}"],  # the array closes early with as many items as events
+        ["[{}", "{}"],  # read from the second character, the batch looks whole
+    ],
+)
+def test_a_malformed_event_in_a_batch_is_a_provider_error_naming_it(datas) -> None:
+    converter = SSEEventConverter("draft")
+    bad = next(d for d in datas if d != "{}")
+    with pytest.raises(ProviderError, match="malformed event") as info:
+        converter.convert([("message_stop", data) for data in datas], [])
+    assert info.value.step == "draft" and repr(bad[:80]) in str(info.value)
