@@ -351,9 +351,13 @@ def test_a_stream_in_batches_gives_the_same_events(cut) -> None:
     converter = SSEEventConverter("draft", request_id="req_1")
     out: list[ProviderEvent] = []
     pairs = _pairs()
+    started = []
     for start in range(0, len(pairs), cut):
         converter.convert(pairs[start : start + cut], out)
+        started.append(converter.started)
     assert out == _EXPECTED and converter.done
+    # the first token came with the batch that held the first text delta (the fourth pair)
+    assert started == [start + cut > 3 for start in range(0, len(pairs), cut)]
 
 
 def test_the_parser_and_the_converter_on_the_wire() -> None:
@@ -413,3 +417,42 @@ def test_a_malformed_event_in_a_batch_is_a_provider_error_naming_it(datas) -> No
     with pytest.raises(ProviderError, match="malformed event") as info:
         converter.convert([("message_stop", data) for data in datas], [])
     assert info.value.step == "draft" and repr(bad[:80]) in str(info.value)
+
+
+def test_a_delta_without_its_field_is_an_empty_piece_and_a_stopped_block_takes_no_more() -> None:
+    def delta(index, **fields):
+        return ("content_block_delta", json.dumps({"index": index, "delta": fields}))
+
+    def start(index, kind):
+        return ("content_block_start", json.dumps({"index": index, "content_block": {"type": kind}}))
+
+    def stop(index):
+        return ("content_block_stop", json.dumps({"index": index}))
+
+    pairs = [
+        start(0, "text"), delta(0, type="text_delta"),
+        start(1, "thinking"), delta(1, type="thinking_delta"), delta(1, type="signature_delta"),
+        start(2, "tool_use"), delta(2, type="input_json_delta"),
+        stop(0), delta(0, type="text_delta", text="late"), stop(0),  # after its stop: dropped
+    ]
+    for batch in (False, True):
+        converter = SSEEventConverter()
+        out: list[ProviderEvent] = []
+        if batch:
+            converter.convert(pairs, out)
+        else:
+            for pair in pairs:
+                converter.convert([pair], out)
+        assert out == [
+            BlockStart(0, "text"), TextChunk(0, ""),
+            BlockStart(1, "thinking"), ThinkingChunk(1, ""), ThinkingChunk(1, "", signature=""),
+            BlockStart(2, "tool_use"), InputJsonChunk(2, ""),
+            BlockStop(0),
+        ]
+
+
+def test_a_malformed_event_shows_its_first_80_characters() -> None:
+    data = "{" + "x" * 100
+    with pytest.raises(ProviderError) as info:
+        SSEEventConverter("draft").convert([("message_stop", data)], [])
+    assert str(info.value) == f"step 'draft': malformed event from the API: {data[:80]!r}"
