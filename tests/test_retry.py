@@ -124,6 +124,30 @@ def test_model_for() -> None:
     assert RetryPolicy().model_for(2, OverloadedError("x"), "claude-opus") == "claude-opus"
 
 
+
+def test_unknown_categories_are_named_in_the_message() -> None:
+    expected = sorted(RETRY_CATEGORIES)
+    with pytest.raises(ValueError) as one:
+        RetryPolicy(retry_on={"auth"})
+    assert str(one.value) == f"retry_on: unknown category ['auth']; expected some of {expected}"
+    with pytest.raises(ValueError) as two:
+        RetryPolicy(retry_on={"auth", "weather", "overloaded"})
+    assert str(two.value) == f"retry_on: unknown categories ['auth', 'weather']; expected some of {expected}"
+
+
+def test_exponential_delays_near_the_float_limit_without_a_cap() -> None:
+    """Up to attempt 1024 the delay is computed (2.0 ** 1023 is still a float); from 1025 on, the cap."""
+    policy = RetryPolicy(base_delay=1e-300, max_delay=float("inf"))
+    assert policy.backoff_delay(1023) == 1e-300 * 2.0**1022
+    assert policy.backoff_delay(1024) == 1e-300 * 2.0**1023
+    assert policy.backoff_delay(1025) == float("inf")
+
+
+def test_the_first_attempt_always_uses_the_model_asked_for() -> None:
+    policy = RetryPolicy(fallback_model="claude-haiku")
+    assert policy.model_for(1, OverloadedError("x"), "claude-opus") == "claude-opus"
+
+
 # ---------------------------------------------------------------- stateful
 
 
