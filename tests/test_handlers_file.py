@@ -7,6 +7,7 @@ import os
 
 import attrs
 import pytest
+import trio
 from handler_helpers import Events, make_context
 from sluiceway.engine import Failed
 from sluiceway.handlers import FileHandler, HandlerConfigError, event_from_dict, event_to_dict
@@ -419,14 +420,17 @@ async def test_a_handler_that_wrote_nothing_syncs_nothing(tmp_path, fsyncs):
     assert handler.path.read_text() == "" and fsyncs == []
 
 
-def test_the_file_is_utf8_whatever_the_locale(tmp_path):
-    """Under an ASCII locale (no UTF-8 mode) the file is still written as UTF-8."""
-    import subprocess
+async def test_the_file_is_utf8_whatever_the_locale(tmp_path):
+    """Here, and in a process under an ASCII locale (no UTF-8 mode), the file is written as UTF-8."""
     import sys
     from pathlib import Path
 
     import sluiceway
 
+    here = make(tmp_path / "here")
+    await here.handle(Events().delta("é"))
+    await here.aclose()
+    assert here.path.read_bytes() == "é\n".encode()
     script = (
         "import trio, sys\n"
         "from handler_helpers import Events, make_context\n"
@@ -439,5 +443,29 @@ def test_the_file_is_utf8_whatever_the_locale(tmp_path):
     paths = [str(Path(sluiceway.__file__).parents[1]), str(Path(__file__).parent)]
     env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0",
            "PYTHONPATH": os.pathsep.join(paths)}
-    subprocess.run([sys.executable, "-c", script, str(tmp_path)], env=env, check=True, timeout=60)
+    with trio.fail_after(60):
+        await trio.run_process([sys.executable, "-c", script, str(tmp_path)], env=env)
     assert (tmp_path / "draft.stream.log").read_bytes() == "é\n".encode()
+
+
+async def test_text_shows_the_final_output_and_a_failures_message(tmp_path):
+    from decimal import Decimal
+
+    from sluiceway.engine import PartialOutput
+
+    handler = make(tmp_path)
+    env = {"run_id": "run-1", "step": "draft"}
+    await handler.handle_batch(
+        [
+            PartialOutput(**env, value={"name": "Zoë"}),  # partial: left to the jsonl format
+            PartialOutput(**env, value={"name": "Zoë", "price": Decimal("2.50")}, complete=True),
+            Failed(**env, error=RuntimeError("boom"), message="the API is overloaded"),
+            Failed(**env, error=RuntimeError("boom")),  # no message: the error's
+        ]
+    )
+    await handler.aclose()
+    assert handler.path.read_text(encoding="utf-8") == (
+        '[output] {"name": "Zoë", "price": "2.50"}\n'
+        "--- failed: the API is overloaded ---\n"
+        "--- failed: boom ---\n"
+    )
