@@ -7,10 +7,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from sluiceway.engine._events import (
+    Cancelled,
     Delta,
+    Done,
+    Response,
     ThinkingDelta,
     ToolInputDelta,
+    Usage,
     _builder,
+    _slot,
     new_delta,
     new_thinking_delta,
     new_tool_input_delta,
@@ -50,3 +55,31 @@ def test_a_builder_builds_the_same_frozen_value_as_init(cls, data):
 def test_a_builder_must_name_every_field():
     with pytest.raises(TypeError, match="Delta has fields"):
         _builder(Delta, ("run_id", "step", "content"))
+
+
+@pytest.mark.parametrize("cls", list(_BUILDERS), ids=lambda c: c.__name__)
+def test_a_builder_made_now_builds_what_init_builds_and_says_so(cls):
+    """``_builder`` called here (the module's builders were made at import), fields in an odd order."""
+    fields = tuple(reversed([f.name for f in attrs.fields(cls)]))
+    build = _builder(cls, fields)
+    values = {name: f"v{i}" if name not in ("attempt", "seq", "at", "index") else i for i, name in enumerate(fields)}
+    assert build(*[values[name] for name in fields]) == cls(**values)
+    assert build.__name__ == build.__qualname__ == f"new_{cls.__name__}"
+    assert build.__doc__ == f"``{cls.__name__}({', '.join(f'{n}={n}' for n in fields)})``, faster."
+
+
+def test_a_missing_slot_is_named():
+    with pytest.raises(TypeError) as info:
+        _slot(Delta, "nope")
+    assert str(info.value) == "Delta has no slot 'nope'"
+
+
+def test_usages_add_field_by_field():
+    assert Usage(1, 20, 300, 4000) + Usage(5, 60, 700, 8000) == Usage(6, 80, 1000, 12000)
+    assert Usage(1, 2, 3, 4).total_tokens == 10
+
+
+def test_done_as_cancelled_keeps_the_envelope_and_the_response_as_partial():
+    response = Response(text="abc")
+    done = Done(run_id="r", step="s", attempt=2, seq=7, at=1.5, response=response)
+    assert done.as_cancelled() == Cancelled(run_id="r", step="s", attempt=2, seq=7, at=1.5, partial=response)
