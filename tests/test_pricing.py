@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+from sluiceway.engine import _pricing
 from sluiceway.engine._events import Usage
 from sluiceway.engine._pricing import PRICES, Pricing, cost_usd, find_pricing
 
@@ -67,7 +68,9 @@ def test_spec_pricing_objects_are_accepted():
     assert cost_usd("claude-haiku-4-5-20251001", usage, overrides) == pytest.approx(10.0)
 
 
-def test_unknown_model_is_null_with_one_warning(caplog):
+def test_unknown_model_is_null_with_one_warning(caplog, monkeypatch):
+    # the warned-about names live for the process: start from none, whatever ran before
+    monkeypatch.setattr(_pricing, "_warned", set())
     caplog.set_level(logging.WARNING, logger="sluiceway.pricing")
     assert cost_usd("no-such-model-xyz", Usage(10, 10)) is None
     assert cost_usd("no-such-model-xyz", Usage(10, 10)) is None
