@@ -421,7 +421,8 @@ async def test_a_handler_that_wrote_nothing_syncs_nothing(tmp_path, fsyncs):
 
 
 async def test_the_file_is_utf8_whatever_the_locale(tmp_path):
-    """Here, and in a process under an ASCII locale (no UTF-8 mode), the file is written as UTF-8."""
+    """The file is UTF-8, never the locale's default encoding. Python can tell: with
+    ``-X warn_default_encoding`` a file opened without an encoding warns (an error here)."""
     import sys
     from pathlib import Path
 
@@ -431,6 +432,7 @@ async def test_the_file_is_utf8_whatever_the_locale(tmp_path):
     await here.handle(Events().delta("é"))
     await here.aclose()
     assert here.path.read_bytes() == "é\n".encode()
+
     script = (
         "import trio, sys\n"
         "from handler_helpers import Events, make_context\n"
@@ -441,10 +443,10 @@ async def test_the_file_is_utf8_whatever_the_locale(tmp_path):
     )
     # the sluiceway this process imported (the mutation profile's staged copy, when it runs)
     paths = [str(Path(sluiceway.__file__).parents[1]), str(Path(__file__).parent)]
-    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0",
-           "PYTHONPATH": os.pathsep.join(paths)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    command = [sys.executable, "-X", "warn_default_encoding", "-W", "error::EncodingWarning", "-c", script]
     with trio.fail_after(60):
-        await trio.run_process([sys.executable, "-c", script, str(tmp_path)], env=env)
+        await trio.run_process([*command, str(tmp_path)], env=env)
     assert (tmp_path / "draft.stream.log").read_bytes() == "é\n".encode()
 
 
