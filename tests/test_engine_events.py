@@ -83,3 +83,29 @@ def test_done_as_cancelled_keeps_the_envelope_and_the_response_as_partial():
     response = Response(text="abc")
     done = Done(run_id="r", step="s", attempt=2, seq=7, at=1.5, response=response)
     assert done.as_cancelled() == Cancelled(run_id="r", step="s", attempt=2, seq=7, at=1.5, partial=response)
+
+
+async def test_run_started_and_finished_carry_the_runs_clock_and_what_was_given(autojump_clock):
+    import time
+
+    import trio
+    from sluiceway.engine._events import RunFinished, RunStarted
+    from sluiceway.engine._run import RunContext, emit_run_finished, emit_run_started
+
+    await trio.sleep(100)  # the run's origin is not the clock's zero
+    send, receive = trio.open_memory_channel(10)
+    run = RunContext.start("r1", send)
+    await trio.sleep(5)
+    before = time.time()
+    started = await emit_run_started(run, "pipe", ["a", "b"])
+    after = time.time()
+    assert started == RunStarted(
+        run_id="r1", step="", at=5.0, pipeline="pipe", steps=("a", "b"), started_wall=started.started_wall
+    )
+    assert before - 5.0 <= started.started_wall <= after - 5.0  # wall time of the run's start
+    await trio.sleep(2)
+    finished = await emit_run_finished(run, "failed", {"steps": 2})
+    assert finished == RunFinished(run_id="r1", step="", at=7.0, status="failed", summary={"steps": 2})
+    assert (await emit_run_finished(run, "ok")).summary == {}
+    assert [receive.receive_nowait() for _ in range(3)] == [started, finished, RunFinished(
+        run_id="r1", step="", at=7.0, status="ok")]

@@ -7,7 +7,15 @@ import logging
 import pytest
 from sluiceway.engine import _pricing
 from sluiceway.engine._events import Usage
-from sluiceway.engine._pricing import PRICES, Pricing, cost_usd, find_pricing
+from sluiceway.engine._pricing import (
+    FREE_MODELS,
+    PRICES,
+    Pricing,
+    _p,
+    add_cost,
+    cost_usd,
+    find_pricing,
+)
 
 
 @pytest.mark.parametrize(
@@ -76,10 +84,37 @@ def test_unknown_model_is_null_with_one_warning(caplog, monkeypatch):
     assert cost_usd("no-such-model-xyz", Usage(10, 10)) is None
     assert cost_usd(None, Usage(10, 10)) is None
     messages = [r.getMessage() for r in caplog.records if r.name == "sluiceway.pricing"]
-    assert messages.count("no price known for model 'no-such-model-xyz': cost_usd is null") == 1
+    assert messages == [
+        "no price known for model 'no-such-model-xyz': cost_usd is null",
+        "no price known for model '<none>': cost_usd is null",
+    ]
 
 
 def test_table_is_consistent():
     for name, p in PRICES.items():
         assert name.startswith("claude-")
         assert p.output > p.cache_write > p.input > p.cache_read
+
+
+def test_the_table_builder_and_from_mapping_keep_each_price_in_its_place():
+    assert _p(1.0, 2.0, 3.0, 4.0) == Pricing(input=1.0, output=2.0, cache_write=3.0, cache_read=4.0)
+    given = Pricing.from_mapping({"input": 2, "output": 8, "cache_write": 3, "cache_read": 0.5})
+    assert given == Pricing(input=2.0, output=8.0, cache_write=3.0, cache_read=0.5)
+    assert Pricing.from_mapping({"input": 2, "output": 8}) == Pricing(input=2.0, output=8.0, cache_write=2.5, cache_read=0.2)
+
+
+def test_cost_is_per_million_tokens_exactly():
+    prices = {"m": Pricing(input=1.0, output=0.0, cache_write=0.0, cache_read=0.0)}
+    assert cost_usd("m", Usage(3_000_000, 0), prices) == 3.0
+
+
+def test_the_mock_models_cost_nothing_unless_priced():
+    (model,) = FREE_MODELS
+    assert cost_usd(model, Usage(10**6, 10**6)) == 0.0
+    prices = {model: Pricing(input=1.0, output=2.0, cache_write=0.0, cache_read=0.0)}
+    assert cost_usd(model, Usage(10**6, 10**6), prices) == 3.0
+
+
+def test_add_cost_is_unknown_when_either_part_is():
+    assert add_cost(1.5, 0.25) == 1.75
+    assert add_cost(None, 0.25) is None and add_cost(1.5, None) is None and add_cost(None, None) is None
