@@ -1017,3 +1017,35 @@ def test_terminal_response_and_attach_partial():
     assert exc.partial is one
     attach_partial(exc, two)  # an inner step's partial stays
     assert exc.partial is one
+
+
+async def test_handler_timeout_bounds_each_handler_call(autojump_clock):
+    """A handler slower than ``handler_timeout`` per call fails the step (under "fail") when the
+    bound runs out, not when its call would have ended."""
+    slow = Recorder(delay=10.0)  # 10 s per event: within the default bound, not within 1.5 s
+    start = trio.current_time()
+    with pytest.raises(HandlerError, match=r"within 1\.5 s"):
+        await run_step(
+            ScriptedProvider([call_script([("text", ["a", "b"])])]), [HandlerConsumer(slow, "slow")],
+            on_handler_error="fail", handler_timeout=1.5,
+        )
+    assert trio.current_time() - start == pytest.approx(1.5, abs=0.1)
+
+
+@pytest.mark.parametrize("cancel_at", [0.5, 2.5])
+async def test_a_full_channel_consumer_with_on_cancel_takes_the_terminal_over(autojump_clock, cancel_at):
+    """Cancelled while the caller's channel is full (nobody reads it): the terminal goes to
+    ``on_cancel`` at once, never into the channel and never waited for; once, and last."""
+    send, receive = trio.open_memory_channel(1)
+    taken = []
+    provider = ScriptedProvider([call_script([("text", ["a", "b", "c"])], delay=1.0)])
+    start = trio.current_time()
+    with trio.move_on_after(cancel_at):
+        await run_step(provider, [ChannelConsumer(send, on_cancel=taken.append)])
+    assert trio.current_time() - start == pytest.approx(cancel_at)  # nothing waited on the full channel
+    (terminal,) = taken
+    assert isinstance(terminal, Cancelled) and terminal.step == "s"
+    in_channel = [receive.receive_nowait()]
+    assert isinstance(in_channel[0], StepStarted)  # the one event that fit
+    with pytest.raises(trio.EndOfChannel):
+        receive.receive_nowait()
