@@ -221,3 +221,51 @@ async def test_a_second_receiver_is_busy_and_a_cancelled_receive_leaves_the_chan
         nursery.cancel_scope.cancel()  # the waiting receive is aborted
     send.send_nowait(1)
     assert await receive.receive() == 1
+
+
+async def test_a_parked_sender_with_no_buffer_counts_as_waiting(autojump_clock) -> None:
+    send, receive = open_event_channel(0)
+    assert not receive.waiting()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(send.send, "x")
+        await trio.sleep(1)  # the sender is parked: nothing in the buffer
+        assert receive.waiting()
+        assert receive.receive_nowait() == "x"
+    assert not receive.waiting()
+
+
+async def test_direct_hand_off_runs_in_the_senders_call_until_declined(autojump_clock) -> None:
+    from sluiceway.engine._channel import DirectError
+
+    send, receive = open_event_channel(4)
+    handed: list[Any] = []
+
+    def direct(value: Any) -> None:
+        if value == "decline":
+            raise trio.WouldBlock
+        if value == "fail":
+            raise ValueError("no")
+        handed.append(value)
+
+    batches: list[Any] = []
+
+    async def receiver() -> None:
+        batches.append(await receive.receive_batch(direct))
+        try:
+            await receive.receive_batch(direct)
+        except DirectError as exc:
+            batches.append(exc.error)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(receiver)
+        await trio.sleep(1)
+        send.send_nowait("a")
+        send.send_nowait("b")
+        assert handed == ["a", "b"] and batches == [] and not receive.waiting()  # handed over, not woken
+        send.send_nowait("decline")  # the receiver takes this one itself
+        await trio.sleep(1)
+        assert batches == [["decline"]]
+        send.send_nowait("fail")  # the hand-off raised: the receiver raises it; the value counts as sent
+    assert handed == ["a", "b"]
+    assert isinstance(batches[1], ValueError) and str(batches[1]) == "no"
+    assert not receive.waiting()
