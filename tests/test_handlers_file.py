@@ -420,7 +420,7 @@ async def test_a_handler_that_wrote_nothing_syncs_nothing(tmp_path, fsyncs):
     assert handler.path.read_text() == "" and fsyncs == []
 
 
-async def test_the_file_is_utf8_whatever_the_locale(tmp_path):
+async def test_the_file_is_utf8_never_the_locales_encoding(tmp_path):
     """The file is UTF-8, never the locale's default encoding. Python can tell: with
     ``-X warn_default_encoding`` a file opened without an encoding warns (an error here)."""
     import sys
