@@ -1049,3 +1049,32 @@ async def test_a_full_channel_consumer_with_on_cancel_takes_the_terminal_over(au
     assert isinstance(in_channel[0], StepStarted)  # the one event that fit
     with pytest.raises(trio.EndOfChannel):
         receive.receive_nowait()
+
+
+async def test_the_steps_own_actors_get_the_terminal_before_it_waits_on_a_callers_channel(autojump_clock):
+    """A caller's channel that is full when Done comes (its reader pauses 10 s) holds up the step's
+    end, but not the Done of the handlers and of a coalesce channel's relay: theirs go first."""
+    slow_send, slow_receive = trio.open_memory_channel(0)
+    relay_send, relay_receive = trio.open_memory_channel(0)
+    rec = Recorder()
+    seen = {"slow": [], "relay": []}
+
+    async def read(name, receive, pause):
+        async for event in receive:
+            seen[name].append((type(event).__name__, trio.current_time()))
+            if pause and isinstance(event, Message):
+                await trio.sleep(10)
+
+    consumers = [
+        ChannelConsumer(slow_send), HandlerConsumer(rec, "rec"), ChannelConsumer(relay_send, policy="coalesce"),
+    ]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read, "slow", slow_receive, True)
+        nursery.start_soon(read, "relay", relay_receive, False)
+        start = trio.current_time()
+        await run_step(ScriptedProvider([call_script([("text", ["a", "b"])])]), consumers)
+    assert trio.current_time() - start == pytest.approx(10, abs=0.5)  # the step waited for the slow reader
+    assert isinstance(rec.events[-1], Done) and rec.times[-1] - start < 1
+    assert seen["relay"][-1][0] == "Done" and seen["relay"][-1][1] - start < 1
+    assert seen["slow"][-1][0] == "Done" and seen["slow"][-1][1] - start == pytest.approx(10, abs=0.5)
+
