@@ -47,6 +47,7 @@ class Profile:
     pytest_args: list[str]
     modules: dict[str, list[str]]
     equivalent: dict[str, str]
+    deselect: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
     def load(cls) -> Profile:
@@ -59,6 +60,7 @@ class Profile:
             pytest_args=s["pytest_args"],
             modules=data["modules"],
             equivalent=data.get("equivalent", {}),
+            deselect=data.get("deselect", {}),
         )
 
 
@@ -164,7 +166,10 @@ def write_config(stage: Path, module: str, tests: list[str], profile: Profile) -
     mutmut = {
         "source_paths": ["src"],
         "only_mutate": [staged_path(module)],
-        "pytest_add_cli_args": profile.pytest_args,
+        "pytest_add_cli_args": [
+            *profile.pytest_args,
+            *(arg for test in profile.deselect.get(module, []) for arg in ("--deselect", test)),
+        ],
         "pytest_add_cli_args_test_selection": tests,
         "timeout_constant": profile.timeout_constant,
         "timeout_multiplier": profile.timeout_multiplier,
