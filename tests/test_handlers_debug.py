@@ -100,3 +100,24 @@ def test_options_are_validated():
     with pytest.raises(RegistryError, match="max_field_len"):
         build_handlers(["debug"], {"max_field_len": 0}, lambda ref: make_context())
     assert DebugHandler.policy == "block"
+
+
+def test_a_value_exactly_max_field_len_long_is_whole_and_a_length_of_one_shows_only_the_cut():
+    event = Events().delta("abc")  # shown as 'abc': 5 characters
+    assert "content='abc' " in describe_event(event, max_field_len=5)
+    assert "content='ab… " in describe_event(event, max_field_len=4)
+    assert "content=… " in describe_event(event, max_field_len=1)
+
+
+async def test_aclose_flushes_once():
+    class Flushes(io.StringIO):
+        flushes = 0
+
+        def flush(self):
+            self.flushes += 1
+
+    stream = Flushes()
+    handler = DebugHandler(DebugHandler.Options(), make_context(stderr=stream))
+    await handler.aclose()
+    await handler.aclose()
+    assert stream.flushes == 1

@@ -245,3 +245,22 @@ def test_property_interleaved_substeps_stay_attributed(chunks, batch):
     for i in range(3):
         # the text as a terminal may show it: control characters dropped (tests/test_handlers_line.py)
         assert seen[i] == terminal_text("".join(text for j, text in chunks if j == i))
+
+
+@pytest.mark.parametrize("between", ["message", "retrying", "done", "failed", "cancelled"])
+async def test_a_later_message_without_deltas_is_shown_whole_after_any_end(between):
+    """Streamed text marks the step's message as shown; whatever ends it (its Message, a retry, a
+    terminal event) clears the mark, so a later message of that step that came without deltas
+    is printed whole."""
+    handler, out = make(show_timestamps=False)
+    ev = Events()
+    ending = {
+        "message": lambda: ev.message("a"),
+        "retrying": lambda: ev.retrying("overloaded"),
+        "done": lambda: ev.done("a"),
+        "failed": lambda: ev.failed(OverloadedError("busy")),
+        "cancelled": lambda: ev.cancelled(),
+    }[between]
+    await handler.handle_batch([ev.delta("a"), ending(), ev.message("second answer", attempt=2)])
+    await handler.aclose()
+    assert "ASSISTANT: second answer\n" in out.getvalue()
