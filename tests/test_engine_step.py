@@ -1078,3 +1078,31 @@ async def test_the_steps_own_actors_get_the_terminal_before_it_waits_on_a_caller
     assert seen["relay"][-1][0] == "Done" and seen["relay"][-1][1] - start < 1
     assert seen["slow"][-1][0] == "Done" and seen["slow"][-1][1] - start == pytest.approx(10, abs=0.5)
 
+
+
+@pytest.mark.parametrize("where", ["consumer", "run"])
+async def test_queue_high_water_counts_a_full_callers_channel_at_its_size(autojump_clock, where):
+    """A caller's channel (a consumer's, or the run's stream) that fills counts at its own buffer
+    size in ``queue_high_water``; an unbounded one never fills."""
+    send, receive = trio.open_memory_channel(3)
+
+    async def read_slowly():
+        async for _ in receive:
+            await trio.sleep(1)
+
+    provider = ScriptedProvider([call_script([("text", ["a", "b", "c", "d", "e", "f"])])])
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read_slowly)
+        if where == "consumer":
+            response = await run_step(provider, [ChannelConsumer(send)])
+        else:
+            run = RunContext(run_id="r", origin=trio.current_time(), events=send)
+            response = await run_step(provider, [], run=run)
+            send.close()
+    assert response.metrics.queue_high_water == 3
+    unbounded_send, unbounded_receive = trio.open_memory_channel(float("inf"))
+    response = await run_step(
+        ScriptedProvider([call_script([("text", ["a", "b"])])]), [ChannelConsumer(unbounded_send)]
+    )
+    assert response.metrics.queue_high_water == 0 and response.text == "ab"
+    assert len([e async for e in unbounded_receive]) > 3
