@@ -204,3 +204,28 @@ async def test_claude_extract_with_a_schema_in_live_mode(
         handlers=[],
     )
     assert result.status == "failed" and "'many' is not of type 'integer'" in str(result.error)
+
+
+async def test_output_stream_sends_each_new_value_once_the_debounce_has_passed(autojump_clock: Any) -> None:
+    """``OutputStream`` directly: each changed value as ``PartialOutput(complete=False)`` naming its
+    call, and with a debounce, a value exactly ``debounce`` seconds after the last sent one is sent."""
+    import trio
+    from sluiceway.engine._output import OutputStream
+    from sluiceway.tools._output import OutputSpec
+
+    sent: list[Any] = []
+
+    async def emit(cls: Any, **fields: Any) -> None:  # as the step does, without the envelope's counters
+        sent.append(cls(run_id="r", step="s", **fields))
+
+    stream = OutputStream(OutputSpec.of({"type": "object"}, debounce=0.5), emit)
+    await stream.feed("tu_1", '{"a": "x')
+    await trio.sleep(0.25)
+    await stream.feed("tu_1", "y")  # within the debounce: not sent
+    await trio.sleep(0.25)
+    await stream.feed("tu_1", 'z"}')  # 0.5 s after the last one sent
+    assert sent == [
+        PartialOutput(run_id="r", step="s", value={"a": "x"}, complete=False, tool_use_id="tu_1"),
+        PartialOutput(run_id="r", step="s", value={"a": "xyz"}, complete=False, tool_use_id="tu_1"),
+    ]
+    assert all(event.complete is False for event in sent)
