@@ -463,3 +463,38 @@ async def test_hundred_thousand_fast_deltas_arrive_in_order() -> None:
             count += 1
     assert expected == 100_000
     assert count == 100_000 + 5
+
+
+def test_the_derived_answer_is_exactly_the_same_for_the_same_question():
+    """The mock's derived answer is a pure function of the system prompt and the last question
+    (tool-result turns skipped; whitespace folded in the quote). Pinned: a change here changes
+    every example's and cassette's expected text, so it must be deliberate."""
+    from sluiceway.engine._protocols import ModelRequest
+    from sluiceway.providers._mock import derive_response
+
+    def req(*messages, system=None):
+        return ModelRequest(step="s", model="claude-mock-1", messages=messages, system=system)
+
+    asked = req({"role": "user", "content": "What is  the\nanswer?"}, system="Be brief.")
+    assert derive_response(asked) == (
+        "Mock response to: What is the answer?\n\n"
+        "Each buffers it design design code buffers nurseries in the carries it a or."
+    )
+    after_tools = req(
+        {"role": "user", "content": [{"type": "text", "text": "Q"}]},
+        {"role": "assistant", "content": "x"},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": "r"}]},
+    )
+    assert derive_response(after_tools) == (
+        "Mock response to: Q\n\nAnd is carries in the or so carries order every."
+    )
+    assert derive_response(req()) == (
+        "Mock response. Backpressure design backpressure keeps or carries a in run the or usage code every."
+    )
+    # the system prompt is part of the seed; no system and an empty one are the same
+    assert derive_response(req({"role": "user", "content": "Q"}, system="")) == derive_response(
+        req({"role": "user", "content": "Q"})
+    )
+    assert derive_response(req({"role": "user", "content": "Q"}, system="x")) != derive_response(
+        req({"role": "user", "content": "Q"})
+    )
