@@ -121,3 +121,8 @@ async def test_aclose_flushes_once():
     await handler.aclose()
     await handler.aclose()
     assert stream.flushes == 1
+
+
+def test_the_default_cut_is_200_characters():
+    line = describe_event(Events().delta("x" * 199))  # shown as 201 characters with its quotes
+    assert "content='" + "x" * 198 + "… " in line
