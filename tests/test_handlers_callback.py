@@ -128,3 +128,35 @@ async def test_a_plain_function_is_called_in_the_steps_task_an_async_one_through
     # the plain function: its actor took StepStarted (before it parked), the step's task the rest
     assert step in tasks["sync"] and len(tasks["sync"]) == 2
     assert tasks["async"] and step not in tasks["async"]
+
+
+def test_for_callable_names_the_function_and_keeps_the_context():
+    def on_event(event):
+        pass
+
+    context = make_context()
+    handler = CallbackHandler.for_callable(on_event, context)
+    assert handler.options == CallbackHandler.Options(
+        function="test_for_callable_names_the_function_and_keeps_the_context.<locals>.on_event", module=__name__
+    )
+    assert handler.context is context
+
+    class NoNames:  # an object without __qualname__ or __module__ of its own
+        __slots__ = ()
+
+        def __call__(self, event):
+            pass
+
+        def __getattribute__(self, name):
+            if name in ("__qualname__", "__module__"):
+                raise AttributeError(name)
+            return object.__getattribute__(self, name)
+
+        def __repr__(self):
+            return "<no names>"
+
+    unnamed = CallbackHandler.for_callable(NoNames(), context)
+    assert unnamed.options == CallbackHandler.Options(function="<no names>", module=None)
+    with pytest.raises(HandlerConfigError) as info:
+        CallbackHandler.for_callable(42, context)  # type: ignore[arg-type]
+    assert str(info.value) == "callback handler: 42 is not callable"
