@@ -264,3 +264,26 @@ async def test_a_later_message_without_deltas_is_shown_whole_after_any_end(betwe
     await handler.handle_batch([ev.delta("a"), ending(), ev.message("second answer", attempt=2)])
     await handler.aclose()
     assert "ASSISTANT: second answer\n" in out.getvalue()
+
+
+def test_the_shared_text_helpers():
+    import sys
+
+    from sluiceway.engine import Failed
+    from sluiceway.handlers._base import LineTracker, failure_text, first_line, stderr_of
+
+    assert terminal_text("a\x1b[2Jb\tc\n") == "a[2Jb\tc\n"  # the escape goes; tab and newline stay
+    assert first_line("abc  \r\nnext\nlast") == "abc  "
+    assert first_line("\rabc") == "\rabc" and first_line("abX\r") == "abX" and first_line("") == ""
+    env = {"run_id": "r", "step": "s"}
+    assert failure_text(Failed(**env, error=RuntimeError("boom"), message="said")) == "✗ Stream failed: said"
+    assert failure_text(Failed(**env, error=RuntimeError("boom"))) == "✗ Stream failed: boom"
+    assert failure_text(Failed(**env, error=RuntimeError())) == "✗ Stream failed: RuntimeError"
+    assert stderr_of(make_context(stderr=None)) is sys.stderr
+    out: list[str] = []
+    lines = LineTracker()
+    lines.stream("s", "text", "", "", out)  # no header, no text: the line is still empty
+    lines.end_line(out)
+    lines.stream("s", "text", "", "done\n", out)  # text that ends its line
+    lines.end_line(out)
+    assert "".join(out) == "done\n"  # no newline added for an empty line or an ended one
