@@ -1106,3 +1106,18 @@ async def test_queue_high_water_counts_a_full_callers_channel_at_its_size(autoju
     )
     assert response.metrics.queue_high_water == 0 and response.text == "ab"
     assert len([e async for e in unbounded_receive]) > 3
+
+
+async def test_cancelled_in_the_backoff_the_partial_holds_nothing_of_the_failed_call(autojump_clock):
+    """A step cancelled while it waits to retry: its Cancelled carries the response so far, which
+    has none of the abandoned call's text, deltas or usage (that usage counts as superseded)."""
+    provider = ScriptedProvider([failing_call(["old ", "text"], OverloadedError("busy")), call_script([("text", ["new"])])])
+    rec = Recorder()
+    with trio.move_on_after(3.0):  # the failed call ends near 0.2 s; the retry waits 10 s
+        await run_step(provider, [HandlerConsumer(rec, "r")], retry=Policy([10.0]))
+    terminal = rec.events[-1]
+    assert isinstance(terminal, Cancelled)
+    partial = terminal.partial
+    assert partial.text == "" and partial.metrics.delta_count == 0 and partial.messages == ()
+    assert partial.usage == Usage() and partial.superseded_usage == Usage(input_tokens=10, output_tokens=1)
+    check_invariants(rec.events)
