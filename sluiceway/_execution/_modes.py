@@ -64,6 +64,9 @@ class RunOptions:
     """``live`` mode: keyword arguments for its ``AnthropicProvider`` (``max_starting``,
     ``streams_per_client``, ...; ``--max-starting``, ``--streams-per-client``). Any other
     mode with live options is an error (``ModeUnavailableError``), not a silent no-op."""
+    executor: Literal["local", "ray"] | None = None
+    """Where every ``claude_batch`` step runs (``--executor``); ``None``: each step's own
+    ``batch_config.executor``."""
     run_id: str | None = None
     """Force the run id (default: ``run_<UTC time>_<random>``)."""
     tools: tuple[Any, ...] = ()
