@@ -108,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--streams-per-client", metavar="N", help="live: open streams per SDK client (default 64)"
     )
     run.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        help="where every claude_batch step runs: here, or on Ray actors (needs the ray extra; "
+        "docs/scale_out.md)",
+    )
+    run.add_argument(
         "--web",
         nargs="?",
         const="127.0.0.1:8765",

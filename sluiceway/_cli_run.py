@@ -327,6 +327,7 @@ def _run_command(args: argparse.Namespace, err: TextIO) -> int:
         speed=speed if speed is not None else 1.0,
         instant=bool(getattr(args, "instant", False)),
         live_options=live_options,
+        executor=getattr(args, "executor", None),
     )
     web = None
     web_bind = getattr(args, "web", None)
