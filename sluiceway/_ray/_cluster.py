@@ -44,7 +44,11 @@ def ray_unavailable() -> str | None:
 
     Looks for the package without importing it (importing Ray takes seconds).
     """
-    if importlib.util.find_spec("ray") is None:
+    try:
+        found = importlib.util.find_spec("ray") is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
         return f"executor: ray needs Ray, which is not installed: {RAY_INSTALL_HINT}"
     return None
 

@@ -17,7 +17,8 @@ Scenarios:
 
 =============  ==============================================================
 ``text``       a text block: ``text=`` (split into words), or ``deltas=N``
-               deltas ``"tok0 "``, ``"tok1 "``...
+               deltas ``"tok0 "``, ``"tok1 "``..., or with ``echo=1`` the
+               request's last user message (split into words)
 ``slow``       ``text`` with ``delay_ms=100`` unless given
 ``pings``      ``text`` with a ``ping`` before every delta
 ``thinking``   a thinking block (deltas + ``signature_delta``), then text
@@ -333,6 +334,8 @@ class FakeAPI:
         params[_REQUEST] = str(seq)  # ids unique per request (tool_use ids: ``toolu_fake_<seq>``)
         if name == "tool_loop":
             params[_BODY] = json.dumps(body)
+        if params.get("echo") and "text" not in params:
+            params["text"] = _last_user_text(body)
         return await self._stream_sse(stream, name, params, headers, buf)
 
     async def _stream_sse(
@@ -494,6 +497,17 @@ def _check_params(params: dict[str, str]) -> str | None:
     except ValueError:
         return f"fake scenario parameter {key}={params[key]!r} is not a number"
     return None
+
+
+def _last_user_text(body: dict[str, Any]) -> str:
+    """The text of the request's last user message (``echo=1``)."""
+    for message in reversed(body.get("messages") or []):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            return " ".join(b.get("text", "") for b in content or [] if isinstance(b, dict))
+    return ""
 
 
 def _int(params: dict[str, str], key: str, default: int) -> int:
