@@ -17,6 +17,9 @@ Besides ``sluiceway.aio`` this is the one place that may bridge to another
 event loop; it needs none: Ray's blocking calls run in trio worker threads.
 """
 
+from collections.abc import Sequence
+from typing import Any
+
 from ._cluster import RAY_INSTALL_HINT as RAY_INSTALL_HINT
 from ._cluster import RayUnavailableError as RayUnavailableError
 from ._cluster import ray_unavailable as ray_unavailable
@@ -24,8 +27,8 @@ from ._cluster import ray_unavailable as ray_unavailable
 __all__ = ("RAY_INSTALL_HINT", "RayUnavailableError", "ray_unavailable", "run_ray_batch")
 
 
-async def run_ray_batch(*args, **kwargs):  # type: ignore[no-untyped-def]
+async def run_ray_batch(state: Any, step: Any, consumers: Sequence[Any], prompts: Sequence[tuple[Any, Any]]) -> Any:
     """``claude_batch`` with ``executor: ray`` (see ``_driver.run_ray_batch``); loads the driver on use."""
     from ._driver import run_ray_batch as run
 
-    return await run(*args, **kwargs)
+    return await run(state, step, consumers, prompts)

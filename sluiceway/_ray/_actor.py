@@ -107,7 +107,7 @@ class BatchActor:
     def _host(self) -> None:
         try:
             trio.run(self._main)
-        except BaseException as exc:  # the run could not start: __init__ reports it
+        except Exception as exc:  # the run could not start: __init__ reports it
             self._failure = exc
         finally:
             self._ready.set()

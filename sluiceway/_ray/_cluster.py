@@ -33,6 +33,8 @@ CLUSTER_CLOSE_TIMEOUT: Final = 30.0
 #: The environment variables that reach the actors in live mode (through the runtime
 #: environment only: never in an event, a log line or an actor's arguments).
 _LIVE_ENV: Final = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL")
+#: Ray's loggers whose warnings at start-up say nothing a run's user can act on.
+_QUIET_LOGGERS: Final = ("ray._private.worker", "ray._private.authentication.authentication_token_setup")
 
 
 class RayUnavailableError(SluicewayError):
@@ -94,10 +96,12 @@ async def open_cluster(ray: Any, address: str | None) -> AsyncIterator[None]:
         return
 
     def init() -> None:
-        # ray.init warns that it sets no SIGTERM handler off the main thread: ours stays, as wanted
-        worker_logger = logging.getLogger("ray._private.worker")
-        level = worker_logger.level
-        worker_logger.setLevel(logging.ERROR)
+        # ray.init warns that it sets no SIGTERM handler off the main thread (ours stays, as
+        # wanted), and that its cluster uses token authentication (the default): not the user's news
+        quiet = [logging.getLogger(name) for name in _QUIET_LOGGERS]
+        levels = [logger.level for logger in quiet]
+        for logger in quiet:
+            logger.setLevel(logging.ERROR)
         try:
             ray.init(
                 address=address or "local",
@@ -107,7 +111,8 @@ async def open_cluster(ray: Any, address: str | None) -> AsyncIterator[None]:
                 configure_logging=True,
             )
         finally:
-            worker_logger.setLevel(level)
+            for logger, level in zip(quiet, levels, strict=True):
+                logger.setLevel(level)
 
     try:
         await trio.to_thread.run_sync(init, abandon_on_cancel=True)

@@ -340,7 +340,7 @@ class _Dispatcher:
             return
         await self.deliver(task, Failed(
             run_id=self.state.run_id, step=task.path, attempt=task.attempt, seq=task.last_seq + 1,
-            at=self.state.run_context.now(), error=error, message=str(error),  # type: ignore[arg-type]
+            at=self.state.run_context.now(), error=error, message=str(error),
         ))
 
     async def lost(self, actor_no: int, shard: list[_Task], failure: BaseException) -> None:
