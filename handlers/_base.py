@@ -28,6 +28,7 @@ __all__ = (
     "stderr_of",
     "stdout_of",
     "substep_prefix",
+    "terminal_text",
 )
 
 
@@ -83,6 +84,20 @@ def clock(context: HandlerContext, at: float) -> str:
 def substep_prefix(context: HandlerContext, step: str) -> str:
     """``"[batch[3]] "`` for an event of a sub-step, ``""`` for the handler's own step."""
     return "" if step == context.step else f"[{step}] "
+
+
+#: C0 controls but tab and newline, DEL, and the C1 controls (``\x9b`` is a one-byte CSI).
+_CONTROLS = dict.fromkeys([*range(0x00, 0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0)])
+
+
+def terminal_text(text: str) -> str:
+    """*text* without control characters (tab and newline stay), so it is safe to show.
+
+    A model's answer (or a tool's output it repeats) could carry escape sequences
+    that retitle, clear or rewrite the user's terminal; the display handlers show
+    the text, never the sequences. The ``file`` and ``buffer`` handlers keep it exact.
+    """
+    return text.translate(_CONTROLS) if not text.isprintable() else text
 
 
 def first_line(text: str) -> str:

@@ -19,7 +19,6 @@ from typing import Any, ClassVar, Final, TextIO
 import attrs
 import trio
 from rich.console import Console, Group, RenderableType
-from rich.control import strip_control_codes
 from rich.panel import Panel
 from rich.spinner import Spinner
 from rich.table import Table
@@ -50,6 +49,7 @@ from ._base import (
     retry_text,
     stdout_of,
     substep_prefix,
+    terminal_text,
 )
 from ._live import FRAME_INTERVAL, LiveRegion, spinner_frame
 
@@ -361,7 +361,7 @@ class ConsoleHandler(SyncHandler):
             return
         self._end_line()
         if isinstance(renderable, str):
-            self._out.append(self._styled(console, strip_control_codes(renderable), style) + "\n")
+            self._out.append(self._styled(console, terminal_text(renderable), style) + "\n")
             return
         with console.capture() as capture:
             console.print(renderable)
@@ -379,7 +379,7 @@ class ConsoleHandler(SyncHandler):
                 lines.at_line_start = False
             lines.open_key = (event.step, kind)
         if text:
-            self._out.append(self._styled(console, strip_control_codes(text), style))
+            self._out.append(self._styled(console, terminal_text(text), style))
             lines.at_line_start = text.endswith("\n")
 
     # -- the live region (TTY) ------------------------------------------------

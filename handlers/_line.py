@@ -14,7 +14,6 @@ from typing import ClassVar, Final
 
 import trio
 from rich.console import Console, RenderableType
-from rich.control import strip_control_codes
 from rich.spinner import Spinner
 from rich.text import Text
 
@@ -29,7 +28,7 @@ from ..engine import (
     Response,
     StepStarted,
 )
-from ._base import SyncHandler, stdout_of
+from ._base import SyncHandler, stdout_of, terminal_text
 from ._console import _in_trio, _make_console, position_text
 from ._live import LiveRegion, spinner_frame
 
@@ -44,7 +43,7 @@ def answer_preview(response: Response) -> str:
     text = response.text
     if not text and response.output is not None:
         text = json.dumps(response.output, ensure_ascii=False, default=str)
-    text = strip_control_codes(text).strip()
+    text = terminal_text(text.replace("\t", " ")).strip()
     first, _, rest = text.partition("\n")
     first = first.strip()
     if len(first) > LINE_CHARS:

@@ -30,6 +30,7 @@ from ._base import (
     retry_text,
     stdout_of,
     substep_prefix,
+    terminal_text,
 )
 
 __all__ = ("SimpleHandler",)
@@ -82,7 +83,7 @@ class SimpleHandler(SyncHandler):
             self._render(event, out)
         if out:
             stream = stdout_of(self.context)
-            stream.write("".join(out))
+            stream.write(terminal_text("".join(out)))
             stream.flush()
 
     async def aclose(self) -> None:
