@@ -145,6 +145,10 @@ async def test_500_tasks_every_text_exact_and_one_terminal_each(
     assert live_env.stats()["requests"] == count
     # every event's time is on the driver's clock: within the run, in order per sub-step
     assert all(0 <= e.at <= result.duration + 0.5 for e in seen)
+    # the key reached the actors (the fake server saw it) only through their runtime environment
+    assert all("sk-fake-ray" in json.dumps(r["headers"]) for r in live_env.requests_seen)
+    assert "sk-fake-ray" not in repr(seen)
+    assert "sk-fake-ray" not in (Path(result.run_dir) / "result.json").read_text(encoding="utf-8")
     # the run's actors are gone with it
     assert wait_gone(actor_pids() - before, 10) == set()
 
