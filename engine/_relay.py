@@ -34,13 +34,14 @@ async def relay_step(
     run: RunContext,
     path: str,
     consumers: Sequence[Consumer],
-    receive_events: trio.MemoryReceiveChannel[Event],
+    receive_events: trio.MemoryReceiveChannel[Sequence[Event]],
     on_handler_error: Literal["isolate", "fail"] = "isolate",
     handler_timeout: float | None = HANDLER_TIMEOUT,
 ) -> Event:
     """Deliver step *path*'s events from *receive_events* to *consumers*; return its terminal event.
 
-    The events come enveloped (``run_id``, ``step``, ``attempt``, ``seq``, ``at``)
+    *receive_events* carries the events in runs (lists, in order: one wake-up of
+    the relay per run, not per event). The events come enveloped (``run_id``, ``step``, ``attempt``, ``seq``, ``at``)
     by whoever made them; the first terminal event (``Done``, ``Failed`` or
     ``Cancelled``) ends the step and is delivered last. A stream that ends
     without one ends the step with ``Failed(StepLostError)``; a handler that
@@ -66,23 +67,24 @@ async def relay_step(
         nonlocal last_seq, last_attempt
         terminal: Event | None = None
         with receive_events, delivery.produce_scope:
-            while True:
+            while terminal is None:
                 try:
-                    event = receive_events.receive_nowait()  # what is waiting: no checkpoint per event
+                    events = receive_events.receive_nowait()  # what is waiting: no checkpoint
                 except trio.WouldBlock:
                     try:
-                        event = await receive_events.receive()
+                        events = await receive_events.receive()
                     except trio.EndOfChannel:
                         break
                 except trio.EndOfChannel:
                     break
-                if isinstance(event, TERMINAL_EVENTS):
-                    terminal = event
-                    break
-                start = tee.offer(event)
-                if start >= 0:
-                    await tee.send_from(event, start)
-                last_seq, last_attempt = event.seq, event.attempt
+                for event in events:
+                    if isinstance(event, TERMINAL_EVENTS):
+                        terminal = event
+                        break
+                    start = tee.offer(event)
+                    if start >= 0:
+                        await tee.send_from(event, start)
+                    last_seq, last_attempt = event.seq, event.attempt
         if delivery.handler_failure is not None:
             error: Exception = delivery.handler_failure
             return Failed(**envelope(), error=error, message=str(error))  # type: ignore[arg-type]

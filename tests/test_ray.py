@@ -237,7 +237,7 @@ async def test_a_slow_driver_handler_holds_the_actors_back(
     assert total > count * deltas
     ahead = [bisect.bisect_left(handled, at) for at in made]  # events handled before each was made
     in_flight = max(i - a for i, a in enumerate(ahead))
-    # the buffers: 2 actors x (2 batches ahead + 1 in the pump + 1 filling) x 256 events, the
+    # the buffers: 2 actors x (2 batches ahead + 1 in the pump + 1 in the relays + 1 filling) x 128 events, the
     # actors' channels, the relays' and the fan-in's; the run has over five times that many
     assert in_flight < 3000, in_flight
     assert total > 16_000

@@ -33,12 +33,12 @@ async def drain(receive: trio.MemoryReceiveChannel[Event], into: list[Event]) ->
 async def test_every_event_then_the_terminal_last_to_the_consumer_and_the_run_stream() -> None:
     run_send, run_receive = trio.open_memory_channel[Event](100)
     run = RunContext.start("r1", run_send)
-    send, receive = trio.open_memory_channel[Event](100)
+    send, receive = trio.open_memory_channel[list[Event]](100)
     out_send, out_receive = trio.open_memory_channel[Event](0)
     events = made_elsewhere("r1", ["a ", "b"])
     done = Done(run_id="r1", step="b[0]", seq=4, at=2.5, response=Response(text="a b"))
-    for event in [*events, done]:
-        send.send_nowait(event)
+    send.send_nowait(events[:2])
+    send.send_nowait([*events[2:], done])
     send.close()
     seen: list[Event] = []
     async with trio.open_nursery() as nursery:
@@ -54,11 +54,10 @@ async def test_every_event_then_the_terminal_last_to_the_consumer_and_the_run_st
 
 async def test_a_stream_that_ends_without_a_terminal_fails_the_step_after_what_came() -> None:
     run = RunContext.start("r1")
-    send, receive = trio.open_memory_channel[Event](100)
+    send, receive = trio.open_memory_channel[list[Event]](100)
     out_send, out_receive = trio.open_memory_channel[Event](100)
     events = made_elsewhere("r1", ["a "])
-    for event in events:
-        send.send_nowait(event)
+    send.send_nowait(events)
     send.close()
     terminal = await relay_step(run=run, path="b[0]", consumers=[ChannelConsumer(out_send)], receive_events=receive)
     assert isinstance(terminal, Failed) and isinstance(terminal.error, StepLostError)
@@ -69,11 +68,10 @@ async def test_a_stream_that_ends_without_a_terminal_fails_the_step_after_what_c
 
 async def test_cancelled_mid_stream_the_consumer_still_gets_one_cancelled_last(autojump_clock: trio.testing.MockClock) -> None:
     run = RunContext.start("r1")
-    send, receive = trio.open_memory_channel[Event](100)
+    send, receive = trio.open_memory_channel[list[Event]](100)
     out_send, out_receive = trio.open_memory_channel[Event](100)
     events = made_elsewhere("r1", ["a ", "b "])
-    for event in events:
-        send.send_nowait(event)  # the rest never comes: the remote step is still streaming
+    send.send_nowait(events)  # the rest never comes: the remote step is still streaming
     with trio.move_on_after(0.05) as scope:
         await relay_step(run=run, path="b[0]", consumers=[ChannelConsumer(out_send)], receive_events=receive)
     assert scope.cancelled_caught
@@ -82,7 +80,7 @@ async def test_cancelled_mid_stream_the_consumer_still_gets_one_cancelled_last(a
     assert isinstance(seen[-1], Cancelled) and seen[-1].seq == 4
     # the relay closed its side: whoever fed it learns it at once
     try:
-        send.send_nowait(events[0])
+        send.send_nowait(events[:1])
     except trio.BrokenResourceError:
         pass
     else:

@@ -25,13 +25,12 @@ import time
 from collections.abc import Iterator
 from typing import Any, Final
 
-import attrs
 import trio
 
 from .._errors import ProviderTimeoutError, SluicewayError
-from ..engine import ChannelConsumer, Failed, Provider, stream_step
+from ..engine import ChannelConsumer, Provider, stream_step
 from ..engine._pricing import cost_usd
-from ._jobs import ActorSettings, BatchJob, BatchTask, TaskOutcome, portable_error
+from ._jobs import ActorSettings, BatchJob, BatchTask, TaskOutcome, pack, portable_error
 
 __all__ = ("ACTOR_CONCURRENCY", "BatchActor")
 
@@ -84,7 +83,7 @@ class _JobRun:
                     batch.append(await receive.receive())
                 except trio.EndOfChannel:
                     break
-        return [_portable(event) for event in batch]
+        return [pack(event) for event in batch]
 
 
 class BatchActor:
@@ -230,14 +229,6 @@ class BatchActor:
         except trio.RunFinishedError:
             return
         self._thread.join(_CLOSE_TIMEOUT)
-
-
-def _portable(event: Any) -> Any:
-    if isinstance(event, Failed):
-        error = portable_error(event.error)
-        if error is not event.error:
-            return attrs.evolve(event, error=error)
-    return event
 
 
 def _open_provider(settings: ActorSettings) -> Provider:

@@ -56,14 +56,15 @@ from ..engine import (
 from ..engine._relay import relay_step
 from ._actor import ACTOR_CONCURRENCY, BatchActor
 from ._cluster import RAY_NAMESPACE, actor_runtime_env, import_ray, open_cluster
-from ._jobs import ActorSettings, BatchJob, BatchTask, TaskOutcome
+from ._jobs import ActorSettings, BatchJob, BatchTask, TaskOutcome, unpack
 
 __all__ = ("GENERATOR_BACKPRESSURE", "run_ray_batch")
 
 #: Batches an actor's generator may yield ahead of the driver's pump (Ray's generator backpressure).
 GENERATOR_BACKPRESSURE: Final = 2
-#: Events waiting for one sub-step's relay.
-_RELAY_BUFFER: Final = 32
+#: Runs of events (a sub-step's part of one actor batch) waiting for its relay: none, the relay takes each
+#: from the pump (a run can be a whole batch: the bound is per sub-step).
+_RELAY_BUFFER: Final = 0
 #: Seconds the driver waits for Ray to take the cancellation of the actors' jobs, and to kill them.
 _STOP_TIMEOUT: Final = 5.0
 #: Events that mean a sub-step's output (a delta or a tool call) reached the consumers.
@@ -76,8 +77,8 @@ class _Task:
 
     index: int
     request: ModelRequest
-    send: trio.MemorySendChannel[Event] | None = None
-    """Into its relay, once its first event came."""
+    send: trio.MemorySendChannel[list[Event]] | None = None
+    """Into its relay (runs of events), once its first event came."""
     finished: bool = False
     """Its terminal event came (or it was failed here)."""
     last_seq: int = 0
@@ -258,8 +259,7 @@ class _Dispatcher:
                 batch = await trio.to_thread.run_sync(_take, ray, generator, abandon_on_cancel=True)
                 if batch is None:
                     break
-                for item in batch:
-                    await self.route(item)
+                await self.route(batch)
         except ray.exceptions.RayError as exc:
             failure = exc
         finally:
@@ -278,46 +278,64 @@ class _Dispatcher:
                 if not task.finished:  # the generator ended early: not expected of a live actor
                     await self.fail(task, SluicewayError(f"{task.path}: the actor's stream ended before the task"))
 
-    async def route(self, item: Any) -> None:
-        """One item of an actor's batch: an event to its sub-step's relay, or a task's outcome."""
-        if isinstance(item, TaskOutcome):
-            self.by_path[item.step].error = item.error
-            return
-        event: Event = item
-        task = self.by_path[event.step]
-        if task.finished:
-            return
-        if task.redispatched:
-            if isinstance(event, StepStarted):
-                return
-            event = attrs.evolve(event, seq=event.seq + task.seq_offset, attempt=event.attempt + task.attempt_offset)
-        await self.deliver(task, event)
+    async def route(self, batch: list[Any]) -> None:
+        """One batch of an actor: each sub-step's events, as one run, to its relay; the tasks' outcomes noted."""
+        runs: dict[_Task, list[Event]] = {}
+        by_path = self.by_path
+        run_id = self.state.run_id
+        for packed in batch:
+            item = unpack(packed, run_id)
+            if isinstance(item, TaskOutcome):
+                by_path[item.step].error = item.error
+                continue
+            task = by_path[item.step]
+            if task.finished:
+                continue
+            if task.redispatched:
+                if isinstance(item, StepStarted):
+                    continue
+                item = attrs.evolve(item, seq=item.seq + task.seq_offset, attempt=item.attempt + task.attempt_offset)
+            self.note(task, item)
+            run = runs.get(task)
+            if run is None:
+                runs[task] = [item]
+            else:
+                run.append(item)
+        for task, events in runs.items():
+            await self.send_run(task, events)
 
-    async def deliver(self, task: _Task, event: Event) -> None:
-        """Send *event* to *task*'s relay (started on its first event); record what it says."""
-        if task.send is None:
-            task.send, receive = trio.open_memory_channel[Event](_RELAY_BUFFER)
-            assert self.nursery is not None
-            self.nursery.start_soon(self.relay, task, receive)
+    def note(self, task: _Task, event: Event) -> None:
+        """What *event*, on its way to *task*'s relay, says of the task."""
         task.last_seq, task.attempt = event.seq, event.attempt
         if isinstance(event, _OUTPUT_EVENTS):
             task.output_started = True
         elif isinstance(event, Retrying):
             task.output_started = False
-        terminal = isinstance(event, TERMINAL_EVENTS)
-        if terminal:
+        elif isinstance(event, TERMINAL_EVENTS):
             task.finished = True
+
+    async def deliver(self, task: _Task, event: Event) -> None:
+        """Send one event made here (``Retrying``, ``Failed``) to *task*'s relay."""
+        self.note(task, event)
+        await self.send_run(task, [event])
+
+    async def send_run(self, task: _Task, events: list[Event]) -> None:
+        """Send *events* (in order) to *task*'s relay, started on its first run; closed after the terminal."""
+        if task.send is None:
+            task.send, receive = trio.open_memory_channel[list[Event]](_RELAY_BUFFER)
+            assert self.nursery is not None
+            self.nursery.start_soon(self.relay, task, receive)
         try:
             try:
-                task.send.send_nowait(event)
+                task.send.send_nowait(events)
             except trio.WouldBlock:
-                await task.send.send(event)
+                await task.send.send(events)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # its relay ended (a handler failed the sub-step): the rest is not read
-        if terminal:
+        if task.finished:
             task.send.close()
 
-    async def relay(self, task: _Task, receive: trio.MemoryReceiveChannel[Event]) -> None:
+    async def relay(self, task: _Task, receive: trio.MemoryReceiveChannel[list[Event]]) -> None:
         """Deliver *task*'s events to the step's fan-in; record its response."""
         state, step = self.state, self.step
         terminal = await relay_step(
