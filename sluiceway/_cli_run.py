@@ -32,7 +32,16 @@ import trio
 import yaml
 
 from ._errors import AuthenticationError, SluicewayError, SpecError, StepError
-from ._execution import Mode, ModeUnavailableError, RunOptions, execute, new_run_id, prepare
+from ._execution import (
+    Mode,
+    ModeUnavailableError,
+    ResumeError,
+    RunOptions,
+    check_run_dir,
+    execute,
+    new_run_id,
+    prepare,
+)
 from ._gc import tune_gc
 from ._load import load
 from ._result import RunResult, result_to_json
@@ -255,7 +264,7 @@ def run_command(args: argparse.Namespace) -> int:
     except _Terminated:
         print("sluiceway run: terminated", file=err)
         return EXIT_TERMINATED
-    except (SpecError, _UsageError, ModeUnavailableError, AuthenticationError) as exc:
+    except (SpecError, _UsageError, ModeUnavailableError, AuthenticationError, ResumeError) as exc:
         if debug:
             traceback.print_exception(exc, file=err)
         prefix = "" if isinstance(exc, SpecError) else "sluiceway run: "
@@ -327,6 +336,7 @@ def _run_command(args: argparse.Namespace, err: TextIO) -> int:
         speed=speed if speed is not None else 1.0,
         instant=bool(getattr(args, "instant", False)),
         live_options=live_options,
+        resume=getattr(args, "resume", None),
     )
     web = None
     web_bind = getattr(args, "web", None)
@@ -349,6 +359,8 @@ def _run_command(args: argparse.Namespace, err: TextIO) -> int:
                 "(variables are declared under `variables:`)"
             )
     prepare(spec, options)  # bad conditions, handlers, callables: exit 2 before anything runs
+    if options.resume is not None:
+        check_run_dir(spec, options.resume)  # not a run folder, or another pipeline's: exit 2 at once
     tune_gc()  # start-up is over: freeze it, collect the young less often (see sluiceway._gc)
     result, stopped_by = trio.run(_run_with_signals, spec, options, err, web)
     if result is not None and as_json:
