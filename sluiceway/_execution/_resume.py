@@ -34,7 +34,7 @@ import re
 import tempfile
 import warnings
 from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
 from typing import Any, Final
 
@@ -428,7 +428,8 @@ class _SavedCalls:
 
     @asynccontextmanager
     async def stream(self, request: ModelRequest) -> AsyncIterator[AsyncIterator[ProviderEvent]]:
-        yield self._events(self._messages[request.turn], request.model)
+        async with aclosing(self._events(self._messages[request.turn], request.model)) as events:
+            yield events
 
     async def _events(self, message: Message, model: str) -> AsyncIterator[ProviderEvent]:
         await trio.lowlevel.checkpoint()  # a long replay stays cancellable
