@@ -139,7 +139,7 @@ def format_summary(result: RunResult) -> str:
     """The run summary printed on stderr: totals, one line per step, then a failure's cause.
 
     A step that ended ok at a stop other than the model's own end (``max_turns``,
-    ``max_tokens``...) says so on its line. A failed run ends with one line naming
+    ``max_tokens``...) says so on its line. A resumed run says what it replayed and what it called. A failed run ends with one line naming
     the failed step, the exception's type and message, and where its partial
     output is: the only place the cause is printed.
     """
@@ -165,6 +165,13 @@ def format_summary(result: RunResult) -> str:
         f"tokens {usage.input_tokens} in / {usage.output_tokens} out, cost {cost}, "
         f"{_fmt_seconds(result.duration)}  [{result.run_dir}]"
     )
+    if result.resumed_from is not None:
+        reused = result.reused
+        reused_cost = "-" if reused.cost_usd is None else f"${reused.cost_usd:.5f}"
+        lines.append(
+            f"  resumed from {result.resumed_from}: {reused.responses} saved response(s) replayed "
+            f"(cost {reused_cost} not paid again), {result.requests} model call(s) made"
+        )
     tail = [_failure_line(result)] if result.status == "failed" else []
     return "\n".join([head, *lines, *tail])
 
