@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -357,3 +359,37 @@ async def test_a_live_resume_replays_with_the_invariants_holding(tmp_path: Path,
     assert second.steps["many"].output == [f"echo: task {i}: w{i}" for i in range(30)]
     terminals = [e for e in events if isinstance(e, Done | sluiceway.engine.Failed | sluiceway.engine.Cancelled)]
     assert sorted(e.step for e in terminals if e.step.startswith("many[")) == sorted(f"many[{i}]" for i in range(30))
+
+
+def test_a_batch_interrupted_with_ctrl_c_resumes_with_only_the_missing_requests(tmp_path: Path) -> None:
+    """The other realistic stop: SIGINT mid-batch. Whatever finished was saved whole; the rest is called."""
+    spec = tmp_path / "big.yaml"
+    spec.write_text(LIVE_SPEC.replace("ITEMS", json.dumps([f"w{i}" for i in range(500)])))
+    out = tmp_path / "out"
+    out.mkdir()
+    with FakeAPI(scenario="echo?delay_ms=20") as api:
+        env = {**os.environ, "ANTHROPIC_API_KEY": "sk-fake", "ANTHROPIC_BASE_URL": api.url, "NO_COLOR": "1"}
+        proc = subprocess.Popen(
+            [SLUICEWAY, "run", str(spec), "--mode", "live", "--output-dir", str(out), "-q"],
+            env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        deadline = time.monotonic() + PROCESS_TIMEOUT
+        while len(list(out.glob("run_*/batch/many/*.json"))) < 150:
+            assert proc.poll() is None and time.monotonic() < deadline, "the batch ended before it was interrupted"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=PROCESS_TIMEOUT)
+        assert proc.returncode == 130, stderr
+        (run_dir,) = out.glob("run_*")
+        assert json.loads((run_dir / "result.json").read_text())["status"] == "cancelled"
+        saved = {int(p.stem): json.loads(p.read_text()) for p in (run_dir / "batch" / "many").glob("*.json")}
+        assert 150 <= len(saved) < 500
+        assert all(s["response"]["text"] == f"echo: task {i}: w{i}" for i, s in saved.items())  # each one whole
+
+        api.reset()
+        api.default_scenario = "echo"
+        resumed, resumed_json = _cli(spec, out, api, "--resume", str(run_dir))
+        assert resumed.returncode == 0, resumed.stderr
+        assert api.stats()["requests"] == 500 - len(saved)
+    assert resumed_json["reused"]["responses"] == len(saved)
+    assert resumed_json["steps"]["many"]["output"] == [f"echo: task {i}: w{i}" for i in range(500)]

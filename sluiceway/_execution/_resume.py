@@ -96,6 +96,8 @@ __all__ = (
 
 #: The saved-response file format; a file of another format is not trusted.
 SAVED_FORMAT: Final = 1
+#: Seconds a save may take when the run is being cancelled (the write is shielded, so bounded).
+SAVE_TIMEOUT: Final = 5.0
 #: The marker a run writes into its folder at its start: what ``--resume`` checks first.
 RUN_MARKER: Final = "run.json"
 
@@ -234,7 +236,8 @@ class SavedResponses:
         """Save *response* for *key*, atomically; a response that cannot be saved is warned about.
 
         Not saving loses nothing of this run (the response is in its result);
-        a later resume calls that task again.
+        a later resume calls that task again. Shielded from cancellation (the
+        call is paid for), bounded by ``SAVE_TIMEOUT``.
         """
         try:
             data = {
@@ -250,7 +253,9 @@ class SavedResponses:
             warnings.warn(ResumeWarning(f"step {self.step!r}: response {key} not saved: {exc}"), stacklevel=1)
             return
         try:
-            await trio.to_thread.run_sync(self._write, self.path(key), text)
+            # a response paid for is saved even when the run is being cancelled (a short write)
+            with trio.move_on_after(SAVE_TIMEOUT, shield=True):
+                await trio.to_thread.run_sync(self._write, self.path(key), text)
         except OSError as exc:
             warnings.warn(ResumeWarning(f"step {self.step!r}: response {key} not saved: {exc}"), stacklevel=1)
 
