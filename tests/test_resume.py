@@ -23,6 +23,7 @@ from typing import Any
 
 import attrs
 import pytest
+import trio
 from sluiceway.engine import Delta, Done, Event, Message, Response, StepStarted, TextBlock, Usage
 from sluiceway.specs import loads
 
@@ -118,6 +119,21 @@ async def test_a_write_that_dies_midway_leaves_no_file(tmp_path: Path, monkeypat
     with pytest.warns(sluiceway.ResumeWarning, match="response 0 not saved: disk gone"):
         await store.save(0, "sha256:x", a_response())
     assert os.listdir(tmp_path) == []  # neither the file nor its temporary
+
+
+async def test_the_writer_writes_all_it_was_handed_also_when_cancelled(tmp_path: Path) -> None:
+    store = SavedResponses(folder=tmp_path / "b", previous=None, step="b")
+    with trio.CancelScope() as scope:
+        async with store.open_writer():
+            for i in range(200):  # more than WRITE_BUFFER: save waits for the writer now and then
+                await store.save(i, "sha256:x", a_response(f"answer {i}"))
+            scope.cancel()  # the step is cancelled with files still waiting to be written
+            await trio.sleep_forever()
+    assert scope.cancelled_caught
+    reader = SavedResponses(folder=tmp_path / "new", previous=tmp_path / "b", step="b")
+    found = await reader.saved_many([(i, "sha256:x") for i in range(200)])
+    assert [r.text if r is not None else None for r in found] == [f"answer {i}" for i in range(200)]
+    assert sorted(os.listdir(tmp_path / "b")) == sorted(f"{i}.json" for i in range(200))
 
 
 async def test_a_half_written_or_foreign_file_is_not_trusted(tmp_path: Path) -> None:

@@ -83,9 +83,11 @@ __all__ = (
     "ResumeState",
     "ResumeWarning",
     "SavedResponses",
+    "call_basis",
     "call_input_hash",
     "check_run_dir",
     "plan_call",
+    "plan_calls",
     "replay_call",
     "replay_response",
     "response_from_json",
@@ -96,8 +98,10 @@ __all__ = (
 
 #: The saved-response file format; a file of another format is not trusted.
 SAVED_FORMAT: Final = 1
-#: Seconds a save may take when the run is being cancelled (the write is shielded, so bounded).
+#: Seconds ``open_writer`` may go on writing after its block ended (its writes are shielded, so bounded).
 SAVE_TIMEOUT: Final = 5.0
+#: Responses waiting for ``open_writer``'s writer; bounds memory, and a batch's lead on the disk.
+WRITE_BUFFER: Final = 64
 #: The marker a run writes into its folder at its start: what ``--resume`` checks first.
 RUN_MARKER: Final = "run.json"
 
@@ -216,6 +220,8 @@ class SavedResponses:
     """The step's name (in warnings)."""
     resume: ResumeState | None = None
     """The run's tallies (a replay is counted there)."""
+    _send: trio.MemorySendChannel[tuple[Path, str]] | None = attrs.field(default=None, init=False, repr=False)
+    """``open_writer``'s channel to its writer, while it is open."""
 
     def path(self, key: int | str) -> Path:
         """The file of *key* in this run's folder."""
@@ -228,16 +234,73 @@ class SavedResponses:
         be trusted (unreadable, not JSON, another format: a ``ResumeWarning``
         names the file, and the task runs again).
         """
+        (found,) = await self.saved_many([(key, input_hash)])
+        return found
+
+    async def saved_many(self, wanted: Sequence[tuple[int | str, str]]) -> list[Response | None]:
+        """``saved`` for each ``(key, input_hash)`` of *wanted*, read in one worker thread."""
         if self.previous is None:
-            return None
-        return await trio.to_thread.run_sync(self._read, self.previous / f"{_safe_name(str(key))}.json", input_hash)
+            return [None] * len(wanted)
+        previous = self.previous
+        found = await trio.to_thread.run_sync(
+            lambda: [_read_saved(previous / f"{_safe_name(str(key))}.json", h) for key, h in wanted]
+        )
+        for item in found:
+            if isinstance(item, str):
+                warnings.warn(ResumeWarning(item), stacklevel=2)
+        return [item if isinstance(item, Response) else None for item in found]
+
+    @asynccontextmanager
+    async def open_writer(self) -> AsyncIterator[None]:
+        """Within the block, ``save`` hands the files to one writer task, which writes what is
+        waiting in one worker thread call (a large batch costs no thread hop per task).
+
+        Closes: on leaving (also on error or cancellation) the writer writes what was
+        handed to it, shielded, for at most ``SAVE_TIMEOUT`` seconds more (a
+        ``ResumeWarning`` says what it could not write). Backpressure: ``save``
+        waits while ``WRITE_BUFFER`` files wait to be written.
+        """
+        send, receive = trio.open_memory_channel[tuple[Path, str]](WRITE_BUFFER)
+        scope = trio.CancelScope(shield=True)  # paid responses are written even as the step is cancelled
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._writer, receive, scope)
+            self._send = send
+            try:
+                yield
+            finally:
+                self._send = None
+                send.close()  # the writer ends once it has written what is waiting
+                scope.deadline = min(scope.deadline, trio.current_time() + SAVE_TIMEOUT)
+
+    async def _writer(self, receive: trio.MemoryReceiveChannel[tuple[Path, str]], scope: trio.CancelScope) -> None:
+        left = 0
+        with scope, receive:
+            async for item in receive:
+                batch = [item]
+                while True:  # what is already waiting, in the same thread call
+                    try:
+                        batch.append(receive.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                left = len(batch)
+                problems = await trio.to_thread.run_sync(_write_all, batch)
+                left = 0
+                for problem in problems:
+                    warnings.warn(ResumeWarning(f"step {self.step!r}: {problem}"), stacklevel=1)
+            left = 0
+        if scope.cancelled_caught:
+            left += receive.statistics().current_buffer_used
+            warnings.warn(
+                ResumeWarning(f"step {self.step!r}: {left} response(s) not saved in {SAVE_TIMEOUT:g} s"), stacklevel=1
+            )
 
     async def save(self, key: int | str, input_hash: str, response: Response, *, provider: str = "") -> None:
         """Save *response* for *key*, atomically; a response that cannot be saved is warned about.
 
         Not saving loses nothing of this run (the response is in its result);
         a later resume calls that task again. Shielded from cancellation (the
-        call is paid for), bounded by ``SAVE_TIMEOUT``.
+        call is paid for). Inside ``open_writer`` it blocks only while the writer
+        is ``WRITE_BUFFER`` files behind.
         """
         try:
             data = {
@@ -252,48 +315,64 @@ class SavedResponses:
         except (TypeError, ValueError) as exc:  # an output that is not JSON
             warnings.warn(ResumeWarning(f"step {self.step!r}: response {key} not saved: {exc}"), stacklevel=1)
             return
-        try:
-            # a response paid for is saved even when the run is being cancelled (a short write)
-            with trio.move_on_after(SAVE_TIMEOUT, shield=True):
-                await trio.to_thread.run_sync(self._write, self.path(key), text)
-        except OSError as exc:
-            warnings.warn(ResumeWarning(f"step {self.step!r}: response {key} not saved: {exc}"), stacklevel=1)
+        item = (self.path(key), text)
+        with trio.CancelScope(shield=True):  # a response paid for is saved even as the run is cancelled
+            if self._send is not None:
+                try:
+                    await self._send.send(item)
+                    return
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass  # the writer is gone: write it here
+            problems = await trio.to_thread.run_sync(_write_all, [item])
+        for problem in problems:
+            warnings.warn(ResumeWarning(f"step {self.step!r}: {problem}"), stacklevel=1)
 
-    def _write(self, path: Path, text: str) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(path, text)
 
-    def _read(self, path: Path, input_hash: str) -> Response | None:
+def _write_all(items: Sequence[tuple[Path, str]]) -> list[str]:
+    """Write each ``(path, text)`` atomically (in a worker thread); return what could not be written."""
+    problems = []
+    made: set[Path] = set()
+    for path, text in items:
         try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return None
+            if path.parent not in made:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                made.add(path.parent)
+            _write_atomic(path, text)
         except OSError as exc:
-            warnings.warn(ResumeWarning(f"{path}: cannot be read ({exc}); the call runs again"), stacklevel=1)
-            return None
-        try:
-            data = json.loads(text)
-            if not isinstance(data, dict) or data.get("sluiceway_saved") != SAVED_FORMAT:
-                raise ValueError(f"not a saved response of format {SAVED_FORMAT}")
-            if data.get("input_hash") != input_hash:
-                return None  # made from other inputs (a prompt, model or option changed)
-            response = response_from_json(data["response"])
-        except (ValueError, KeyError, TypeError) as exc:
-            warnings.warn(
-                ResumeWarning(f"{path}: not a valid saved response ({exc}); the call runs again"), stacklevel=1
-            )
-            return None
-        return response
+            problems.append(f"response {path.stem} not saved: {exc}")
+    return problems
+
+
+def _read_saved(path: Path, input_hash: str) -> Response | str | None:
+    """The saved response in *path* if its input hash is *input_hash*; ``None``; or why it is not trusted."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"{path}: cannot be read ({exc}); the call runs again"
+    try:
+        data = json.loads(text)
+        if not isinstance(data, dict) or data.get("sluiceway_saved") != SAVED_FORMAT:
+            raise ValueError(f"not a saved response of format {SAVED_FORMAT}")
+        if data.get("input_hash") != input_hash:
+            return None  # made from other inputs (a prompt, model or option changed)
+        return response_from_json(data["response"])
+    except (ValueError, KeyError, TypeError) as exc:
+        return f"{path}: not a valid saved response ({exc}); the call runs again"
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    """Write *text* to *path* whole or not at all: a temporary file beside it, flushed, then renamed."""
+    """Write *text* to *path* whole or not at all: a temporary file beside it, then renamed over *path*.
+
+    Whole or absent whatever moment the process dies. Not synced to the disk
+    (a sync per task would slow a large batch): after a power loss a file may
+    be incomplete, and ``_read_saved`` then refuses it.
+    """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -319,8 +398,13 @@ def call_input_hash(state: ExecutionState, step: Any, text: str, provider: Provi
     name; in mock mode the step's ``mock`` block. Not the timeouts: a resumed
     run may give slow calls more time and still reuse the finished ones.
     """
+    return _input_hash(call_basis(state, step, provider), text)
+
+
+def call_basis(state: ExecutionState, step: Any, provider: Provider) -> str:
+    """What determines *step*'s calls besides the prompt, as canonical JSON (``call_input_hash``)."""
     opts = step_options(state, step)
-    request = build_request(state, step, text, options=opts)
+    request = build_request(state, step, "", options=opts)
     mock = request.mock if provider.name == "mock" else None
     basis = {
         "format": SAVED_FORMAT,
@@ -328,7 +412,7 @@ def call_input_hash(state: ExecutionState, step: Any, text: str, provider: Provi
         "model": request.model,
         "fallback_model": opts.fallback_model,
         "system": request.system,
-        "messages": list(request.messages),
+        "history": list(request.messages[:-1]),
         "max_tokens": request.max_tokens,
         "temperature": request.temperature,
         "max_turns": opts.max_turns,
@@ -341,8 +425,14 @@ def call_input_hash(state: ExecutionState, step: Any, text: str, provider: Provi
         "cwd": opts.cwd,
         "mock": None if mock is None else (attrs.asdict(mock) if attrs.has(type(mock)) else mock),
     }
-    canonical = json.dumps(basis, sort_keys=True, default=repr, ensure_ascii=False)
-    return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return json.dumps(basis, sort_keys=True, default=repr, ensure_ascii=False)
+
+
+def _input_hash(basis: str, text: str) -> str:
+    digest = hashlib.sha256(basis.encode("utf-8"))
+    digest.update(b"\0")
+    digest.update(text.encode("utf-8"))  # the prompt: the user message the call sends
+    return "sha256:" + digest.hexdigest()
 
 
 # --------------------------------------------------------------------------- responses as JSON
@@ -563,6 +653,34 @@ async def plan_call(
     input_hash = call_input_hash(state, step, text, provider)
     saved = await store.saved(key, input_hash)
     return PlannedCall(key=key, text=text, input_hash=input_hash, provider=provider.name, saved=saved)
+
+
+async def plan_calls(
+    state: ExecutionState,
+    step: Any,
+    provider: Provider,
+    store: SavedResponses,
+    prompts: Sequence[tuple[Any, Mapping[str, Any] | None]],
+) -> list[PlannedCall | Exception]:
+    """``plan_call`` for each ``(prompt, extra)`` of a batch, keyed by index, the files read in one go.
+
+    A prompt that cannot be rendered gives its error in its place (it fails that task alone).
+    """
+    planned: list[tuple[str, str] | Exception] = []
+    basis = call_basis(state, step, provider)  # the same for every task: only the prompts differ
+    for prompt, extra in prompts:
+        try:
+            text = await render_prompt(state, step, prompt, extra)
+            planned.append((text, _input_hash(basis, text)))
+        except Exception as exc:
+            planned.append(exc)
+    wanted = [(i, p[1]) for i, p in enumerate(planned) if not isinstance(p, Exception)]
+    found = dict(zip((i for i, _ in wanted), await store.saved_many(wanted), strict=True))
+    return [
+        p if isinstance(p, Exception)
+        else PlannedCall(key=i, text=p[0], input_hash=p[1], provider=provider.name, saved=found[i])
+        for i, p in enumerate(planned)
+    ]
 
 
 async def replay_call(

@@ -17,7 +17,7 @@ from ..engine import Response, stream_group
 from ..specs import ClaudeBatchStep
 from ._composite import SubConsumer, composite_response, group_kwargs, result_of
 from ._model_call import stream_model_call
-from ._resume import PlannedCall, plan_call, replay_call
+from ._resume import PlannedCall, plan_calls, replay_call
 from ._state import ExecutionState
 
 __all__ = ("batch_prompts", "run_batch_step")
@@ -82,16 +82,13 @@ async def run_batch_step(state: ExecutionState, step: ClaudeBatchStep, consumers
                 errors[index] = exc
 
     async def body(sub: SubConsumer) -> Response:
-        calls: list[PlannedCall | None] = []  # each task's prompt and input hash, its saved response if any
-        for index, (prompt, extra) in enumerate(prompts):
-            try:
-                calls.append(await plan_call(state, step, state.provider, store, index, prompt=prompt, extra=extra))
-            except Exception as exc:  # a prompt that cannot be rendered fails its task alone
-                errors[index] = exc
-                calls.append(None)
-        async with trio.open_nursery() as nursery:
+        # each task's rendered prompt and input hash, and its saved response when a resumed run has one
+        calls = await plan_calls(state, step, state.provider, store, prompts)
+        async with store.open_writer(), trio.open_nursery() as nursery:
             for index, call in enumerate(calls):
-                if call is not None:
+                if isinstance(call, Exception):  # its prompt cannot be rendered: it fails alone
+                    errors[index] = call
+                else:
                     nursery.start_soon(task if call.saved is None else replay, index, call, sub)
         outputs = [None if r is None else result_of(r) for r in responses]
         response = composite_response(outputs, responses, started)
