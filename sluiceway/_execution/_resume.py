@@ -98,10 +98,6 @@ __all__ = (
 
 #: The saved-response file format; a file of another format is not trusted.
 SAVED_FORMAT: Final = 1
-#: Seconds ``open_writer`` may go on writing after its block ended (its writes are shielded, so bounded).
-SAVE_TIMEOUT: Final = 5.0
-#: Responses waiting for ``open_writer``'s writer; bounds memory, and a batch's lead on the disk.
-WRITE_BUFFER: Final = 64
 #: The marker a run writes into its folder at its start: what ``--resume`` checks first.
 RUN_MARKER: Final = "run.json"
 
@@ -208,8 +204,12 @@ class SavedResponses:
     """One step's saved responses: ``<key>.json`` files, each with its input hash.
 
     *key* is a batch task's index, or the step's name for a whole step. Reads
-    come from the resumed run's folder; writes go to this run's. Both run in a
-    worker thread (``trio.to_thread``): they block on the disk, not the run.
+    come from the resumed run's folder; writes go to this run's. Both are plain
+    file operations on the calling thread, as ``result.json``'s write is: a
+    file of a few kilobytes per finished call costs less than a hop to a worker
+    thread (a batch of thousands of tasks would pay one per task), a write
+    cannot be cancelled half way, and a run on a virtual clock does not see
+    time jump while a thread works.
     """
 
     folder: Path
@@ -220,87 +220,40 @@ class SavedResponses:
     """The step's name (in warnings)."""
     resume: ResumeState | None = None
     """The run's tallies (a replay is counted there)."""
-    _send: trio.MemorySendChannel[tuple[Path, str]] | None = attrs.field(default=None, init=False, repr=False)
-    """``open_writer``'s channel to its writer, while it is open."""
+    _made: bool = attrs.field(default=False, init=False, repr=False)
+    """Whether *folder* was made (by the first save)."""
 
     def path(self, key: int | str) -> Path:
         """The file of *key* in this run's folder."""
         return self.folder / f"{_safe_name(str(key))}.json"
 
-    async def saved(self, key: int | str, input_hash: str) -> Response | None:
+    def saved(self, key: int | str, input_hash: str) -> Response | None:
         """The response the resumed run saved for *key*, when its input hash is *input_hash*.
 
         ``None`` when there is none, it was made from other inputs, or it cannot
         be trusted (unreadable, not JSON, another format: a ``ResumeWarning``
         names the file, and the task runs again).
         """
-        (found,) = await self.saved_many([(key, input_hash)])
+        (found,) = self.saved_many([(key, input_hash)])
         return found
 
-    async def saved_many(self, wanted: Sequence[tuple[int | str, str]]) -> list[Response | None]:
-        """``saved`` for each ``(key, input_hash)`` of *wanted*, read in one worker thread."""
+    def saved_many(self, wanted: Sequence[tuple[int | str, str]]) -> list[Response | None]:
+        """``saved`` for each ``(key, input_hash)`` of *wanted*."""
         if self.previous is None:
             return [None] * len(wanted)
-        previous = self.previous
-        found = await trio.to_thread.run_sync(
-            lambda: [_read_saved(previous / f"{_safe_name(str(key))}.json", h) for key, h in wanted]
-        )
+        found = [_read_saved(self.previous / f"{_safe_name(str(key))}.json", h) for key, h in wanted]
         for item in found:
             if isinstance(item, str):
                 warnings.warn(ResumeWarning(item), stacklevel=2)
         return [item if isinstance(item, Response) else None for item in found]
 
-    @asynccontextmanager
-    async def open_writer(self) -> AsyncIterator[None]:
-        """Within the block, ``save`` hands the files to one writer task, which writes what is
-        waiting in one worker thread call (a large batch costs no thread hop per task).
-
-        Closes: on leaving (also on error or cancellation) the writer writes what was
-        handed to it, shielded, for at most ``SAVE_TIMEOUT`` seconds more (a
-        ``ResumeWarning`` says what it could not write). Backpressure: ``save``
-        waits while ``WRITE_BUFFER`` files wait to be written.
-        """
-        send, receive = trio.open_memory_channel[tuple[Path, str]](WRITE_BUFFER)
-        scope = trio.CancelScope(shield=True)  # paid responses are written even as the step is cancelled
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._writer, receive, scope)
-            self._send = send
-            try:
-                yield
-            finally:
-                self._send = None
-                send.close()  # the writer ends once it has written what is waiting
-                scope.deadline = min(scope.deadline, trio.current_time() + SAVE_TIMEOUT)
-
-    async def _writer(self, receive: trio.MemoryReceiveChannel[tuple[Path, str]], scope: trio.CancelScope) -> None:
-        left = 0
-        with scope, receive:
-            async for item in receive:
-                batch = [item]
-                while True:  # what is already waiting, in the same thread call
-                    try:
-                        batch.append(receive.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                left = len(batch)
-                problems = await trio.to_thread.run_sync(_write_all, batch)
-                left = 0
-                for problem in problems:
-                    warnings.warn(ResumeWarning(f"step {self.step!r}: {problem}"), stacklevel=1)
-            left = 0
-        if scope.cancelled_caught:
-            left += receive.statistics().current_buffer_used
-            warnings.warn(
-                ResumeWarning(f"step {self.step!r}: {left} response(s) not saved in {SAVE_TIMEOUT:g} s"), stacklevel=1
-            )
-
-    async def save(self, key: int | str, input_hash: str, response: Response, *, provider: str = "") -> None:
+    def save(self, key: int | str, input_hash: str, response: Response, *, provider: str = "") -> None:
         """Save *response* for *key*, atomically; a response that cannot be saved is warned about.
 
         Not saving loses nothing of this run (the response is in its result);
-        a later resume calls that task again. Shielded from cancellation (the
-        call is paid for). Inside ``open_writer`` it blocks only while the writer
-        is ``WRITE_BUFFER`` files behind.
+        a later resume calls that task again. A plain write of a small file, on
+        the calling thread: it cannot be cancelled half way (the call is paid for),
+        and costs less than a hop to a worker thread would.
         """
         try:
             data = {
@@ -315,32 +268,14 @@ class SavedResponses:
         except (TypeError, ValueError) as exc:  # an output that is not JSON
             warnings.warn(ResumeWarning(f"step {self.step!r}: response {key} not saved: {exc}"), stacklevel=1)
             return
-        item = (self.path(key), text)
-        with trio.CancelScope(shield=True):  # a response paid for is saved even as the run is cancelled
-            if self._send is not None:
-                try:
-                    await self._send.send(item)
-                    return
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    pass  # the writer is gone: write it here
-            problems = await trio.to_thread.run_sync(_write_all, [item])
-        for problem in problems:
-            warnings.warn(ResumeWarning(f"step {self.step!r}: {problem}"), stacklevel=1)
-
-
-def _write_all(items: Sequence[tuple[Path, str]]) -> list[str]:
-    """Write each ``(path, text)`` atomically (in a worker thread); return what could not be written."""
-    problems = []
-    made: set[Path] = set()
-    for path, text in items:
+        path = self.path(key)
         try:
-            if path.parent not in made:
+            if not self._made:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                made.add(path.parent)
+                self._made = True
             _write_atomic(path, text)
         except OSError as exc:
-            problems.append(f"response {path.stem} not saved: {exc}")
-    return problems
+            warnings.warn(ResumeWarning(f"step {self.step!r}: response {key} not saved: {exc}"), stacklevel=1)
 
 
 def _read_saved(path: Path, input_hash: str) -> Response | str | None:
@@ -651,7 +586,7 @@ async def plan_call(
     """
     text = await render_prompt(state, step, prompt, extra)
     input_hash = call_input_hash(state, step, text, provider)
-    saved = await store.saved(key, input_hash)
+    saved = store.saved(key, input_hash)
     return PlannedCall(key=key, text=text, input_hash=input_hash, provider=provider.name, saved=saved)
 
 
@@ -675,7 +610,7 @@ async def plan_calls(
         except Exception as exc:
             planned.append(exc)
     wanted = [(i, p[1]) for i, p in enumerate(planned) if not isinstance(p, Exception)]
-    found = dict(zip((i for i, _ in wanted), await store.saved_many(wanted), strict=True))
+    found = dict(zip((i for i, _ in wanted), store.saved_many(wanted), strict=True))
     return [
         p if isinstance(p, Exception)
         else PlannedCall(key=i, text=p[0], input_hash=p[1], provider=provider.name, saved=found[i])
@@ -694,7 +629,7 @@ async def replay_call(
     )
     if store.resume is not None:
         store.resume.count_reused(step.name, call.saved)
-    await store.save(call.key, call.input_hash, call.saved, provider=call.provider)
+    store.save(call.key, call.input_hash, call.saved, provider=call.provider)
     return response
 
 
@@ -708,5 +643,5 @@ async def resumable_model_call(
     if call.saved is not None:
         return await replay_call(state, step, consumers, store, call, path=step.name)
     response = await stream_model_call(state, step, consumers, provider, rendered=call.text)
-    await store.save(call.key, call.input_hash, response, provider=call.provider)
+    store.save(call.key, call.input_hash, response, provider=call.provider)
     return response

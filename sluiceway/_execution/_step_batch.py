@@ -72,7 +72,7 @@ async def run_batch_step(state: ExecutionState, step: ClaudeBatchStep, consumers
             except Exception as exc:  # one task's failure: the others go on
                 errors[index] = exc
                 return
-        await store.save(index, call.input_hash, responses[index], provider=call.provider)  # type: ignore[arg-type]
+        store.save(index, call.input_hash, responses[index], provider=call.provider)  # type: ignore[arg-type]
 
     async def replay(index: int, call: PlannedCall, sub: SubConsumer) -> None:
         async with limiter:
@@ -84,7 +84,7 @@ async def run_batch_step(state: ExecutionState, step: ClaudeBatchStep, consumers
     async def body(sub: SubConsumer) -> Response:
         # each task's rendered prompt and input hash, and its saved response when a resumed run has one
         calls = await plan_calls(state, step, state.provider, store, prompts)
-        async with store.open_writer(), trio.open_nursery() as nursery:
+        async with trio.open_nursery() as nursery:
             for index, call in enumerate(calls):
                 if isinstance(call, Exception):  # its prompt cannot be rendered: it fails alone
                     errors[index] = call
