@@ -27,12 +27,8 @@ from sluiceway.engine import Delta, Done, Event, Message, Response, StepStarted,
 from sluiceway.specs import loads
 
 import sluiceway
-from sluiceway._execution._resume import (
-    SavedResponses,
-    call_input_hash,
-    response_from_json,
-    response_to_json,
-)
+from sluiceway._execution._resume import call_input_hash
+from sluiceway._execution._saved import SavedResponses, response_from_json, response_to_json
 from sluiceway.testing import check_invariants
 from sluiceway.testing.fake_api import FakeAPI
 

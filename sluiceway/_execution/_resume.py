@@ -20,9 +20,12 @@ every response and can itself be resumed. A file that cannot be read or parsed
 is not trusted: the task runs again, with a ``ResumeWarning`` naming the file.
 
 The interface the step types use is small: ``ResumeState.store(step)`` gives a
-step's ``SavedResponses`` (``saved(key, input_hash)``, ``save(key, input_hash,
-response)``), ``call_input_hash`` hashes a call, and ``replay_response`` streams
-a saved response to a (sub-)step's consumers.
+step's ``SavedResponses`` (``_saved``: ``saved(key, input_hash)``, ``save(key,
+input_hash, response)``); ``plan_calls`` renders a batch's prompts, hashes
+them and finds their saved responses (which tasks still need a call);
+``replay_call`` streams a saved response to a sub-step's consumers; a task
+called is saved with ``store.save`` once it is done. ``resumable_model_call``
+does all of it for a whole step.
 """
 
 from __future__ import annotations
@@ -30,11 +33,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
-import tempfile
-import warnings
 from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import aclosing, asynccontextmanager
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Final
 
@@ -73,16 +73,14 @@ from ._model_call import (
     stream_model_call,
 )
 from ._prompts import render_prompt
+from ._saved import SAVED_FORMAT, SavedResponses, safe_name, write_atomic
 from ._state import ExecutionState
 
 __all__ = (
     "RUN_MARKER",
-    "SAVED_FORMAT",
     "PlannedCall",
     "ResumeError",
     "ResumeState",
-    "ResumeWarning",
-    "SavedResponses",
     "call_basis",
     "call_input_hash",
     "check_run_dir",
@@ -90,27 +88,16 @@ __all__ = (
     "plan_calls",
     "replay_call",
     "replay_response",
-    "response_from_json",
-    "response_to_json",
     "resumable_model_call",
     "write_run_marker",
 )
 
-#: The saved-response file format; a file of another format is not trusted.
-SAVED_FORMAT: Final = 1
 #: The marker a run writes into its folder at its start: what ``--resume`` checks first.
 RUN_MARKER: Final = "run.json"
 
 
 class ResumeError(SluicewayError, ValueError):
     """``resume=RUN_DIR`` names no run folder, or one a different pipeline made."""
-
-
-class ResumeWarning(RuntimeWarning):
-    """A saved response could not be trusted (unreadable, corrupt): its task runs again."""
-
-
-# --------------------------------------------------------------------------- the run folder
 
 
 def check_run_dir(spec: Pipeline, run_dir: str | os.PathLike[str]) -> Path:
@@ -159,10 +146,7 @@ def write_run_marker(state: ExecutionState) -> None:
         "spec": state.spec.source,
         "resumed_from": None if state.resume.previous is None else str(state.resume.previous),
     }
-    _write_atomic(state.run_dir / RUN_MARKER, json.dumps(marker, indent=2))
-
-
-# --------------------------------------------------------------------------- the store
+    write_atomic(state.run_dir / RUN_MARKER, json.dumps(marker, indent=2))
 
 
 @attrs.define
@@ -180,12 +164,11 @@ class ResumeState:
 
     def store(self, step: str, *, batch: bool) -> SavedResponses:
         """The saved responses of *step*: its tasks' (*batch*), or its own."""
-        relative = Path("batch", _safe_name(step)) if batch else Path("steps")
+        relative = Path("batch", safe_name(step)) if batch else Path("steps")
         return SavedResponses(
             folder=self.run_dir / relative,
             previous=None if self.previous is None else self.previous / relative,
             step=step,
-            resume=self,
         )
 
     def count_reused(self, step: str, response: Response) -> None:
@@ -197,131 +180,6 @@ class ResumeState:
         if reuse.cost_usd is not None:
             reuse.cost_usd = None if response.cost_usd is None else reuse.cost_usd + response.cost_usd
         self.by_step[step] = self.by_step.get(step, 0) + 1
-
-
-@attrs.define
-class SavedResponses:
-    """One step's saved responses: ``<key>.json`` files, each with its input hash.
-
-    *key* is a batch task's index, or the step's name for a whole step. Reads
-    come from the resumed run's folder; writes go to this run's. Both are plain
-    file operations on the calling thread, as ``result.json``'s write is: a
-    file of a few kilobytes per finished call costs less than a hop to a worker
-    thread (a batch of thousands of tasks would pay one per task), a write
-    cannot be cancelled half way, and a run on a virtual clock does not see
-    time jump while a thread works.
-    """
-
-    folder: Path
-    """Where this run saves."""
-    previous: Path | None
-    """Where the run it resumes saved, or ``None``."""
-    step: str
-    """The step's name (in warnings)."""
-    resume: ResumeState | None = None
-    """The run's tallies (a replay is counted there)."""
-    _made: bool = attrs.field(default=False, init=False, repr=False)
-    """Whether *folder* was made (by the first save)."""
-
-    def path(self, key: int | str) -> Path:
-        """The file of *key* in this run's folder."""
-        return self.folder / f"{_safe_name(str(key))}.json"
-
-    def saved(self, key: int | str, input_hash: str) -> Response | None:
-        """The response the resumed run saved for *key*, when its input hash is *input_hash*.
-
-        ``None`` when there is none, it was made from other inputs, or it cannot
-        be trusted (unreadable, not JSON, another format: a ``ResumeWarning``
-        names the file, and the task runs again).
-        """
-        (found,) = self.saved_many([(key, input_hash)])
-        return found
-
-    def saved_many(self, wanted: Sequence[tuple[int | str, str]]) -> list[Response | None]:
-        """``saved`` for each ``(key, input_hash)`` of *wanted*."""
-        if self.previous is None:
-            return [None] * len(wanted)
-        found = [_read_saved(self.previous / f"{_safe_name(str(key))}.json", h) for key, h in wanted]
-        for item in found:
-            if isinstance(item, str):
-                warnings.warn(ResumeWarning(item), stacklevel=2)
-        return [item if isinstance(item, Response) else None for item in found]
-
-    def save(self, key: int | str, input_hash: str, response: Response, *, provider: str = "") -> None:
-        """Save *response* for *key*, atomically; a response that cannot be saved is warned about.
-
-        Not saving loses nothing of this run (the response is in its result);
-        a later resume calls that task again. A plain write of a small file, on
-        the calling thread: it cannot be cancelled half way (the call is paid for),
-        and costs less than a hop to a worker thread would.
-        """
-        try:
-            data = {
-                "sluiceway_saved": SAVED_FORMAT,
-                "step": self.step,
-                "key": key,
-                "input_hash": input_hash,
-                "provider": provider,
-                "response": response_to_json(response),
-            }
-            text = json.dumps(data, ensure_ascii=False)
-        except (TypeError, ValueError) as exc:  # an output that is not JSON
-            warnings.warn(ResumeWarning(f"step {self.step!r}: response {key} not saved: {exc}"), stacklevel=1)
-            return
-        path = self.path(key)
-        try:
-            if not self._made:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self._made = True
-            _write_atomic(path, text)
-        except OSError as exc:
-            warnings.warn(ResumeWarning(f"step {self.step!r}: response {key} not saved: {exc}"), stacklevel=1)
-
-
-def _read_saved(path: Path, input_hash: str) -> Response | str | None:
-    """The saved response in *path* if its input hash is *input_hash*; ``None``; or why it is not trusted."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        return f"{path}: cannot be read ({exc}); the call runs again"
-    try:
-        data = json.loads(text)
-        if not isinstance(data, dict) or data.get("sluiceway_saved") != SAVED_FORMAT:
-            raise ValueError(f"not a saved response of format {SAVED_FORMAT}")
-        if data.get("input_hash") != input_hash:
-            return None  # made from other inputs (a prompt, model or option changed)
-        return response_from_json(data["response"])
-    except (ValueError, KeyError, TypeError) as exc:
-        return f"{path}: not a valid saved response ({exc}); the call runs again"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write *text* to *path* whole or not at all: a temporary file beside it, then renamed over *path*.
-
-    Whole or absent whatever moment the process dies. Not synced to the disk
-    (a sync per task would slow a large batch): after a power loss a file may
-    be incomplete, and ``_read_saved`` then refuses it.
-    """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def _safe_name(name: str) -> str:
-    return re.sub(r"[^\w.\-\[\]]", "_", name) or "_"
-
-
-# --------------------------------------------------------------------------- the input hash
 
 
 def call_input_hash(state: ExecutionState, step: Any, text: str, provider: Provider) -> str:
@@ -370,85 +228,6 @@ def _input_hash(basis: str, text: str) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-# --------------------------------------------------------------------------- responses as JSON
-
-
-def _block_to_json(block: Any) -> dict[str, Any]:
-    out = attrs.asdict(block)
-    out["type"] = block.type
-    return out
-
-
-_BLOCKS: Final[dict[str, type]] = {
-    "text": TextBlock, "thinking": ThinkingBlock, "tool_use": ToolUseBlock, "tool_result": ToolResultBlock,
-}
-
-
-def _block_from_json(data: Mapping[str, Any]) -> Any:
-    fields = dict(data)
-    cls = _BLOCKS.get(fields.pop("type", None))
-    if cls is None:
-        raise ValueError(f"unknown content block type {data.get('type')!r}")
-    return cls(**fields)
-
-
-def response_to_json(response: Response) -> dict[str, Any]:
-    """*response* as JSON-able data (``response_from_json`` reads it back); the metrics are not kept."""
-    return {
-        "text": response.text,
-        "messages": [
-            {
-                "role": m.role,
-                "content": [_block_to_json(b) for b in m.content],
-                "usage": None if m.usage is None else attrs.asdict(m.usage),
-                "stop_reason": m.stop_reason,
-            }
-            for m in response.messages
-        ],
-        "usage": attrs.asdict(response.usage),
-        "cost_usd": response.cost_usd,
-        "stop_reason": response.stop_reason,
-        "model": response.model,
-        "status": response.status,
-        "output": response.output,
-        "superseded_usage": attrs.asdict(response.superseded_usage),
-        "superseded_cost_usd": response.superseded_cost_usd,
-    }
-
-
-def response_from_json(data: Mapping[str, Any]) -> Response:
-    """The ``Response`` ``response_to_json`` wrote (its messages with an empty envelope).
-
-    Raises:
-        ValueError, KeyError, TypeError: *data* is not such a response.
-    """
-    messages = tuple(
-        Message(
-            run_id="", step="", role=m["role"], content=tuple(_block_from_json(b) for b in m["content"]),
-            usage=None if m.get("usage") is None else Usage(**m["usage"]), stop_reason=m.get("stop_reason"),
-        )
-        for m in data["messages"]
-    )
-    text = data["text"]
-    if not isinstance(text, str):
-        raise TypeError("text is not a string")
-    return Response(
-        text=text,
-        messages=messages,
-        usage=Usage(**data["usage"]),
-        cost_usd=data.get("cost_usd"),
-        stop_reason=data.get("stop_reason"),
-        model=data.get("model"),
-        status=data.get("status", "ok"),
-        output=data.get("output"),
-        superseded_usage=Usage(**data.get("superseded_usage", {})),
-        superseded_cost_usd=data.get("superseded_cost_usd", 0.0),
-    )
-
-
-# --------------------------------------------------------------------------- replay
-
-
 class _SavedCalls:
     """A provider that answers call *n* (``request.turn``) with the *n*-th saved assistant message."""
 
@@ -458,32 +237,49 @@ class _SavedCalls:
 
     @asynccontextmanager
     async def stream(self, request: ModelRequest) -> AsyncIterator[AsyncIterator[ProviderEvent]]:
-        async with aclosing(self._events(self._messages[request.turn], request.model)) as events:
-            yield events
-
-    async def _events(self, message: Message, model: str) -> AsyncIterator[ProviderEvent]:
-        await trio.lowlevel.checkpoint()  # a long replay stays cancellable
-        yield MessageStart(model=model, usage=message.usage or Usage())
-        for index, block in enumerate(message.content):
-            if isinstance(block, TextBlock):
-                yield BlockStart(index, "text")
-                yield TextChunk(index, block.text)
-            elif isinstance(block, ThinkingBlock):
-                yield BlockStart(index, "thinking")
-                yield ThinkingChunk(index, block.thinking)
-                if block.signature is not None:
-                    yield ThinkingChunk(index, "", signature=block.signature)
-            elif isinstance(block, ToolUseBlock):
-                yield BlockStart(index, "tool_use", tool_use_id=block.id, name=block.name)
-                yield InputJsonChunk(index, json.dumps(block.input))
-            else:
-                continue
-            yield BlockStop(index)
-        yield MessageDeltaInfo(stop_reason=message.stop_reason)
-        yield MessageStop()
+        await trio.lowlevel.checkpoint()  # a long replay stays cancellable: one checkpoint per call
+        yield _Events(_provider_events(self._messages[request.turn], request.model))
 
     async def aclose(self) -> None:
         pass
+
+
+class _Events:
+    """An async iterator over provider events already made (nothing to close)."""
+
+    def __init__(self, events: list[ProviderEvent]) -> None:
+        self._events = iter(events)
+
+    def __aiter__(self) -> _Events:
+        return self
+
+    async def __anext__(self) -> ProviderEvent:
+        try:
+            return next(self._events)
+        except StopIteration:
+            raise StopAsyncIteration from None
+
+
+def _provider_events(message: Message, model: str) -> list[ProviderEvent]:
+    """The events of a call that answers *message*: each block whole, in one chunk."""
+    events: list[ProviderEvent] = [MessageStart(model=model, usage=message.usage or Usage())]
+    for index, block in enumerate(message.content):
+        if isinstance(block, TextBlock):
+            events += [BlockStart(index, "text"), TextChunk(index, block.text)]
+        elif isinstance(block, ThinkingBlock):
+            events += [BlockStart(index, "thinking"), ThinkingChunk(index, block.thinking)]
+            if block.signature is not None:
+                events.append(ThinkingChunk(index, "", signature=block.signature))
+        elif isinstance(block, ToolUseBlock):
+            events += [
+                BlockStart(index, "tool_use", tool_use_id=block.id, name=block.name),
+                InputJsonChunk(index, json.dumps(block.input)),
+            ]
+        else:
+            continue
+        events.append(BlockStop(index))
+    events += [MessageDeltaInfo(stop_reason=message.stop_reason), MessageStop()]
+    return events
 
 
 class _SavedToolResults:
@@ -627,8 +423,7 @@ async def replay_call(
     response = await replay_response(
         state, step, consumers, call.saved, path=path, text=call.text, provider=call.provider
     )
-    if store.resume is not None:
-        store.resume.count_reused(step.name, call.saved)
+    state.resume.count_reused(step.name, call.saved)
     store.save(call.key, call.input_hash, call.saved, provider=call.provider)
     return response
 
