@@ -72,7 +72,9 @@ async def run_batch_step(state: ExecutionState, step: ClaudeBatchStep, consumers
             except Exception as exc:  # one task's failure: the others go on
                 errors[index] = exc
                 return
-        store.save(index, call.input_hash, responses[index], provider=call.provider)  # type: ignore[arg-type]
+        response = responses[index]
+        assert response is not None
+        store.save(index, call.input_hash, response, provider=call.provider)  # saved as soon as it is done
 
     async def replay(index: int, call: PlannedCall, sub: SubConsumer) -> None:
         async with limiter:
