@@ -228,7 +228,7 @@ def _paid_json(result: RunResult) -> dict[str, Any]:
     )
     cost = result.cost_usd
     if cost is not None and result.reused.cost_usd is not None:
-        cost = max(cost - result.reused.cost_usd, 0.0)
+        cost = max(round(cost - result.reused.cost_usd, 12), 0.0)  # no float noise from the subtraction
     elif result.reused.responses:
         cost = None
     return {"requests": result.requests, "usage": _usage_json(paid), "cost_usd": cost}
