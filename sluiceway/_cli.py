@@ -95,6 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     run.add_argument("--debug", action="store_true", help="show tracebacks")
+    run.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="resume an earlier run of this pipeline (its folder, outputs/run_*): the batch tasks "
+        "and model steps it finished with the same inputs are replayed, not paid for again; the "
+        "rest run (in a new run folder)",
+    )
     run.add_argument("--record", metavar="FILE", help="record a cassette (live mode)")
     run.add_argument("--cassette", metavar="FILE", help="the cassette to replay (implies --mode replay)")
     run.add_argument("--speed", type=float, metavar="X", help="replay speed factor")

@@ -32,7 +32,16 @@ import trio
 import yaml
 
 from ._errors import AuthenticationError, SluicewayError, SpecError, StepError
-from ._execution import Mode, ModeUnavailableError, RunOptions, execute, new_run_id, prepare
+from ._execution import (
+    Mode,
+    ModeUnavailableError,
+    ResumeError,
+    RunOptions,
+    check_run_dir,
+    execute,
+    new_run_id,
+    prepare,
+)
 from ._gc import tune_gc
 from ._load import load
 from ._result import RunResult, result_to_json
@@ -130,7 +139,7 @@ def format_summary(result: RunResult) -> str:
     """The run summary printed on stderr: totals, one line per step, then a failure's cause.
 
     A step that ended ok at a stop other than the model's own end (``max_turns``,
-    ``max_tokens``...) says so on its line. A failed run ends with one line naming
+    ``max_tokens``...) says so on its line. A resumed run says what it replayed and what it called. A failed run ends with one line naming
     the failed step, the exception's type and message, and where its partial
     output is: the only place the cause is printed.
     """
@@ -156,6 +165,13 @@ def format_summary(result: RunResult) -> str:
         f"tokens {usage.input_tokens} in / {usage.output_tokens} out, cost {cost}, "
         f"{_fmt_seconds(result.duration)}  [{result.run_dir}]"
     )
+    if result.resumed_from is not None:
+        reused = result.reused
+        reused_cost = "-" if reused.cost_usd is None else f"${reused.cost_usd:.5f}"
+        lines.append(
+            f"  resumed from {result.resumed_from}: {reused.responses} saved response(s) replayed "
+            f"(cost {reused_cost} not paid again), {result.requests} model call(s) made"
+        )
     tail = [_failure_line(result)] if result.status == "failed" else []
     return "\n".join([head, *lines, *tail])
 
@@ -255,7 +271,7 @@ def run_command(args: argparse.Namespace) -> int:
     except _Terminated:
         print("sluiceway run: terminated", file=err)
         return EXIT_TERMINATED
-    except (SpecError, _UsageError, ModeUnavailableError, AuthenticationError) as exc:
+    except (SpecError, _UsageError, ModeUnavailableError, AuthenticationError, ResumeError) as exc:
         if debug:
             traceback.print_exception(exc, file=err)
         prefix = "" if isinstance(exc, SpecError) else "sluiceway run: "
@@ -327,6 +343,7 @@ def _run_command(args: argparse.Namespace, err: TextIO) -> int:
         speed=speed if speed is not None else 1.0,
         instant=bool(getattr(args, "instant", False)),
         live_options=live_options,
+        resume=getattr(args, "resume", None),
         executor=getattr(args, "executor", None),
     )
     web = None
@@ -350,6 +367,8 @@ def _run_command(args: argparse.Namespace, err: TextIO) -> int:
                 "(variables are declared under `variables:`)"
             )
     prepare(spec, options)  # bad conditions, handlers, callables: exit 2 before anything runs
+    if options.resume is not None:
+        check_run_dir(spec, options.resume)  # not a run folder, or another pipeline's: exit 2 at once
     tune_gc()  # start-up is over: freeze it, collect the young less often (see sluiceway._gc)
     result, stopped_by = trio.run(_run_with_signals, spec, options, err, web)
     if result is not None and as_json:

@@ -33,6 +33,9 @@ Scenarios:
                ``tool_use`` block of ``tool=`` (else the tool ``tool_choice``
                forces) with input ``input=`` (JSON, default ``{}``) in
                ``pieces=N`` pieces, stop reason ``tool_use``
+``echo``       a text block ``"echo: <the last user message's text>"``, word by
+               word: each prompt gets its own answer, whatever order the
+               requests arrive in
 ``error``      ``after=K`` text deltas (default 2), then ``event: error`` of
                ``type=`` (default ``overloaded_error``), then a clean end
 ``drop``       ``after=K`` text deltas, then the connection is cut mid-body
@@ -332,7 +335,7 @@ class FakeAPI:
         if not model.startswith("fake:") and model:
             params.setdefault("reply_model", model)
         params[_REQUEST] = str(seq)  # ids unique per request (tool_use ids: ``toolu_fake_<seq>``)
-        if name == "tool_loop":
+        if name in ("tool_loop", "echo"):
             params[_BODY] = json.dumps(body)
         if params.get("echo") and "text" not in params:
             params["text"] = _last_user_text(body)
@@ -687,6 +690,19 @@ def _tool_loop(params: dict[str, str]) -> Iterator[tuple[str, Any]]:
     yield from s.end("tool_use")
 
 
+def _echo(params: dict[str, str]) -> Iterator[tuple[str, Any]]:
+    body = json.loads(params.get(_BODY, "{}"))
+    users = [m for m in body.get("messages") or () if isinstance(m, dict) and m.get("role") == "user"]
+    content = users[-1].get("content", "") if users else ""
+    if isinstance(content, list):
+        content = "".join(str(b.get("text", "")) for b in content if isinstance(b, dict))
+    s = _Script(params)
+    yield from s.start()
+    words = f"echo: {content}".split(" ")
+    yield from s.text_block([w + " " for w in words[:-1]] + ([words[-1]] if words[-1] else []))
+    yield from s.end("end_turn")
+
+
 def _partial(params: dict[str, str]) -> tuple[_Script, list[str]]:
     s = _Script(params)
     pieces = _pieces(params)[: _int(params, "after", 2)]
@@ -732,6 +748,7 @@ _SCENARIOS = {
     "thinking": _thinking,
     "tool_use": _tool_use,
     "tool_loop": _tool_loop,
+    "echo": _echo,
     "error": _error,
     "drop": _drop,
     "stall": _stall,
