@@ -325,3 +325,30 @@ def test_mock_mode_on_ray_gives_what_a_local_batch_gives(ray_cluster: str, tmp_p
     assert ray_result.status == local_result.status == "ok"
     assert ray_result.steps["batch"].output == local_result.steps["batch"].output
     assert len(set(ray_result.steps["batch"].output)) == 12
+
+
+async def test_resume_on_ray_calls_only_the_missing_tasks_and_ends_as_an_uninterrupted_run(
+    ray_cluster: str, live_env: FakeAPI, tmp_path: Path
+) -> None:
+    count = 30
+    spec = batch_spec(tmp_path, count, "fake:text?echo=1", max_parallel=8)
+    with trio.fail_after(120):
+        first = await sluiceway.run(spec, mode="live")
+    assert first.status == "ok" and live_env.stats()["requests"] == count
+    saved = first.run_dir / "batch" / "batch"
+    assert len(list(saved.iterdir())) == count  # each task's response, saved as it ended
+    missing = [3, 4, 17, 29]  # a run stopped before these ended
+    for i in missing:
+        (saved / f"{i}.json").unlink()
+    live_env.reset()
+    seen: list[Event] = []
+    with trio.fail_after(120):
+        second = await sluiceway.run(spec, mode="live", resume=first.run_dir, on_event=seen.append)
+    assert second.status == "ok", second.error
+    assert live_env.stats()["requests"] == len(missing)  # the fake server's count: only those
+    assert second.steps["batch"].output == first.steps["batch"].output
+    assert second.requests == len(missing)
+    check_invariants(seen)
+    steps = by_step(seen)
+    assert all(sum(isinstance(e, TERMINAL_EVENTS) for e in steps[f"batch[{i}]"]) == 1 for i in range(count))
+    assert len(list((second.run_dir / "batch" / "batch").iterdir())) == count

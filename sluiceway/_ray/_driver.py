@@ -35,7 +35,7 @@ from .._execution._model_call import (
     handler_timeout,
     step_options,
 )
-from .._execution._prompts import render_prompt
+from .._execution._resume import PlannedCall, plan_calls, replay_call
 from .._execution._state import ExecutionState
 from ..engine import (
     TERMINAL_EVENTS,
@@ -92,6 +92,12 @@ class _Task:
     """Added to their ``attempt``."""
     error: BaseException | None = None
     """What it failed with (a ``TaskOutcome``, or a driver-side failure)."""
+    retries: int = 0
+    """Its ``Retrying`` events: each superseded a call that was made (and may have been paid)."""
+    input_hash: str = ""
+    """Its call's input hash: its response is saved under it (``--resume``)."""
+    provider: str = ""
+    """The provider's name, saved with its response."""
 
     @property
     def path(self) -> str:
@@ -121,26 +127,44 @@ async def run_ray_batch(
         raise StepError(f"batch_config.actors must be >= 1, got {config.actors}", step=step.name)
     settings = _actor_settings(state, step)
     opts = step_options(state, step)
-    tasks = []
-    for index, (prompt, extra) in enumerate(prompts):
-        text = await render_prompt(state, step, prompt, extra)
-        request = build_request(state, step, text, path=f"{step.name}[{index}]", options=opts)
-        tasks.append(_Task(index, request))
     runtime_env = actor_runtime_env(config.runtime_env, live=settings.mode == "live")
     started = trio.current_time()
     wall_origin = time.time() - state.run_context.now()
+    store = state.resume.store(step.name, batch=True)
+    responses: list[Response | None] = [None] * len(prompts)
+    errors: dict[int, BaseException] = {}
+
+    async def replay(index: int, call: PlannedCall, sub: SubConsumer) -> None:
+        try:
+            responses[index] = await replay_call(state, step, [sub()], store, call, path=f"{step.name}[{index}]")
+        except Exception as exc:
+            errors[index] = exc
 
     async def body(sub: SubConsumer) -> Response:
-        async with open_cluster(ray, config.ray_address):
-            dispatcher = _Dispatcher(ray, state, step, settings, tasks, sub, runtime_env, wall_origin)
-            await dispatcher.run(min(config.actors, max(len(tasks), 1)))
-        responses = dispatcher.responses
-        errors = {t.index: t.error for t in tasks if t.error is not None}
+        # each task's rendered prompt and input hash, and its saved response when a resumed run has one
+        calls = await plan_calls(state, step, state.provider, store, prompts)
+        tasks: list[_Task] = []
+        async with trio.open_nursery() as nursery:
+            for index, call in enumerate(calls):
+                if isinstance(call, Exception):  # its prompt cannot be rendered: it fails alone
+                    errors[index] = call
+                elif call.saved is not None:  # replayed here: no actor, no cost
+                    nursery.start_soon(replay, index, call, sub)
+                else:
+                    request = build_request(state, step, call.text, path=f"{step.name}[{index}]", options=opts)
+                    tasks.append(_Task(index, request, input_hash=call.input_hash, provider=call.provider))
+            if tasks:
+                async with open_cluster(ray, config.ray_address):
+                    dispatcher = _Dispatcher(
+                        ray, state, step, settings, tasks, sub, runtime_env, wall_origin, responses, store
+                    )
+                    await dispatcher.run(min(config.actors, len(tasks)))
+        errors.update({t.index: t.error for t in tasks if t.error is not None})
         outputs = [None if r is None else result_of(r) for r in responses]
         response = composite_response(outputs, responses, started)
         if errors:
             listed = "; ".join(f"[{i}] {errors[i]}" for i in sorted(errors))
-            error = StepError(f"{len(errors)} of {len(tasks)} tasks failed: {listed}", step=step.name)
+            error = StepError(f"{len(errors)} of {len(prompts)} tasks failed: {listed}", step=step.name)
             error.__cause__ = errors[min(errors)]
             error.partial = response  # type: ignore[attr-defined]  # the partial response rides on any exception
             raise error
@@ -148,7 +172,7 @@ async def run_ray_batch(
 
     return await stream_group(
         consumers=consumers, body=body,
-        concurrency=min(config.actors * config.max_parallel, max(len(tasks), 1)), tasks=len(tasks),
+        concurrency=min(config.actors * config.max_parallel, max(len(prompts), 1)), tasks=len(prompts),
         **group_kwargs(state, step),
     )
 
@@ -185,7 +209,8 @@ class _Dispatcher:
     """The step's actors, their jobs and pumps, and the tasks' relays."""
 
     def __init__(self, ray: Any, state: ExecutionState, step: Any, settings: ActorSettings,
-                 tasks: list[_Task], sub: SubConsumer, runtime_env: dict[str, Any], wall_origin: float) -> None:
+                 tasks: list[_Task], sub: SubConsumer, runtime_env: dict[str, Any], wall_origin: float,
+                 responses: list[Response | None], store: Any) -> None:
         self.ray = ray
         self.state = state
         self.step = step
@@ -195,7 +220,10 @@ class _Dispatcher:
         self.sub = sub
         self.runtime_env = runtime_env
         self.wall_origin = wall_origin
-        self.responses: list[Response | None] = [None] * len(tasks)
+        self.responses = responses
+        """Every task's response by index (the replayed ones' too), filled in as they end."""
+        self.store = store
+        """Where each finished task's response is saved as it ends (``--resume``)."""
         self.actors: list[Any] = []
         self.alive: list[bool] = []
         self.job_ids = itertools.count()
@@ -311,6 +339,7 @@ class _Dispatcher:
             task.output_started = True
         elif isinstance(event, Retrying):
             task.output_started = False
+            task.retries += 1
         elif isinstance(event, TERMINAL_EVENTS):
             task.finished = True
 
@@ -342,8 +371,13 @@ class _Dispatcher:
             run=state.run_context, path=task.path, consumers=[self.sub()], receive_events=receive,
             on_handler_error=handler_error_policy(state, step), handler_timeout=handler_timeout(state, step),
         )
+        # the run's paid requests (result.json): the calls its response holds, and each superseded one
+        response = getattr(terminal, "response", None) or getattr(terminal, "partial", None)
+        calls = sum(1 for m in response.messages if m.role == "assistant") if response is not None else 0
+        state.requests += calls + task.retries
         if isinstance(terminal, Done):
             self.responses[task.index] = terminal.response
+            self.store.save(task.index, task.input_hash, terminal.response, provider=task.provider)
         elif task.error is None:
             if isinstance(terminal, Failed):
                 task.error = terminal.error
