@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench._ray", description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=10_000)
     parser.add_argument("--deltas", type=int, default=20, help="deltas per task (20/s)")
-    parser.add_argument("--parallel", type=int, default=500, help="tasks streaming at once, in all")
+    parser.add_argument("--parallel", type=int, default=100, help="tasks streaming at once, in all")
     parser.add_argument("--actors", type=int, default=2)
     parser.add_argument("--out", default=str(BENCH / "results_ray.json"))
     parser.add_argument("--child", help=argparse.SUPPRESS)
