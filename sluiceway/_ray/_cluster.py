@@ -88,8 +88,9 @@ async def open_cluster(ray: Any, address: str | None) -> AsyncIterator[None]:
     without its dashboard) that is stopped when the block ends; ``auto`` or an
     address joins that cluster, and leaving disconnects from it without
     stopping it. Starting (seconds) runs in a worker thread; cancelled while
-    it starts, the thread is abandoned (a local cluster's processes share the
-    fate of this one). Stopping runs shielded, bounded by ``CLUSTER_CLOSE_TIMEOUT``.
+    it starts, it waits for the start to end and then stops the cluster (a
+    start cut short would leave Ray's agents running). Stopping runs shielded,
+    bounded by ``CLUSTER_CLOSE_TIMEOUT``.
     """
     if ray.is_initialized():
         yield
@@ -115,11 +116,14 @@ async def open_cluster(ray: Any, address: str | None) -> AsyncIterator[None]:
                 logger.setLevel(level)
 
     try:
-        await trio.to_thread.run_sync(init, abandon_on_cancel=True)
-    except (ConnectionError, ValueError, RuntimeError) as exc:
-        raise SluicewayError(f"executor: ray: cannot connect to the Ray cluster at {address}: {exc}") from exc
-    try:
+        try:
+            # not abandoned when cancelled: a start cut short leaves processes behind, so a
+            # cancellation waits for the start to end, then stops what it started (below)
+            await trio.to_thread.run_sync(init)
+        except (ConnectionError, ValueError, RuntimeError) as exc:
+            raise SluicewayError(f"executor: ray: cannot connect to the Ray cluster at {address}: {exc}") from exc
         yield
     finally:
-        with trio.move_on_after(CLUSTER_CLOSE_TIMEOUT, shield=True):
-            await trio.to_thread.run_sync(ray.shutdown, abandon_on_cancel=True)
+        if ray.is_initialized():
+            with trio.move_on_after(CLUSTER_CLOSE_TIMEOUT, shield=True):
+                await trio.to_thread.run_sync(ray.shutdown, abandon_on_cancel=True)
