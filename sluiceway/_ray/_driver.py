@@ -14,7 +14,9 @@ A dying actor: its pump gets the actor's error; every task of its job without
 a terminal event is sent to another live actor, a started one first getting a
 ``Retrying`` (``output_may_have_started`` says whether its deltas reached the
 consumers) and its later events renumbered after it (``seq`` and ``attempt``
-go on from where they were; the new ``StepStarted`` is dropped).
+go on from where they were; the new ``StepStarted`` is dropped). A task whose
+call's ``Message`` had already come (its output is complete; only its ``Done``
+was lost) ends here with that message's response instead of being called again.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ from ..engine import (
     Done,
     Event,
     Failed,
+    Message,
+    Metrics,
     ModelRequest,
     Response,
     Retrying,
@@ -51,6 +55,8 @@ from ..engine import (
     ThinkingDelta,
     ToolInputDelta,
     ToolUse,
+    Usage,
+    cost_usd,
     stream_group,
 )
 from ..engine._relay import relay_step
@@ -92,6 +98,8 @@ class _Task:
     """Added to their ``attempt``."""
     error: BaseException | None = None
     """What it failed with (a ``TaskOutcome``, or a driver-side failure)."""
+    message: Message | None = None
+    """Its call's ``Message``, once it came: the call is complete (a Ray task makes one call)."""
     retries: int = 0
     """Its ``Retrying`` events: each superseded a call that was made (and may have been paid)."""
     input_hash: str = ""
@@ -337,8 +345,12 @@ class _Dispatcher:
         task.last_seq, task.attempt = event.seq, event.attempt
         if isinstance(event, _OUTPUT_EVENTS):
             task.output_started = True
+        elif isinstance(event, Message):
+            if event.role == "assistant":
+                task.message = event
         elif isinstance(event, Retrying):
             task.output_started = False
+            task.message = None
             task.retries += 1
         elif isinstance(event, TERMINAL_EVENTS):
             task.finished = True
@@ -395,6 +407,27 @@ class _Dispatcher:
             at=self.state.run_context.now(), error=error, message=str(error),
         ))
 
+    def finished(self, task: _Task) -> Done:
+        """The ``Done`` of *task* whose actor died after its call's ``Message`` reached us.
+
+        A Ray batch task makes one model call (no tools), so its ``Message`` is its
+        whole output: running it again would repeat a finished call. The response
+        is the message's (its metrics beyond the counts are lost with the actor).
+        """
+        message = task.message
+        assert message is not None
+        usage = message.usage or Usage()
+        model = task.request.model
+        cost = 0.0 if self.settings.free else cost_usd(model, usage, dict(self.settings.pricing) or None)
+        response = Response(
+            text=message.text, messages=(message,), usage=usage, cost_usd=cost, stop_reason=message.stop_reason,
+            model=model, metrics=Metrics(message_count=1),
+        )
+        return Done(
+            run_id=self.state.run_id, step=task.path, attempt=task.attempt, seq=task.last_seq + 1,
+            at=self.state.run_context.now(), response=response,
+        )
+
     async def lost(self, actor_no: int, shard: list[_Task], failure: BaseException) -> None:
         """Actor *actor_no* failed: re-dispatch its unfinished tasks to a live actor (or fail them)."""
         ray = self.ray
@@ -411,6 +444,10 @@ class _Dispatcher:
             for task in orphans:
                 await self.fail(task, SluicewayError(f"executor: ray: every actor died ({failure})"))
             return
+        complete = [t for t in orphans if t.message is not None]
+        for task in complete:  # its call ended and its Message came; only its Done was lost
+            await self.deliver(task, self.finished(task))
+        orphans = [t for t in orphans if t.message is None]
         reason = f"the Ray actor running it died: {type(failure).__name__}"
         for task in orphans:
             if task.send is None:
