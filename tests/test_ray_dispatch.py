@@ -129,3 +129,44 @@ async def test_a_job_that_raised_is_not_run_again() -> None:
     (failed,) = started_r.receive_nowait()
     assert type(failed).__name__ == "Failed" and "a bug in the job" in failed.message
     assert d.alive == [True, True] and nursery.started == []
+
+
+def test_the_actors_runtime_env_passes_through_and_carries_the_key_in_live_mode_only(monkeypatch: Any) -> None:
+    from sluiceway._ray._cluster import actor_runtime_env
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-secret")
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", "http://127.0.0.1:9")
+    monkeypatch.delenv("ANTHROPIC_AUTH_TOKEN", raising=False)
+    given = {"pip": ["x"], "env_vars": {"A": "1", "ANTHROPIC_BASE_URL": "http://mine"}}
+    env = actor_runtime_env(given, live=True)
+    assert env == {
+        "pip": ["x"],
+        "env_vars": {"A": "1", "ANTHROPIC_BASE_URL": "http://mine", "ANTHROPIC_API_KEY": "sk-secret"},
+    }
+    assert given["env_vars"] == {"A": "1", "ANTHROPIC_BASE_URL": "http://mine"}  # the spec's own is untouched
+    assert actor_runtime_env(given, live=False) == given  # mock mode: no key travels
+    assert actor_runtime_env({}, live=False) == {}
+
+
+def test_validate_refuses_tools_on_a_ray_batch_naming_the_line(tmp_path: Any) -> None:
+    import pytest
+
+    import sluiceway
+    from sluiceway import SpecError
+
+    spec = tmp_path / "p.yaml"
+    spec.write_text(
+        "name: p\n"
+        "steps:\n"
+        "  - name: b\n"
+        "    type: claude_batch\n"
+        "    batch_config: {executor: ray}\n"
+        "    claude_options: {allowed_tools: [Read]}\n"
+        "    items: [a]\n"
+        "    prompt: 'say {{item}}'\n"
+    )
+    with pytest.raises(SpecError) as caught:
+        sluiceway.load(spec)
+    text = str(caught.value)
+    assert "p.yaml:6" in text and "steps[0].claude_options.allowed_tools" in text
+    assert "executor: ray runs batch tasks without tools" in text
