@@ -21,7 +21,7 @@ from sluiceway.engine import (
     Usage,
 )
 
-from sluiceway._ray._driver import _Dispatcher, _Task
+from sluiceway._execution._step_batch_ray import _Dispatcher, _Task
 from sluiceway._ray._jobs import ActorSettings
 
 

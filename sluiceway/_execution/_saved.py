@@ -23,6 +23,7 @@ from typing import Any, Final
 
 import attrs
 
+from .._result import Reuse
 from ..engine import (
     Message,
     Response,
@@ -35,6 +36,7 @@ from ..engine import (
 
 __all__ = (
     "SAVED_FORMAT",
+    "ResumeState",
     "ResumeWarning",
     "SavedResponses",
     "response_from_json",
@@ -126,6 +128,39 @@ class SavedResponses:
             write_atomic(path, text)
         except OSError as exc:
             warnings.warn(ResumeWarning(f"step {self.step!r}: response {key} not saved: {exc}"), stacklevel=1)
+
+
+@attrs.define
+class ResumeState:
+    """A run's saved responses: where it saves them, the run it resumes, and what it reused."""
+
+    run_dir: Path
+    """This run's folder: responses are saved under it."""
+    previous: Path | None = None
+    """The folder of the run this one resumes (``resume=RUN_DIR``), or ``None``."""
+    reuse: Reuse = attrs.field(factory=Reuse)
+    """What this run took from *previous* instead of calling the model (``result.json``'s ``reused``)."""
+    by_step: dict[str, int] = attrs.field(factory=dict)
+    """Step name -> how many of its responses (tasks, or the step's one) were replayed."""
+
+    def store(self, step: str, *, batch: bool) -> SavedResponses:
+        """The saved responses of *step*: its tasks' (*batch*), or its own."""
+        relative = Path("batch", safe_name(step)) if batch else Path("steps")
+        return SavedResponses(
+            folder=self.run_dir / relative,
+            previous=None if self.previous is None else self.previous / relative,
+            step=step,
+        )
+
+    def count_reused(self, step: str, response: Response) -> None:
+        """Add a replayed response to the tallies."""
+        reuse = self.reuse
+        reuse.responses += 1
+        reuse.requests += sum(1 for m in response.messages if m.role == "assistant")
+        reuse.usage = reuse.usage + response.usage
+        if reuse.cost_usd is not None:
+            reuse.cost_usd = None if response.cost_usd is None else reuse.cost_usd + response.cost_usd
+        self.by_step[step] = self.by_step.get(step, 0) + 1
 
 
 def _read_saved(path: Path, input_hash: str) -> Response | str | None:

@@ -24,7 +24,7 @@ from ._modes import RunOptions
 from ._prepare import Prepared
 
 if TYPE_CHECKING:
-    from ._resume import ResumeState
+    from ._saved import ResumeState
 
 __all__ = ("CLOSE_TIMEOUT", "ExecutionState", "new_run_id")
 

@@ -44,7 +44,7 @@ async def run_batch_step(state: ExecutionState, step: ClaudeBatchStep, consumers
     prompts = batch_prompts(step)
     config = step.batch_config
     if (state.options.executor or config.executor) == "ray":  # docs/scale_out.md
-        from .._ray import run_ray_batch
+        from ._step_batch_ray import run_ray_batch
 
         return await run_ray_batch(state, step, consumers, prompts)
     if config.max_parallel < 1:

@@ -233,12 +233,12 @@ class BatchActor:
 
 def _open_provider(settings: ActorSettings) -> Provider:
     # deferred: the mode's provider module loads in the actor only
-    from .._execution._modes import new_provider
+    from .._registry import resolve_provider
 
     if settings.mode == "mock":
-        return new_provider("mock")
+        return resolve_provider("mock")()
     if settings.mode == "live":
-        return new_provider("claude", **settings.live_options)
+        return resolve_provider("claude")(**settings.live_options)
     raise SluicewayError(f"executor: ray runs mock and live mode, not {settings.mode!r}")
 
 

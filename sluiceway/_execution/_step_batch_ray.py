@@ -30,15 +30,9 @@ import attrs
 import trio
 
 from .._errors import SluicewayError, StepError
-from .._execution._composite import SubConsumer, composite_response, group_kwargs, result_of
-from .._execution._model_call import (
-    build_request,
-    handler_error_policy,
-    handler_timeout,
-    step_options,
-)
-from .._execution._resume import PlannedCall, plan_calls, replay_call
-from .._execution._state import ExecutionState
+from .._ray._actor import ACTOR_CONCURRENCY, BatchActor
+from .._ray._cluster import RAY_NAMESPACE, actor_runtime_env, import_ray, open_cluster
+from .._ray._jobs import ActorSettings, BatchJob, BatchTask, TaskOutcome, unpack
 from ..engine import (
     TERMINAL_EVENTS,
     Cancelled,
@@ -60,9 +54,15 @@ from ..engine import (
     stream_group,
 )
 from ..engine._relay import relay_step
-from ._actor import ACTOR_CONCURRENCY, BatchActor
-from ._cluster import RAY_NAMESPACE, actor_runtime_env, import_ray, open_cluster
-from ._jobs import ActorSettings, BatchJob, BatchTask, TaskOutcome, unpack
+from ._composite import SubConsumer, composite_response, group_kwargs, result_of
+from ._model_call import (
+    build_request,
+    handler_error_policy,
+    handler_timeout,
+    step_options,
+)
+from ._resume import PlannedCall, plan_calls, replay_call
+from ._state import ExecutionState
 
 __all__ = ("GENERATOR_BACKPRESSURE", "run_ray_batch")
 
