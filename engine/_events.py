@@ -226,6 +226,9 @@ class StepStarted(Event):
     tasks: int | None = None
     """A composite step's number of sub-steps (batch tasks, parallel branches), when known;
     lets a viewer show progress before every sub-step has started."""
+    replayed: bool = False
+    """True when the step is not called again: its events are replayed from the response a
+    run it resumes saved (``--resume``); its ``Done`` says so too."""
 
 
 @attrs.frozen(kw_only=True)
@@ -350,6 +353,9 @@ class Done(Event):
 
     response: Response
     """The step's result."""
+    replayed: bool = False
+    """True when the response was not paid for by this run: a resumed run replayed it from
+    the response an earlier run saved (the step's ``StepStarted`` says so too)."""
 
     def as_cancelled(self) -> Cancelled:
         """This ``Done`` as a consumer that lost some of the step's events must see it.

@@ -431,6 +431,7 @@ async def stream_step(
     handler_timeout: float | None = HANDLER_TIMEOUT,
     finish: Callable[[Response], Awaitable[Response]] | None = None,
     output: OutputTool | None = None,
+    replayed: bool = False,
 ) -> Response:
     """Stream one step (its model calls, tool calls and retries) to *consumers*; return its Response.
 
@@ -460,6 +461,8 @@ async def stream_step(
         output: Tool-based structured output: the request offers its tool; its input
             streams as ``PartialOutput`` events and, validated, is ``Response.output``
             (a final value that fails validation fails the step, unless ``output.retries``).
+        replayed: Mark ``StepStarted`` and ``Done`` as replayed: *provider* streams a response
+            an earlier run saved, which this run does not pay for (``--resume``).
 
     Returns:
         The step's ``Response`` (also sent in ``Done``): every kept call, none of
@@ -488,14 +491,16 @@ async def stream_step(
         response: Response | None = None
         try:
             with delivery.produce_scope:
-                await state.emit(StepStarted, provider=provider.name, model=request.model, step_type=step_type)
+                await state.emit(
+                    StepStarted, provider=provider.name, model=request.model, step_type=step_type, replayed=replayed
+                )
                 response = await _turns(state, provider, request, tool_runner, max(max_turns, 1), retry, output)
                 if finish is not None:
                     response = await finish(response)
             if delivery.handler_failure is not None:
                 raise delivery.handler_failure
             assert response is not None  # the scope is cancelled only by a handler failure
-            return Done(**state.envelope(), response=response)
+            return Done(**state.envelope(), response=response, replayed=replayed)
         except Exception as exc:
             failed = Failed(**state.envelope(), error=exc, message=str(exc), partial=state.response())
             attach_partial(exc, failed.partial)

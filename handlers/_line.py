@@ -81,7 +81,7 @@ class StepLineHandler(SyncHandler):
             if event.step != self.context.step:
                 continue
             if isinstance(event, StepStarted):
-                self._start(event)
+                self._start()
             elif isinstance(event, TERMINAL_EVENTS):
                 self._stop()
                 self._line(event)
@@ -98,7 +98,7 @@ class StepLineHandler(SyncHandler):
     def _name(self) -> str:
         return f"{self.context.step}{position_text(self.context)}"
 
-    def _start(self, event: StepStarted) -> None:
+    def _start(self) -> None:
         console = self._get_console()
         if self._live is not None or self._closed or not console.is_terminal or not _in_trio():
             return

@@ -34,6 +34,8 @@ if TYPE_CHECKING:  # the names below, as a type checker and an IDE see them
     from ._api import run as run
     from ._api import run_sync as run_sync
     from ._execution import ModeUnavailableError as ModeUnavailableError
+    from ._execution import ResumeError as ResumeError
+    from ._execution import ResumeWarning as ResumeWarning
     from ._execution import StepContext as StepContext
     from ._gc import tune_gc as tune_gc
     from ._load import load as load
@@ -54,6 +56,8 @@ _LAZY = {
     "run": "._api",
     "run_sync": "._api",
     "ModeUnavailableError": "._execution",
+    "ResumeError": "._execution",
+    "ResumeWarning": "._execution",
     "StepContext": "._execution",
     "tune_gc": "._gc",
     "load": "._load",

@@ -147,6 +147,7 @@ async def run(
     can_use_tool: CanUseTool | None = None,
     cassette: str | os.PathLike[str] | None = None,
     record: str | os.PathLike[str] | None = None,
+    resume: str | os.PathLike[str] | None = None,
 ) -> RunResult:
     """Run a pipeline and return its result; a failed step does not raise.
 
@@ -168,6 +169,11 @@ async def run(
             ``(tool_name, input, context) -> allow() | deny(reason)``, before every tool call.
         cassette: ``replay`` mode: the cassette to replay (``sluiceway run --cassette``).
         record: Record every model call into this cassette (``sluiceway run --record``).
+        resume: The folder of an earlier run of this pipeline (``sluiceway run --resume``):
+            the batch tasks and model steps it finished whose inputs hash the same are
+            replayed from its saved responses (``StepStarted.replayed``), not called
+            again. The run is a new run in a new folder; ``result.reused`` says what it
+            took over, ``result.requests`` what it called.
 
     Returns:
         The ``RunResult``: ``status`` is ``ok``, ``failed`` (see ``.error``,
@@ -182,6 +188,7 @@ async def run(
     Raises:
         SpecError: the spec is invalid, or a handler name names nothing.
         ModeUnavailableError: the mode's provider is not available.
+        ResumeError: *resume* is not a run folder, or a different pipeline's.
         RuntimeError: called from asyncio (use ``sluiceway.aio.run``).
     """
     _require_trio("run")
@@ -190,6 +197,7 @@ async def run(
         on_event=on_event, live_options=live_options, tools=_tools(tools), can_use_tool=can_use_tool,
         cassette=os.fspath(cassette) if cassette is not None else None,
         record=os.fspath(record) if record is not None else None,
+        resume=os.fspath(resume) if resume is not None else None,
     )
     return await _execute(_load_spec(spec), options)
 
@@ -208,6 +216,7 @@ def run_sync(
     can_use_tool: CanUseTool | None = None,
     cassette: str | os.PathLike[str] | None = None,
     record: str | os.PathLike[str] | None = None,
+    resume: str | os.PathLike[str] | None = None,
 ) -> RunResult:
     """``run`` in a fresh ``trio.run``; for scripts and notebooks without an event loop."""
     try:
@@ -226,6 +235,7 @@ def run_sync(
                 can_use_tool=can_use_tool,
                 cassette=cassette,
                 record=record,
+                resume=resume,
             )
         )
     except RuntimeError as exc:
@@ -351,6 +361,7 @@ async def open_run(
     can_use_tool: CanUseTool | None = None,
     cassette: str | os.PathLike[str] | None = None,
     record: str | os.PathLike[str] | None = None,
+    resume: str | os.PathLike[str] | None = None,
 ) -> AsyncIterator[RunHandle]:
     """Start a run in the background and stream its events, like a response stream.
 
@@ -361,7 +372,8 @@ async def open_run(
                 ...
             result = await run.result()
 
-    ``handlers``, ``on_event``, ``tools``, ``can_use_tool``, ``cassette``, ``record`` as for ``run``; ``handlers=[]`` keeps the spec's
+    ``handlers``, ``on_event``, ``tools``, ``can_use_tool``, ``cassette``, ``record``, ``resume`` as for
+    ``run``; ``handlers=[]`` keeps the spec's
     own handlers quiet while you read. ``select`` (step names, each with its
     sub-steps, and/or ``Event`` classes) chooses the events ``run.events``
     gets; the others never enter it.
@@ -377,7 +389,7 @@ async def open_run(
     either way, and ``await run.result()`` then returns the final result.
 
     Raises:
-        SpecError, ModeUnavailableError: before the block runs.
+        SpecError, ModeUnavailableError, ResumeError: before the block runs.
         RuntimeError: called from asyncio (use ``sluiceway.aio.open_run``).
     """
     _require_trio("open_run")
@@ -386,6 +398,7 @@ async def open_run(
         on_event=on_event, live_options=live_options, tools=_tools(tools), can_use_tool=can_use_tool,
         cassette=os.fspath(cassette) if cassette is not None else None,
         record=os.fspath(record) if record is not None else None,
+        resume=os.fspath(resume) if resume is not None else None,
     )
     selection = Selection.parse(select)
     loaded = _load_spec(spec)

@@ -49,6 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sluiceway {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
 
+    _add_run(sub)
+    _add_other_commands(sub)
+    return parser
+
+
+def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``sluiceway run``: its flags, in the order ``run --help`` shows them."""
     run = sub.add_parser(
         "run",
         help="run a pipeline (mock mode by default; no API key needed)",
@@ -95,6 +102,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     run.add_argument("--debug", action="store_true", help="show tracebacks")
+    _add_run_sources(run)
+
+
+def _add_run_sources(run: argparse.ArgumentParser) -> None:
+    """``run``'s flags for where responses come from and go: resume, cassettes, live limits, Ray, web."""
+    run.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="resume an earlier run of this pipeline (its folder, outputs/run_*): the batch tasks "
+        "and model steps it finished with the same inputs are replayed, not paid for again; the "
+        "rest run (in a new run folder)",
+    )
     run.add_argument("--record", metavar="FILE", help="record a cassette (live mode)")
     run.add_argument("--cassette", metavar="FILE", help="the cassette to replay (implies --mode replay)")
     run.add_argument("--speed", type=float, metavar="X", help="replay speed factor")
@@ -106,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--streams-per-client", metavar="N", help="live: open streams per SDK client (default 64)"
+    )
+    run.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        help="where every claude_batch step runs: here, or on Ray actors (needs the ray extra; "
+        "docs/scale_out.md)",
     )
     run.add_argument(
         "--web",
@@ -123,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --web: keep serving this long after the run ends (Ctrl-C stops it)",
     )
 
+
+def _add_other_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``validate``, ``migrate``, ``schema`` and ``serve``."""
     validate = sub.add_parser(
         "validate",
         help="check pipeline files; exit 2 if any is invalid",
@@ -167,7 +195,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="where to listen (default 127.0.0.1:8765); a non-loopback host needs the token",
     )
     serve.add_argument("--debug", action="store_true", help="show tracebacks")
-    return parser
 
 
 def _print_spec_error(exc: SpecError) -> None:

@@ -32,7 +32,16 @@ import trio
 import yaml
 
 from ._errors import AuthenticationError, SluicewayError, SpecError, StepError
-from ._execution import Mode, ModeUnavailableError, RunOptions, execute, new_run_id, prepare
+from ._execution import (
+    Mode,
+    ModeUnavailableError,
+    ResumeError,
+    RunOptions,
+    check_run_dir,
+    execute,
+    new_run_id,
+    prepare,
+)
 from ._gc import tune_gc
 from ._load import load
 from ._result import RunResult, result_to_json
@@ -130,7 +139,7 @@ def format_summary(result: RunResult) -> str:
     """The run summary printed on stderr: totals, one line per step, then a failure's cause.
 
     A step that ended ok at a stop other than the model's own end (``max_turns``,
-    ``max_tokens``...) says so on its line. A failed run ends with one line naming
+    ``max_tokens``...) says so on its line. A resumed run says what it replayed and what it called. A failed run ends with one line naming
     the failed step, the exception's type and message, and where its partial
     output is: the only place the cause is printed.
     """
@@ -156,6 +165,13 @@ def format_summary(result: RunResult) -> str:
         f"tokens {usage.input_tokens} in / {usage.output_tokens} out, cost {cost}, "
         f"{_fmt_seconds(result.duration)}  [{result.run_dir}]"
     )
+    if result.resumed_from is not None:
+        reused = result.reused
+        reused_cost = "-" if reused.cost_usd is None else f"${reused.cost_usd:.5f}"
+        lines.append(
+            f"  resumed from {result.resumed_from}: {reused.responses} saved response(s) replayed "
+            f"(cost {reused_cost} not paid again), {result.requests} model call(s) made"
+        )
     tail = [_failure_line(result)] if result.status == "failed" else []
     return "\n".join([head, *lines, *tail])
 
@@ -255,7 +271,7 @@ def run_command(args: argparse.Namespace) -> int:
     except _Terminated:
         print("sluiceway run: terminated", file=err)
         return EXIT_TERMINATED
-    except (SpecError, _UsageError, ModeUnavailableError, AuthenticationError) as exc:
+    except (SpecError, _UsageError, ModeUnavailableError, AuthenticationError, ResumeError) as exc:
         if debug:
             traceback.print_exception(exc, file=err)
         prefix = "" if isinstance(exc, SpecError) else "sluiceway run: "
@@ -285,8 +301,28 @@ def _count(flag: str, value: str, *, none: bool = False) -> int | None:
 
 
 def _run_command(args: argparse.Namespace, err: TextIO) -> int:
-    debug = bool(getattr(args, "debug", False))
-    as_json = bool(getattr(args, "json", False))
+    options = _run_options(args)
+    web = None
+    if getattr(args, "web", None) is not None:
+        options = attrs.evolve(options, run_id=options.run_id or new_run_id())
+        web = _web_session(args, options.run_id or "", err)
+    spec = load(args.file)
+    for key in options.variables:
+        if key not in spec.variables:
+            raise _UsageError(
+                f"--set {key}: the spec has no variable {key!r}{did_you_mean(key, spec.variables)} "
+                "(variables are declared under `variables:`)"
+            )
+    prepare(spec, options)  # bad conditions, handlers, callables: exit 2 before anything runs
+    if options.resume is not None:
+        check_run_dir(spec, options.resume)  # not a run folder, or another pipeline's: exit 2 at once
+    tune_gc()  # start-up is over: freeze it, collect the young less often (see sluiceway._gc)
+    result, stopped_by = trio.run(_run_with_signals, spec, options, err, web)
+    return _report(args, result, stopped_by, err)
+
+
+def _run_options(args: argparse.Namespace) -> RunOptions:
+    """``run``'s flags as run options; a flag that cannot work is a usage error (exit 2)."""
     speed = getattr(args, "speed", None)
     if speed is not None and speed <= 0:
         raise _UsageError("--speed must be > 0")
@@ -312,50 +348,46 @@ def _run_command(args: argparse.Namespace, err: TextIO) -> int:
     if live_options and mode != "live":
         flags = " and ".join(f"--{k.replace('_', '-')}" for k in live_options)
         raise _UsageError(f"{flags}: live mode only (the mode is {mode})")
-    options = RunOptions(
+    return RunOptions(
         mode=mode,
         variables=parse_assignments(getattr(args, "set", None)),
         output_dir=getattr(args, "output_dir", None),
-        workspace=getattr(args, "workspace", None),
+        workspace=workspace,
         handlers=tuple(handler) if handler else None,
         stream=not getattr(args, "no_stream", False),
         display=not getattr(args, "quiet", False),
         # with --json, stdout carries the result JSON only: console handlers write to stderr
-        stdout=sys.stderr if as_json else None,
+        stdout=sys.stderr if getattr(args, "json", False) else None,
         cassette=cassette,
         record=getattr(args, "record", None),
         speed=speed if speed is not None else 1.0,
         instant=bool(getattr(args, "instant", False)),
         live_options=live_options,
+        resume=getattr(args, "resume", None),
+        executor=getattr(args, "executor", None),
     )
-    web = None
-    web_bind = getattr(args, "web", None)
-    if web_bind is not None:
-        from ._cli_serve import WebSession, web_available
 
-        missing = web_available()
-        if missing:
-            raise _UsageError(f"--web: {missing}")
-        options = attrs.evolve(options, run_id=options.run_id or new_run_id())
-        try:
-            web = WebSession(web_bind, options.run_id or "", linger=getattr(args, "web_linger", 0.0) or 0.0, err=err)
-        except ValueError as exc:
-            raise _UsageError(f"--web {web_bind!r}: {exc}") from None
-    spec = load(args.file)
-    for key in options.variables:
-        if key not in spec.variables:
-            raise _UsageError(
-                f"--set {key}: the spec has no variable {key!r}{did_you_mean(key, spec.variables)} "
-                "(variables are declared under `variables:`)"
-            )
-    prepare(spec, options)  # bad conditions, handlers, callables: exit 2 before anything runs
-    tune_gc()  # start-up is over: freeze it, collect the young less often (see sluiceway._gc)
-    result, stopped_by = trio.run(_run_with_signals, spec, options, err, web)
-    if result is not None and as_json:
+
+def _web_session(args: argparse.Namespace, run_id: str, err: TextIO) -> Any:
+    """The live web view ``--web`` asks for; missing extras or a bad address are usage errors."""
+    from ._cli_serve import WebSession, web_available
+
+    missing = web_available()
+    if missing:
+        raise _UsageError(f"--web: {missing}")
+    try:
+        return WebSession(args.web, run_id, linger=getattr(args, "web_linger", 0.0) or 0.0, err=err)
+    except ValueError as exc:
+        raise _UsageError(f"--web {args.web!r}: {exc}") from None
+
+
+def _report(args: argparse.Namespace, result: RunResult | None, stopped_by: int | None, err: TextIO) -> int:
+    """Print the result (``--json`` on stdout, the summary on stderr); the exit code."""
+    if result is not None and getattr(args, "json", False):
         sys.stdout.write(json.dumps(result_to_json(result), indent=2, default=str) + "\n")
         sys.stdout.flush()
     if result is not None:
-        if result.status == "failed" and debug and result.error is not None:
+        if result.status == "failed" and getattr(args, "debug", False) and result.error is not None:
             traceback.print_exception(result.error, file=err)
         print(format_summary(result), file=err)  # a failure's cause: its last line, only there
     if stopped_by is not None or result is None:

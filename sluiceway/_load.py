@@ -23,6 +23,7 @@ import cattrs
 
 from ._conditions import parse_condition
 from ._errors import SpecError, SpecIssue
+from ._ray import ray_unavailable
 from ._registry import (
     BUILTIN_PROVIDERS,
     RegistryError,
@@ -201,9 +202,27 @@ class _ReferenceChecker:
         if kind == "python" and isinstance(step.get("callable"), str) and is_dotted(step["callable"]):
             self.callable(step["callable"], (*path, "callable"), "callable")
         self.tool_paths(step, path)
+        if kind == "claude_batch":
+            self.executor(step, path)
         for index, task in enumerate(step.get("parallel_tasks") or ()):
             if isinstance(task, dict):
                 self.tool_paths(task, (*path, "parallel_tasks", index))
+
+    def executor(self, step: dict[str, Any], path: Path) -> None:
+        """``batch_config.executor: ray`` needs Ray installed, and runs tasks without tools."""
+        config = _mapping(step.get("batch_config"))
+        if config.get("executor") != "ray":
+            return
+        missing = ray_unavailable()
+        if missing:
+            self.add((*path, "batch_config", "executor"), missing)
+        options = _mapping(step.get("claude_options"))
+        for key in ("allowed_tools", "tools", "mcp_servers", "can_use_tool"):
+            if options.get(key):
+                self.add(
+                    (*path, "claude_options", key),
+                    f"executor: ray runs batch tasks without tools; {key} needs the local executor",
+                )
 
     def tool_paths(self, owner: dict[str, Any], path: Path) -> None:
         """``claude_options.tools`` and ``can_use_tool`` name functions that exist."""

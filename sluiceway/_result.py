@@ -13,7 +13,7 @@ import attrs
 from ._errors import PipelineError, StepError
 from .engine import Metrics, Response, Usage
 
-__all__ = ("RESULT_FORMAT", "RunResult", "StepResult", "result_to_json")
+__all__ = ("RESULT_FORMAT", "Reuse", "RunResult", "StepResult", "result_to_json")
 
 #: Version of the result JSON; bumped on incompatible changes.
 RESULT_FORMAT = 1
@@ -51,6 +51,20 @@ class StepResult:
 
 
 @attrs.define(kw_only=True)
+class Reuse:
+    """What a resumed run took from the run it resumes instead of calling the model again."""
+
+    responses: int = 0
+    """Saved responses replayed (batch tasks and whole steps)."""
+    requests: int = 0
+    """The model calls those responses hold (one per assistant turn)."""
+    usage: Usage = Usage()
+    """Their usage, summed (paid by the earlier run)."""
+    cost_usd: float | None = 0.0
+    """Their cost, summed; ``None`` when a price is unknown."""
+
+
+@attrs.define(kw_only=True)
 class RunResult:
     """The result of one pipeline run.
 
@@ -80,6 +94,14 @@ class RunResult:
     """The first failing step's error, or ``None``."""
     failed_step: str | None = None
     """The name of the step that failed, if any."""
+    requests: int = 0
+    """Model calls this run made (retries included; a replayed response is no call)."""
+    resumed_from: Path | None = None
+    """The folder of the run this one resumed (``resume=RUN_DIR``), or ``None``."""
+    reused: Reuse = attrs.field(factory=Reuse)
+    """What this run replayed from *resumed_from* instead of paying for it again."""
+    reused_by_step: dict[str, int] = attrs.field(factory=dict)
+    """Step name -> how many of its responses (batch tasks, or the step's own) were replayed."""
 
     @property
     def ok(self) -> bool:
@@ -144,8 +166,8 @@ def _jsonable(value: Any) -> Any:
     return repr(value)
 
 
-def step_to_json(step: StepResult) -> dict[str, Any]:
-    """The JSON object of one step (see ``docs/cli.md``)."""
+def step_to_json(step: StepResult, reused: int = 0) -> dict[str, Any]:
+    """The JSON object of one step (see ``docs/cli.md``); *reused*: its responses replayed."""
     response = step.response or Response()
     return {
         "status": step.status,
@@ -161,6 +183,7 @@ def step_to_json(step: StepResult) -> dict[str, Any]:
         "error": None if step.error is None else str(step.error) or type(step.error).__name__,
         "text_file": step.text_file,
         "output_file": step.output_file,
+        "reused": reused,
     }
 
 
@@ -178,5 +201,34 @@ def result_to_json(result: RunResult) -> dict[str, Any]:
         "usage": _usage_json(result.usage),
         "cost_usd": result.cost_usd,
         "run_dir": None if result.run_dir is None else str(result.run_dir),
-        "steps": {name: step_to_json(step) for name, step in result.steps.items()},
+        "resumed_from": None if result.resumed_from is None else str(result.resumed_from),
+        "paid": _paid_json(result),
+        "reused": _reuse_json(result.reused),
+        "steps": {name: step_to_json(step, result.reused_by_step.get(name, 0)) for name, step in result.steps.items()},
     }
+
+
+def _reuse_json(reuse: Reuse) -> dict[str, Any]:
+    return {
+        "responses": reuse.responses,
+        "requests": reuse.requests,
+        "usage": _usage_json(reuse.usage),
+        "cost_usd": reuse.cost_usd,
+    }
+
+
+def _paid_json(result: RunResult) -> dict[str, Any]:
+    """What this run paid: its requests, and the totals less what it reused."""
+    usage, reused = result.usage, result.reused.usage
+    paid = Usage(
+        max(usage.input_tokens - reused.input_tokens, 0),
+        max(usage.output_tokens - reused.output_tokens, 0),
+        max(usage.cache_creation_input_tokens - reused.cache_creation_input_tokens, 0),
+        max(usage.cache_read_input_tokens - reused.cache_read_input_tokens, 0),
+    )
+    cost = result.cost_usd
+    if cost is not None and result.reused.cost_usd is not None:
+        cost = max(round(cost - result.reused.cost_usd, 12), 0.0)  # no float noise from the subtraction
+    elif result.reused.responses:
+        cost = None
+    return {"requests": result.requests, "usage": _usage_json(paid), "cost_usd": cost}

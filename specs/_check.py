@@ -40,6 +40,7 @@ POSITIVE_FIELDS: Final = frozenset(
         "max_turns",
         "max_tokens",
         "max_parallel",
+        "actors",
         "timeout_ms",
         "handler_timeout_ms",
         "first_token_timeout_ms",

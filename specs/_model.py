@@ -242,12 +242,24 @@ class ExtractionConfig:
 
 @attrs.frozen
 class BatchConfig:
-    """``claude_batch`` limits."""
+    """``claude_batch`` limits, and where the tasks run (``executor``)."""
 
     max_parallel: int = 3
-    """Tasks running at once."""
+    """Tasks running at once (with ``executor: ray``: at once on each actor)."""
     timeout_per_task: float | None = None
     """Seconds per task."""
+    executor: Literal["local", "ray"] = "local"
+    """``local``: in this process. ``ray``: on Ray actors (``pip install 'sluiceway[ray]'``;
+    docs/scale_out.md), every event streamed back to this process's handlers."""
+    ray_address: str | None = None
+    """``executor: ray``: the cluster to join (``auto``, or an address such as ``ray://host:10001``
+    or ``host:6379``). Unset: a local cluster started for the run and stopped at its end."""
+    actors: int = 2
+    """``executor: ray``: how many long-lived actors share the tasks (one shard each)."""
+    runtime_env: dict[str, Any] = attrs.field(factory=dict)
+    """``executor: ray``: the actors' Ray runtime environment (``pip``, ``env_vars``,
+    ``working_dir``...), passed through; live mode adds the API key and base URL to its
+    ``env_vars``."""
 
 
 @attrs.frozen

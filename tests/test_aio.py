@@ -257,3 +257,22 @@ def test_bench_aio_quick_runs() -> None:
     assert rows["bridge"]["events_per_run"] == 505
     assert {"trio_open_run_events_per_s", "aio_open_run_events_per_s", "aio_cost_ratio"} <= set(rows["bridge"])
     assert [run["events"] for run in rows["slow_reader"]["runs"]] == [205, 805]
+
+
+def test_run_and_open_run_resume_from_asyncio(tmp_path: Path) -> None:
+    """``resume=`` crosses the bridge: the second run replays both steps, the third (open_run) too."""
+
+    async def main() -> tuple[Any, Any, list[Event]]:
+        first = await aio.run(SPEC, output_dir=tmp_path)
+        second = await aio.run(SPEC, output_dir=tmp_path, resume=first.run_dir)
+        async with aio.open_run(SPEC, output_dir=tmp_path, handlers=[], resume=second.run_dir) as run:
+            events = [event async for event in run.events]
+            await run.result()
+        return first, second, events
+
+    first, second, events = asyncio.run(main())
+    assert (first.requests, second.requests) == (2, 0)
+    assert (second.reused.responses, second.resumed_from) == (2, first.run_dir)
+    assert [second.steps[n].text for n in ("first", "second")] == ["alpha beta", "gamma delta epsilon"]
+    assert [e.step for e in events if isinstance(e, StepStarted) and e.replayed] == ["first", "second"]
+    assert [e.step for e in events if isinstance(e, Done) and e.replayed] == ["first", "second"]

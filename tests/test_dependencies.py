@@ -20,6 +20,7 @@ EXTRA_ONLY = {
     "hypercorn": "web",
     "starlette": "web",
     "sse_starlette": "web",
+    "ray": "ray",  # executor: ray (sluiceway._ray)
 }
 
 

@@ -28,6 +28,8 @@ LAZY = {
         "run",
         "run_sync",
         "ModeUnavailableError",
+        "ResumeError",
+        "ResumeWarning",
         "StepContext",
         "tune_gc",
         "load",

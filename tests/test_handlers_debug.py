@@ -38,7 +38,7 @@ async def test_every_event_one_line_on_stderr_by_default():
     assert len(lines) == len(events)  # newlines inside fields never break a line
     assert lines[0] == (
         "StepStarted step=draft attempt=1 seq=0 at=0.000 provider='mock' "
-        "model='claude-test' step_type='claude' tasks=None"
+        "model='claude-test' step_type='claude' tasks=None replayed=False"
     )
     assert lines[1] == "Delta step=draft attempt=1 seq=1 at=0.012 content='Hel' index=0"
     assert lines[2] == "Delta step=draft attempt=1 seq=2 at=0.020 content='lo\\nworld' index=0"

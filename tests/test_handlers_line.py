@@ -6,9 +6,11 @@ these drive the handler in-process, so each rule has a test of its own.
 
 from __future__ import annotations
 
+import datetime
 import io
 import re
 
+import attrs
 import pytest
 import trio
 from handler_helpers import Events, make_context
@@ -103,26 +105,78 @@ def test_the_preview_is_the_first_line_cut_to_fit():
     assert preview("\n\nlater line\nmore") == "later line …"
     assert preview("red \x1b[31mtext\x1b[0m\x07 ok") == "red [31mtext[0m ok"  # control codes gone
     assert preview("a\tb") == "a b"
+    assert preview("", output={"when": datetime.date(2026, 1, 2)}) == '{"when": "2026-01-02"}'
     assert preview("", output={"name": "Ada", "tags": ["ü"]}) == '{"name": "Ada", "tags": ["ü"]}'
     assert preview("the text wins", output={"a": 1}) == "the text wins"
     assert preview("") == ""
 
 
-async def test_on_a_tty_a_spinner_runs_until_the_line_replaces_it(autojump_clock):
+SPINNER_LINE = re.compile(r"[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏] draft · (\d+\.\d) s")
+CURSOR = re.compile(r"\x1b\[(\d*)([A-Za-z])|\x1b\[\?25[lh]|\r|\n|[^\x1b\r\n]+")
+
+
+def screen(written: str) -> list[str]:
+    """What a terminal shows after *written*: lines, with cursor-up, erase-line and CR applied."""
+    lines, row = [""], 0
+    for token in CURSOR.finditer(ANSI_COLOR.sub("", written)):
+        text, (count, code) = token[0], (token[1], token[2])
+        if text == "\n":
+            row += 1
+            if row == len(lines):
+                lines.append("")
+        elif text == "\r" or text.startswith("\x1b[?25"):
+            continue  # column tracking is not needed: every redraw erases whole lines
+        elif code == "A":
+            row -= int(count or 1)
+        elif code == "K":
+            lines[row] = ""
+        elif code is None:
+            lines[row] += text
+    return [line for line in lines if line] if row >= 0 else ["<cursor above the screen>"]
+
+
+ANSI_COLOR = re.compile(r"\x1b\[[0-9;]*m")
+
+
+async def test_on_a_tty_a_spinner_shows_the_time_since_the_step_started(autojump_clock):
+    handler, out = make(TTY(), position=None)
+    ev = Events()
+    await trio.sleep(10)  # the clock's origin is not the step's start
+    await handler.handle(ev.started())
+    await trio.sleep(1.25)
+    await handler.handle(ev.delta("Hi"))  # any event of the step redraws the spinner
+    assert [SPINNER_LINE.fullmatch(line)[1] for line in screen(out.getvalue())] == ["1.2"]
+    assert "\x1b[36m" in out.getvalue()  # the frame in cyan
+    assert "\x1b[2mdraft · 1.2 s" in out.getvalue()  # the text dim
+    await handler.handle(ev.done("Hi there."))
+    assert screen(out.getvalue()) == ["✓ draft: Hi there."]  # the spinner erased, the line in its place
+    written = out.getvalue()
+    await handler.aclose()
+    assert out.getvalue() == written  # nothing after the line
+
+
+async def test_the_spinner_turns_between_events():
     handler, out = make(TTY(), position=None)
     ev = Events()
     await handler.handle(ev.started())
-    await trio.sleep(1.25)
-    await handler.handle(ev.delta("Hi"))  # any event of the step refreshes the spinner
-    shown = ANSI.sub("", out.getvalue())
-    assert "draft · 1.2 s" in shown
-    await handler.handle(ev.done("Hi there."))
-    written = out.getvalue()
-    assert written.endswith("✓ draft: Hi there.\n")
-    before_line = ANSI.sub("", written[: -len("✓ draft: Hi there.\n")])
-    assert before_line.replace("\r", "").strip().endswith("s")  # the spinner was erased, not left above
+    await trio.sleep(0.6)  # real time: the ticker thread asks for redraws, no event arrives
+    redraws = len(SPINNER_LINE.findall(ANSI_COLOR.sub("", out.getvalue())))
+    assert redraws >= 2, out.getvalue()
+    await handler.handle(ev.cancelled())
+    assert screen(out.getvalue()) == ["⨯ draft cancelled"]
     await handler.aclose()
-    assert out.getvalue() == written  # nothing after the line
+
+
+async def test_the_stream_is_looked_up_at_each_write(monkeypatch):
+    first, second = Pipe(), Pipe()
+    context = attrs.evolve(make_context(position=None), stdout=None)  # None: sys.stdout, as it is then
+    handler = StepLineHandler(context)
+    ev = Events()
+    monkeypatch.setattr("sys.stdout", first)
+    await handler.handle(ev.done("one"))
+    monkeypatch.setattr("sys.stdout", second)
+    await handler.handle(ev.cancelled())
+    assert (first.getvalue(), second.getvalue()) == ("✓ draft: one\n", "⨯ draft cancelled\n")
 
 
 async def test_off_a_tty_there_is_no_spinner(autojump_clock):

@@ -11,7 +11,7 @@ import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sluiceway.engine import PartialOutput, ToolResult
+from sluiceway.engine import PartialOutput, ToolResult, ToolUse
 from sluiceway.specs import loads
 from sluiceway.tools import OutputValidationError, PartialJson
 
@@ -100,7 +100,10 @@ async def test_a_2000_token_output_streams_growing_partial_values_to_the_validat
     )
     assert len(raw) // 4 >= 2000  # about as many input pieces (tokens) as asked
     partials = [e for e in events if isinstance(e, PartialOutput)]
-    assert len(partials) > 1000 and partials[-1].complete and not any(p.complete for p in partials[:-1])
+    assert len(partials) > 1000 and partials[-1].complete is True
+    assert all(p.complete is False for p in partials[:-1])
+    calls = [e.tool_use_id for e in events if isinstance(e, ToolUse)]
+    assert len(calls) == 1 and calls[0] and {p.tool_use_id for p in partials} == {calls[0]}  # every partial names its call
     for old, new in zip(partials[:-2], partials[1:-1], strict=True):
         assert extends(old.value, new.value)
     assert partials[-2].value == book  # the last partial value is the whole input
@@ -114,12 +117,13 @@ async def test_debounce_limits_the_partial_events(autojump_clock: Any) -> None:
     book = _book(3)
     response = await sluiceway.invoke(
         "b", output_type=Book, output_debounce=0.5, on_event=events.append,
-        mock={"tool_calls": [{"name": "final_output", "input": book}], "chunk_size": 4, "delay_ms": 10},
+        mock={"tool_calls": [{"name": "final_output", "input": book}], "chunk_size": 4, "delay_ms": 125},
     )
     partials = [e for e in events if isinstance(e, PartialOutput)]
-    assert 3 <= len(partials) <= len(json.dumps(book)) // 4 * 10 // 500 + 2
+    assert 3 <= len(partials) <= len(json.dumps(book)) // 4 * 125 // 500 + 2
     gaps = [b.at - a.at for a, b in zip(partials[:-2], partials[1:-1], strict=True)]
-    assert all(g >= 0.5 for g in gaps)
+    # pieces every 0.125 s (exact in binary): a changed value exactly 0.5 s after the last partial is sent
+    assert all(g >= 0.5 for g in gaps) and min(gaps) == 0.5, gaps
     assert response.output.pages == 321 and partials[-1].complete
 
 

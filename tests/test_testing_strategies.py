@@ -151,6 +151,14 @@ def test_superseded_output_after_the_retry_is_caught():
     unannounced = [events[0], events[1], events[3]]
     with pytest.raises(InvariantError, match="attempt 2 starts without a Retrying"):
         check_invariants(unannounced)
+    # cancellation drops the events in flight, never the terminal: the Retrying may be lost, and
+    # the Cancelled names attempt 2 (a cancelled retry seen by a slow handler); still one terminal, last
+    lost_retrying = [events[0], events[1], Cancelled(**base, seq=6, attempt=2)]
+    check_invariants(lost_retrying)
+    with pytest.raises(InvariantError, match="step 's' starts at attempt 2 without a Retrying"):
+        check_invariants([Delta(**base, seq=1, attempt=2, content="x"), Cancelled(**base, seq=2, attempt=2)])
+    with pytest.raises(InvariantError, match="has an event after its terminal Cancelled"):
+        check_invariants([*lost_retrying, Delta(**base, seq=7, attempt=2, content="late")])
 
 
 def test_a_retry_keeps_the_finished_calls_and_supersedes_the_failed_one():

@@ -15,6 +15,7 @@ from ..tools import SandboxWarning
 from ._files import resolve_dirs, write_run_files
 from ._modes import DEFAULT_OPTIONS, RunOptions, open_mode_provider
 from ._prepare import prepare
+from ._resume import ResumeError, ResumeState, check_run_dir, write_run_marker
 from ._schedule import Scheduler, StepFailed
 from ._state import CLOSE_TIMEOUT, ExecutionState, new_run_id
 
@@ -109,11 +110,14 @@ async def _start(
 ) -> ExecutionState:
     """Check the spec, open the mode's provider and the run's folder: the run's state."""
     prepared = prepare(spec, options)
+    previous = None if options.resume is None else check_run_dir(spec, options.resume)
     workspace, out_root = resolve_dirs(spec, options)
     run_id = options.run_id or new_run_id()
     for path in prepared.unsandboxed:  # every run, and the run id keeps Python from deduplicating
         warnings.warn(SandboxWarning(UNSANDBOXED.format(run_id=run_id, path=path)), stacklevel=1)
     run_dir = out_root / run_id
+    if previous is not None and previous == run_dir.resolve():
+        raise ResumeError(f"--resume {str(previous)!r}: a resumed run needs a new run id, not the resumed run's")
     provider = open_mode_provider(spec, options)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -123,7 +127,7 @@ async def _start(
         raise
     started_wall = time.time()
     origin = trio.current_time()
-    return ExecutionState(
+    state = ExecutionState(
         spec=spec,
         options=options,
         prepared=prepared,
@@ -134,11 +138,21 @@ async def _start(
         out_root=out_root,
         run_dir=run_dir,
         variables={**spec.variables, **dict(options.variables)},
-        result=RunResult(run_id=run_id, pipeline=spec.name, run_dir=run_dir, started_at=started_wall),
+        result=RunResult(
+            run_id=run_id, pipeline=spec.name, run_dir=run_dir, started_at=started_wall, resumed_from=previous
+        ),
         started_wall=started_wall,
         timestamp=time.strftime("%Y%m%dT%H%M%S", time.localtime(started_wall)),
         send_events=send_events,
+        resume=ResumeState(run_dir=run_dir, previous=previous),
     )
+    try:
+        write_run_marker(state)
+    except OSError:
+        with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
+            await provider.aclose()
+        raise
+    return state
 
 
 def _record_end(state: ExecutionState, finished: bool) -> None:
@@ -150,6 +164,9 @@ def _record_end(state: ExecutionState, finished: bool) -> None:
             if step.status == "cancelled" and result.failed_step is None:
                 result.failed_step = name
     result.duration = state.now()
+    result.requests = state.requests
+    result.reused = state.resume.reuse
+    result.reused_by_step = state.resume.by_step
     write_run_files(state)
 
 

@@ -17,15 +17,15 @@ offered, else 1 (plus the output's retries with typed output).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import Any, Final, Literal
 
 import attrs
 
 from .._errors import StepError
 from .._registry import RegistryError, resolve_callable, spec_search_path
-from ..engine import ModelRequest, Provider, Response, stream_step
+from ..engine import ModelRequest, Provider, ProviderEvent, Response, stream_step
 from ..engine._actors import HANDLER_TIMEOUT
 from ..specs import ClaudeOptions
 from ..tools import (
@@ -174,6 +174,22 @@ def permission_hook(state: ExecutionState, step: Any, opts: ClaudeOptions) -> An
     return hook
 
 
+class _Counted:
+    """*provider*, counting each call in the run's ``requests`` (``result.json``'s ``paid.requests``)."""
+
+    def __init__(self, provider: Provider, state: ExecutionState) -> None:
+        self.name = provider.name
+        self._provider = provider
+        self._state = state
+
+    def stream(self, request: ModelRequest) -> AbstractAsyncContextManager[AsyncIterator[ProviderEvent]]:
+        self._state.requests += 1
+        return self._provider.stream(request)
+
+    async def aclose(self) -> None:  # the run closes the provider itself
+        pass
+
+
 async def stream_model_call(
     state: ExecutionState,
     step: Any,
@@ -233,7 +249,7 @@ async def stream_model_call(
         return await stream_step(
             run=state.run_context,
             path=path or step.name,
-            provider=provider,
+            provider=_Counted(provider, state),
             request=request,
             consumers=consumers,
             step_type=step.type,

@@ -64,6 +64,13 @@ class RunOptions:
     """``live`` mode: keyword arguments for its ``AnthropicProvider`` (``max_starting``,
     ``streams_per_client``, ...; ``--max-starting``, ``--streams-per-client``). Any other
     mode with live options is an error (``ModeUnavailableError``), not a silent no-op."""
+    resume: str | os.PathLike[str] | None = None
+    """The folder of an earlier run of this pipeline to resume (``--resume RUN_DIR``): its saved
+    responses whose inputs hash the same are replayed, not paid for again. The run is a new run,
+    in a new folder."""
+    executor: Literal["local", "ray"] | None = None
+    """Where every ``claude_batch`` step runs (``--executor``); ``None``: each step's own
+    ``batch_config.executor``."""
     run_id: str | None = None
     """Force the run id (default: ``run_<UTC time>_<random>``)."""
     tools: tuple[Any, ...] = ()

@@ -20,6 +20,7 @@ import attrs
 from .._conditions import Condition, parse_condition
 from .._errors import SpecError, SpecIssue
 from .._load import check_references
+from .._ray import ray_unavailable
 from .._registry import handler_option_names, resolve_handler
 from ..specs import (
     ClaudeOptions,
@@ -176,6 +177,10 @@ def prepare(spec: Pipeline, options: RunOptions = DEFAULT_OPTIONS) -> Prepared:
                 problem(index, "input_stream", f"{step.input_stream!r} is a python step; it has no event stream")
             else:
                 followers.setdefault(step.input_stream, []).append(step.name)
+        if options.executor == "ray" and step.type == "claude_batch":
+            missing = ray_unavailable()
+            if missing:
+                problem(index, "batch_config.executor", f"--executor ray: {missing}")
         for path, field, opts in _model_calls(spec, step):
             if not _offers_bash(opts):
                 continue

@@ -11,7 +11,7 @@ import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 import trio
@@ -22,6 +22,9 @@ from ..specs import Pipeline
 from ..tools import SessionStore
 from ._modes import RunOptions
 from ._prepare import Prepared
+
+if TYPE_CHECKING:
+    from ._saved import ResumeState
 
 __all__ = ("CLOSE_TIMEOUT", "ExecutionState", "new_run_id")
 
@@ -72,6 +75,10 @@ class ExecutionState:
     """The run's event stream, if any."""
     sessions: SessionStore | None = None
     """The run's ``SessionStore`` (made by the first ``claude_session`` step)."""
+    resume: ResumeState
+    """Where the run saves each model call's response, the run it resumes, and what it reused."""
+    requests: int = 0
+    """Model calls made so far (retries included; replayed responses are not calls)."""
 
     def session_store(self) -> SessionStore:
         """The run's ``SessionStore`` under the workspace (one per run)."""

@@ -1,4 +1,9 @@
-"""The ``claude_batch`` step type: many prompts as sub-steps ``NAME[i]``, ``max_parallel`` at once."""
+"""The ``claude_batch`` step type: many prompts as sub-steps ``NAME[i]``, ``max_parallel`` at once.
+
+Each task's response is saved as it finishes (``batch/<STEP>/<i>.json`` in the
+run's folder, see ``_resume``); a resumed run replays the tasks whose saved
+response has the same input hash, and calls only the others.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from ..engine import Response, stream_group
 from ..specs import ClaudeBatchStep
 from ._composite import SubConsumer, composite_response, group_kwargs, result_of
 from ._model_call import stream_model_call
+from ._resume import PlannedCall, plan_calls, replay_call
 from ._state import ExecutionState
 
 __all__ = ("batch_prompts", "run_batch_step")
@@ -37,26 +43,31 @@ async def run_batch_step(state: ExecutionState, step: ClaudeBatchStep, consumers
     """
     prompts = batch_prompts(step)
     config = step.batch_config
+    if (state.options.executor or config.executor) == "ray":  # docs/scale_out.md
+        from ._step_batch_ray import run_ray_batch
+
+        return await run_ray_batch(state, step, consumers, prompts)
     if config.max_parallel < 1:
         raise StepError(f"batch_config.max_parallel must be >= 1, got {config.max_parallel}", step=step.name)
     limiter = trio.CapacityLimiter(config.max_parallel)
     started = trio.current_time()
     responses: list[Response | None] = [None] * len(prompts)
     errors: dict[int, BaseException] = {}
+    store = state.resume.store(step.name, batch=True)
 
-    async def task(index: int, prompt: Any, extra: dict[str, Any] | None, sub: SubConsumer) -> None:
+    async def task(index: int, call: PlannedCall, sub: SubConsumer) -> None:
         path = f"{step.name}[{index}]"
         async with limiter:
             try:
                 if config.timeout_per_task is None:
                     responses[index] = await stream_model_call(
-                        state, step, [sub()], state.provider, path=path, prompt=prompt, extra=extra
+                        state, step, [sub()], state.provider, path=path, rendered=call.text
                     )
                 else:
                     try:
                         with trio.fail_after(config.timeout_per_task):
                             responses[index] = await stream_model_call(
-                                state, step, [sub()], state.provider, path=path, prompt=prompt, extra=extra
+                                state, step, [sub()], state.provider, path=path, rendered=call.text
                             )
                     except trio.TooSlowError as exc:
                         raise ProviderTimeoutError(
@@ -64,11 +75,27 @@ async def run_batch_step(state: ExecutionState, step: ClaudeBatchStep, consumers
                         ) from exc
             except Exception as exc:  # one task's failure: the others go on
                 errors[index] = exc
+                return
+        response = responses[index]
+        assert response is not None
+        store.save(index, call.input_hash, response, provider=call.provider)  # saved as soon as it is done
+
+    async def replay(index: int, call: PlannedCall, sub: SubConsumer) -> None:
+        async with limiter:
+            try:
+                responses[index] = await replay_call(state, step, [sub()], store, call, path=f"{step.name}[{index}]")
+            except Exception as exc:
+                errors[index] = exc
 
     async def body(sub: SubConsumer) -> Response:
+        # each task's rendered prompt and input hash, and its saved response when a resumed run has one
+        calls = await plan_calls(state, step, state.provider, store, prompts)
         async with trio.open_nursery() as nursery:
-            for index, (prompt, extra) in enumerate(prompts):
-                nursery.start_soon(task, index, prompt, extra, sub)
+            for index, call in enumerate(calls):
+                if isinstance(call, Exception):  # its prompt cannot be rendered: it fails alone
+                    errors[index] = call
+                else:
+                    nursery.start_soon(task if call.saved is None else replay, index, call, sub)
         outputs = [None if r is None else result_of(r) for r in responses]
         response = composite_response(outputs, responses, started)
         if errors:

@@ -10,12 +10,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..engine import Response
-from ._model_call import stream_model_call
+from ._resume import resumable_model_call
 from ._state import ExecutionState
 
 __all__ = ("run_claude_step",)
 
 
 async def run_claude_step(state: ExecutionState, step: Any, consumers: Sequence[Any]) -> Response:
-    """``claude`` and ``claude_smart``: one streamed step with the tool-use loop."""
-    return await stream_model_call(state, step, consumers, state.provider)
+    """``claude`` and ``claude_smart``: one streamed step with the tool-use loop.
+
+    Its response is saved once done (``steps/<STEP>.json``); a resumed run replays it
+    when its inputs hash the same (``_resume``).
+    """
+    return await resumable_model_call(state, step, consumers, state.provider)

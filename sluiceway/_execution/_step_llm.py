@@ -7,8 +7,8 @@ from typing import Any
 
 from ..engine import Response
 from ..specs import LlmStep
-from ._model_call import stream_model_call
 from ._modes import new_provider
+from ._resume import resumable_model_call
 from ._state import ExecutionState
 
 __all__ = ("run_llm_step",)
@@ -18,6 +18,7 @@ async def run_llm_step(state: ExecutionState, step: LlmStep, consumers: Sequence
     """``llm``: ``provider: claude`` uses the run's mode provider; ``mock`` the mock; else a dotted path.
 
     A provider made here is made once per run and reference, and closed at the run's end.
+    Its response is saved and resumed as a ``claude`` step's.
     """
     if step.provider in ("claude", "anthropic"):
         provider = state.provider
@@ -26,4 +27,4 @@ async def run_llm_step(state: ExecutionState, step: LlmStep, consumers: Sequence
     else:
         provider = new_provider(step.provider)
         state.extra_providers[step.provider] = provider
-    return await stream_model_call(state, step, consumers, provider)
+    return await resumable_model_call(state, step, consumers, provider)

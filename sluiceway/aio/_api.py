@@ -124,6 +124,7 @@ async def run(
     can_use_tool: Any = None,
     cassette: str | os.PathLike[str] | None = None,
     record: str | os.PathLike[str] | None = None,
+    resume: str | os.PathLike[str] | None = None,
 ) -> RunResult:
     """Run a pipeline from asyncio and return its result (``sluiceway.run`` on the loop's trio guest).
 
@@ -141,7 +142,7 @@ async def run(
             _api.run, spec, mode=mode, variables=variables, output_dir=output_dir, workspace=workspace,
             handlers=_on_loop(handlers, loop), on_event=_on_loop(on_event, loop), live_options=live_options,
             tools=_tools_on_loop(tools, loop), can_use_tool=_hook_on_loop(can_use_tool, loop),
-            cassette=cassette, record=record,
+            cassette=cassette, record=record, resume=resume,
         )
 
     result: RunResult = await _call(make)
@@ -353,6 +354,7 @@ async def open_run(
     can_use_tool: Any = None,
     cassette: str | os.PathLike[str] | None = None,
     record: str | os.PathLike[str] | None = None,
+    resume: str | os.PathLike[str] | None = None,
 ) -> AsyncIterator[RunHandle]:
     """Start a run from asyncio and stream its events (``sluiceway.open_run`` on the loop's trio guest).
 
@@ -376,7 +378,7 @@ async def open_run(
     propagates unchanged.
 
     Raises:
-        SpecError, ModeUnavailableError: before the block runs.
+        SpecError, ModeUnavailableError, ResumeError: before the block runs.
     """
     guest = await current_guest()
     loop = guest.loop
@@ -388,7 +390,7 @@ async def open_run(
         "handlers": _on_loop(handlers, loop), "on_event": _on_loop(on_event, loop), "select": select,
         "buffer_size": buffer_size, "live_options": live_options,
         "tools": _tools_on_loop(tools, loop), "can_use_tool": _hook_on_loop(can_use_tool, loop),
-        "cassette": cassette, "record": record,
+        "cassette": cassette, "record": record, "resume": resume,
     }
     job = guest.start(partial(_stream_job, spec, kwargs, handoff, stream, started))
     try:

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from typing import Literal
+from typing import Literal, NoReturn
 
 import attrs
 
 from ..engine import (
     TERMINAL_EVENTS,
+    Cancelled,
     Delta,
     Done,
     Event,
@@ -59,7 +60,7 @@ def describe_event(event: Event) -> str:
     return f"{type(event).__name__}({', '.join(parts)})"
 
 
-def _fail(rule: str, message: str, event: Event | None = None, position: int | None = None) -> None:
+def _fail(rule: str, message: str, event: Event | None = None, position: int | None = None) -> NoReturn:
     where = ""
     if event is not None:
         where = f"\n  at event #{position}: {describe_event(event)}"
@@ -81,6 +82,8 @@ def check_invariants(events: Iterable[Event]) -> None:
        ``next_attempt``) before any of its events; attempts never go back. A
        tool call runs once: no two ``ToolResult`` events of a step share a
        ``tool_use_id`` (a retry resumes, it never redoes a finished call).
+       Cancellation drops the events in flight, never the terminal: so a
+       ``Cancelled`` may name an attempt whose ``Retrying`` was lost.
     4. Order: ``RunFinished``, if present, is the last event. (Between a sender
        and a receiver, use ``check_delivery``.)
 
@@ -93,32 +96,47 @@ def check_invariants(events: Iterable[Event]) -> None:
         InvariantError: naming the rule, the step, the seq and the event.
     """
     events = list(events)
-    last_seq: dict[str, tuple[int, int]] = {}
-    last_at: dict[str, float] = {}
-    terminal_at: dict[str, int] = {}
-    attempt_of: dict[str, int] = {}
-    announced: dict[str, set[int]] = {}
-    kept: dict[str, list[str]] = {}  # the text of the step's finished calls
-    pending: dict[str, list[str]] = {}  # the text of the step's call in progress
-    tool_results: dict[str, dict[str, int]] = {}  # tool_use_id -> position of its ToolResult
-    tool_json: dict[tuple[str, int, str], list[str]] = {}
+    checker = _Checker(events)
     for position, event in enumerate(events):
-        step = event.step
         if isinstance(event, RunFinished) and position != len(events) - 1:
             _fail("4", "RunFinished is not the run's last event", event, position)
-        if step == "":
+        if event.step == "":
             continue
-        if step in terminal_at:
-            first = events[terminal_at[step]]
+        checker.order(event, position)
+        checker.attempts(event, position)
+        checker.content(event, position)
+    checker.finish()
+
+
+class _Checker:
+    """What ``check_invariants`` remembers per step, and one method per group of rules."""
+
+    def __init__(self, events: list[Event]) -> None:
+        self.events = events
+        self.last_seq: dict[str, tuple[int, int]] = {}  # step -> (seq, position)
+        self.last_at: dict[str, float] = {}
+        self.terminal_at: dict[str, int] = {}
+        self.attempt_of: dict[str, int] = {}
+        self.announced: dict[str, set[int]] = {}
+        self.kept: dict[str, list[str]] = {}  # the text of the step's finished calls
+        self.pending: dict[str, list[str]] = {}  # the text of the step's call in progress
+        self.tool_results: dict[str, dict[str, int]] = {}  # tool_use_id -> position of its ToolResult
+        self.tool_json: dict[tuple[str, int, str], list[str]] = {}
+
+    def order(self, event: Event, position: int) -> None:
+        """Invariant 1: nothing after the terminal, seq strictly increases, at never goes back."""
+        step = event.step
+        if step in self.terminal_at:
+            first = self.events[self.terminal_at[step]]
             _fail(
                 "1",
                 f"step {step!r} has an event after its terminal {type(first).__name__} "
-                f"(seq {first.seq}, event #{terminal_at[step]})",
+                f"(seq {first.seq}, event #{self.terminal_at[step]})",
                 event,
                 position,
             )
-        if step in last_seq and event.seq <= last_seq[step][0]:
-            prev, prev_pos = last_seq[step]
+        if step in self.last_seq and event.seq <= self.last_seq[step][0]:
+            prev, prev_pos = self.last_seq[step]
             _fail(
                 "1",
                 f"in step {step!r}, seq {event.seq} does not increase on the previous seq {prev} "
@@ -126,12 +144,18 @@ def check_invariants(events: Iterable[Event]) -> None:
                 event,
                 position,
             )
-        last_seq[step] = (event.seq, position)
-        if step in last_at and event.at < last_at[step]:
-            _fail("1", f"in step {step!r}, at={event.at} goes back from {last_at[step]}", event, position)
-        last_at[step] = event.at
-        # Invariant 3: attempts only move forward, each announced by a Retrying.
-        current = attempt_of.get(step, event.attempt)
+        self.last_seq[step] = (event.seq, position)
+        if step in self.last_at and event.at < self.last_at[step]:
+            _fail("1", f"in step {step!r}, at={event.at} goes back from {self.last_at[step]}", event, position)
+        self.last_at[step] = event.at
+        if isinstance(event, TERMINAL_EVENTS):
+            self.terminal_at[step] = position
+
+    def attempts(self, event: Event, position: int) -> None:
+        """Invariant 3: attempts only move forward, each announced by a ``Retrying``."""
+        step = event.step
+        announced = self.announced.get(step, set())
+        current = self.attempt_of.get(step, event.attempt)
         if event.attempt < current:
             _fail(
                 "3",
@@ -140,7 +164,10 @@ def check_invariants(events: Iterable[Event]) -> None:
                 event,
                 position,
             )
-        if event.attempt > current and event.attempt not in announced.get(step, set()):
+        # cancellation drops the events in flight (a Retrying too) but never the terminal, so a
+        # Cancelled may name an attempt whose Retrying this consumer never got; nothing else may
+        lost_in_flight = isinstance(event, Cancelled)
+        if event.attempt > current and event.attempt not in announced and not lost_in_flight:
             _fail(
                 "3",
                 f"in step {step!r}, attempt {event.attempt} starts without a Retrying "
@@ -148,9 +175,9 @@ def check_invariants(events: Iterable[Event]) -> None:
                 event,
                 position,
             )
-        if step not in attempt_of and event.attempt > 1 and event.attempt not in announced.get(step, set()):
+        if step not in self.attempt_of and event.attempt > 1 and event.attempt not in announced and not lost_in_flight:
             _fail("3", f"step {step!r} starts at attempt {event.attempt} without a Retrying", event, position)
-        attempt_of[step] = event.attempt
+        self.attempt_of[step] = event.attempt
         if isinstance(event, Retrying):
             if event.next_attempt <= event.attempt:
                 _fail(
@@ -160,14 +187,19 @@ def check_invariants(events: Iterable[Event]) -> None:
                     event,
                     position,
                 )
-            announced.setdefault(step, set()).add(event.next_attempt)
-            pending.pop(step, None)  # the failed call's text is superseded
+            self.announced.setdefault(step, set()).add(event.next_attempt)
+
+    def content(self, event: Event, position: int) -> None:
+        """Invariants 2 and 3: the kept text, each tool's input pieces, a tool call run once."""
+        step = event.step
+        if isinstance(event, Retrying):
+            self.pending.pop(step, None)  # the failed call's text is superseded
         elif isinstance(event, Delta):
-            pending.setdefault(step, []).append(event.content)
+            self.pending.setdefault(step, []).append(event.content)
         elif isinstance(event, Message):
-            kept.setdefault(step, []).extend(pending.pop(step, ()))
+            self.kept.setdefault(step, []).extend(self.pending.pop(step, ()))
         elif isinstance(event, ToolResult):
-            seen = tool_results.setdefault(step, {})
+            seen = self.tool_results.setdefault(step, {})
             if event.tool_use_id in seen:
                 _fail(
                     "3",
@@ -178,51 +210,44 @@ def check_invariants(events: Iterable[Event]) -> None:
                 )
             seen[event.tool_use_id] = position
         elif isinstance(event, ToolInputDelta):
-            tool_json.setdefault((step, event.attempt, event.tool_use_id), []).append(event.partial_json)
+            self.tool_json.setdefault((step, event.attempt, event.tool_use_id), []).append(event.partial_json)
         elif isinstance(event, ToolUse):
-            key = (step, event.attempt, event.tool_use_id)
-            pieces = tool_json.get(key)
-            if pieces is not None:
-                joined = "".join(pieces)
-                try:
-                    parsed = json.loads(joined)
-                except ValueError:
-                    _fail(
-                        "2",
-                        f"the ToolInputDelta pieces of tool {event.tool_use_id!r} in step {step!r} "
-                        f"join to {joined!r}, which is not JSON",
-                        event,
-                        position,
-                    )
-                if parsed != event.input:
-                    _fail(
-                        "2",
-                        f"the ToolInputDelta pieces of tool {event.tool_use_id!r} in step {step!r} "
-                        f"parse to {parsed!r}, but ToolUse.input is {event.input!r}",
-                        event,
-                        position,
-                    )
-        elif isinstance(event, TERMINAL_EVENTS):
-            terminal_at[step] = position
-            if isinstance(event, Done):
-                got = "".join([*kept.get(step, ()), *pending.get(step, ())])
-                if got != event.response.text:
-                    _fail(
-                        "2",
-                        f"in step {step!r}, the Delta text kept up to attempt {event.attempt} is {got!r}, "
-                        f"but Done.response.text is {event.response.text!r}",
-                        event,
-                        position,
-                    )
-    for step, (seq, position) in last_seq.items():
-        if step not in terminal_at:
-            _fail(
-                "1",
-                f"step {step!r} has no terminal event (Done, Failed or Cancelled); "
-                f"its last event is seq {seq}",
-                events[position],
-                position,
-            )
+            self._tool_input(event, position)
+        elif isinstance(event, Done):
+            got = "".join([*self.kept.get(step, ()), *self.pending.get(step, ())])
+            if got != event.response.text:
+                _fail(
+                    "2",
+                    f"in step {step!r}, the Delta text kept up to attempt {event.attempt} is {got!r}, "
+                    f"but Done.response.text is {event.response.text!r}",
+                    event,
+                    position,
+                )
+
+    def _tool_input(self, event: ToolUse, position: int) -> None:
+        pieces = self.tool_json.get((event.step, event.attempt, event.tool_use_id))
+        if pieces is None:
+            return
+        joined = "".join(pieces)
+        where = f"the ToolInputDelta pieces of tool {event.tool_use_id!r} in step {event.step!r}"
+        try:
+            parsed = json.loads(joined)
+        except ValueError:
+            _fail("2", f"{where} join to {joined!r}, which is not JSON", event, position)
+        if parsed != event.input:
+            _fail("2", f"{where} parse to {parsed!r}, but ToolUse.input is {event.input!r}", event, position)
+
+    def finish(self) -> None:
+        """Invariant 1: every step that had events ended with a terminal."""
+        for step, (seq, position) in self.last_seq.items():
+            if step not in self.terminal_at:
+                _fail(
+                    "1",
+                    f"step {step!r} has no terminal event (Done, Failed or Cancelled); "
+                    f"its last event is seq {seq}",
+                    self.events[position],
+                    position,
+                )
 
 
 def _merge_key(event: Event) -> tuple:

@@ -17,7 +17,8 @@ Scenarios:
 
 =============  ==============================================================
 ``text``       a text block: ``text=`` (split into words), or ``deltas=N``
-               deltas ``"tok0 "``, ``"tok1 "``...
+               deltas ``"tok0 "``, ``"tok1 "``..., or with ``echo=1`` the
+               request's last user message (split into words)
 ``slow``       ``text`` with ``delay_ms=100`` unless given
 ``pings``      ``text`` with a ``ping`` before every delta
 ``thinking``   a thinking block (deltas + ``signature_delta``), then text
@@ -32,6 +33,9 @@ Scenarios:
                ``tool_use`` block of ``tool=`` (else the tool ``tool_choice``
                forces) with input ``input=`` (JSON, default ``{}``) in
                ``pieces=N`` pieces, stop reason ``tool_use``
+``echo``       a text block ``"echo: <the last user message's text>"``, word by
+               word: each prompt gets its own answer, whatever order the
+               requests arrive in
 ``error``      ``after=K`` text deltas (default 2), then ``event: error`` of
                ``type=`` (default ``overloaded_error``), then a clean end
 ``drop``       ``after=K`` text deltas, then the connection is cut mid-body
@@ -331,8 +335,10 @@ class FakeAPI:
         if not model.startswith("fake:") and model:
             params.setdefault("reply_model", model)
         params[_REQUEST] = str(seq)  # ids unique per request (tool_use ids: ``toolu_fake_<seq>``)
-        if name == "tool_loop":
+        if name in ("tool_loop", "echo"):
             params[_BODY] = json.dumps(body)
+        if params.get("echo") and "text" not in params:
+            params["text"] = _last_user_text(body)
         return await self._stream_sse(stream, name, params, headers, buf)
 
     async def _stream_sse(
@@ -494,6 +500,17 @@ def _check_params(params: dict[str, str]) -> str | None:
     except ValueError:
         return f"fake scenario parameter {key}={params[key]!r} is not a number"
     return None
+
+
+def _last_user_text(body: dict[str, Any]) -> str:
+    """The text of the request's last user message (``echo=1``)."""
+    for message in reversed(body.get("messages") or []):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            return " ".join(b.get("text", "") for b in content or [] if isinstance(b, dict))
+    return ""
 
 
 def _int(params: dict[str, str], key: str, default: int) -> int:
@@ -673,6 +690,19 @@ def _tool_loop(params: dict[str, str]) -> Iterator[tuple[str, Any]]:
     yield from s.end("tool_use")
 
 
+def _echo(params: dict[str, str]) -> Iterator[tuple[str, Any]]:
+    body = json.loads(params.get(_BODY, "{}"))
+    users = [m for m in body.get("messages") or () if isinstance(m, dict) and m.get("role") == "user"]
+    content = users[-1].get("content", "") if users else ""
+    if isinstance(content, list):
+        content = "".join(str(b.get("text", "")) for b in content if isinstance(b, dict))
+    s = _Script(params)
+    yield from s.start()
+    words = f"echo: {content}".split(" ")
+    yield from s.text_block([w + " " for w in words[:-1]] + ([words[-1]] if words[-1] else []))
+    yield from s.end("end_turn")
+
+
 def _partial(params: dict[str, str]) -> tuple[_Script, list[str]]:
     s = _Script(params)
     pieces = _pieces(params)[: _int(params, "after", 2)]
@@ -718,6 +748,7 @@ _SCENARIOS = {
     "thinking": _thinking,
     "tool_use": _tool_use,
     "tool_loop": _tool_loop,
+    "echo": _echo,
     "error": _error,
     "drop": _drop,
     "stall": _stall,
