@@ -498,3 +498,187 @@ def test_the_derived_answer_is_exactly_the_same_for_the_same_question():
     assert derive_response(req({"role": "user", "content": "Q"}, system="x")) != derive_response(
         req({"role": "user", "content": "Q"})
     )
+
+
+# --- exact content: ids, usage, derived quotes, tool preambles, pieces, errors ---------------
+
+
+def _events(collected: list[tuple[float, Any]]) -> list[Any]:
+    return [e for _, e in collected]
+
+
+async def test_message_start_names_the_call_and_counts_the_prompt(autojump_clock: Any) -> None:
+    import re
+
+    tool = {"name": "Read", "input_schema": {"type": "object"}}
+    messages = (
+        {"role": "user", "content": "a" * 40},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "Read", "input": {"b": 1}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": "c" * 20}]},
+    )
+    request = ModelRequest(step="s", model="m", messages=messages, system="sys", tools=(tool,), turn=3)
+    start = _events(await collect(request))[0]
+    # every character of the prompt counts: system, each message's text, each tool's JSON
+    chars = 3 + 40 + len('{"b": 1}') + 20 + len(json.dumps(tool, sort_keys=True))
+    assert start.usage.input_tokens == chars // 4 and start.usage.output_tokens == 1
+    assert re.fullmatch(r"msg_mock_[0-9a-f]{12}_3", start.message_id), start.message_id
+    again = _events(await collect(request))[0]
+    other_step = _events(await collect(attrs.evolve(request, step="t")))[0]
+    assert again.message_id == start.message_id != other_step.message_id
+    empty = ModelRequest(step="s", model="m", messages=(), mock=MockSpec(response="x"))
+    assert _events(await collect(empty))[0].usage == MessageStart("m", _usage(1, 1)).usage
+
+
+def _usage(input_tokens: int, output_tokens: int) -> Any:
+    from sluiceway.engine._events import Usage
+
+    return Usage(input_tokens=input_tokens, output_tokens=output_tokens)
+
+
+def test_derived_quote_joins_a_questions_parts_with_their_tool_inputs_sorted() -> None:
+    from sluiceway.providers._mock import derive_response
+
+    content = [
+        {"type": "text", "text": "Q1"},
+        {"type": "tool_result", "tool_use_id": "t", "content": [{"type": "text", "text": "R"}]},
+        {"type": "other", "input": {"b": 1, "a": 2}},
+    ]
+    text = derive_response(ModelRequest(step="s", model="m", messages=({"role": "user", "content": content},)))
+    assert text.startswith('Mock response to: Q1 R {"a": 2, "b": 1}\n\n'), text
+
+
+def test_a_user_message_without_content_is_an_empty_question() -> None:
+    from sluiceway.providers._mock import derive_response
+
+    messages = ({"role": "user", "content": "earlier"}, {"role": "user"})
+    text = derive_response(ModelRequest(step="s", model="m", messages=messages))
+    assert text.startswith("Mock response. ") and "earlier" not in text, text
+
+
+async def test_the_tool_preamble_names_each_tool_once(autojump_clock: Any) -> None:
+    one = MockSpec(response="done", tool_calls=(MockToolCall(name="Read", input={"b": 1, "a": 2}),))
+    events = await collect(make_request(one))
+    assert text_of(events) == "Let me use the Read tool."
+    pieces = [e.partial_json for e in _events(events) if isinstance(e, InputJsonChunk)]
+    # sorted keys, in pieces of ceil(len / 4) characters
+    assert pieces == ['{"a"', ": 2,", ' "b"', ": 1}"]
+    two = MockSpec(
+        tool_calls=(
+            MockToolCall(name="Read", input={}),
+            MockToolCall(name="Grep", input={}),
+            MockToolCall(name="Read", input={}),
+        )
+    )
+    events = await collect(make_request(two))
+    assert text_of(events) == "Let me use the Grep and Read tools."
+    # "{}" is two pieces of one character
+    assert [e.partial_json for e in _events(events) if isinstance(e, InputJsonChunk)] == ["{", "}"] * 3
+
+
+async def test_tool_input_pieces_are_a_quarter_of_the_json(autojump_clock: Any) -> None:
+    spec = MockSpec(tool_calls=(MockToolCall(name="Read", input={"a": 2, "bb": 1}),))
+    pieces = [e.partial_json for e in _events(await collect(make_request(spec))) if isinstance(e, InputJsonChunk)]
+    assert "".join(pieces) == '{"a": 2, "bb": 1}'
+    assert pieces == ['{"a":', ' 2, "', 'bb": ', "1}"]  # 17 characters: pieces of 5
+
+
+async def test_thinking_streams_as_thinking_on_every_turn(autojump_clock: Any) -> None:
+    spec = MockSpec(response="answer", thinking="let me think")
+    for turn in (0, 1):
+        events = _events(await collect(make_request(spec, turn=turn)))
+        thinking = [e for e in events if isinstance(e, ThinkingChunk)]
+        assert "".join(e.text for e in thinking) == "let me think"
+        assert all(e.index == 0 for e in thinking)
+        assert [e.index for e in events if isinstance(e, TextChunk)][0] == 1
+
+
+async def test_a_spec_object_without_some_keys_is_read_as_absent(autojump_clock: Any) -> None:
+    class Spec:
+        response = "hello there"
+
+    assert text_of(await collect(make_request(Spec()))) == "hello there"
+
+
+async def test_closed_provider_and_stream_errors_say_which(autojump_clock: Any) -> None:
+    provider = MockProvider()
+    async with provider.stream(make_request(MockSpec(response="a b"))) as events:
+        pass
+    with pytest.raises(trio.ClosedResourceError) as info:
+        await events.__anext__()
+    assert str(info.value) == "the mock stream is closed"
+    outside = provider.stream(make_request(MockSpec(response="a b")))
+    with pytest.raises(AssertionError, match=r"^use the stream inside `async with provider\.stream\(\.\.\.\)`"):
+        await outside.__anext__()
+    await provider.aclose()
+    with pytest.raises(trio.ClosedResourceError) as info:
+        async with provider.stream(make_request()):
+            raise AssertionError("entered")
+    assert str(info.value) == "the mock provider is closed"
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"error": "meltdown"}, "unknown mock error 'meltdown'"),
+        ({"pattern": "zigzag"}, "unknown mock pattern 'zigzag'"),
+        ({"chunk_size": 0}, "mock chunk_size must be at least 1, got 0"),
+    ],
+)
+async def test_bad_mock_scripts_are_named(autojump_clock: Any, spec: dict, message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        await collect(make_request(spec))
+    assert str(info.value) == message
+
+
+async def test_error_turn_fails_only_that_turn(autojump_clock: Any) -> None:
+    spec = MockSpec(
+        turns=(MockTurn(text="one"), MockTurn(text="two"), MockTurn(text="three")),
+        error="overloaded",
+        error_turn=1,
+        retry_after=3.0,
+    )
+    assert text_of(await collect(make_request(spec, turn=0))) == "one"
+    with pytest.raises(OverloadedError) as info:
+        await collect(make_request(spec, turn=1))
+    assert info.value.message == "overloaded_error: Overloaded (injected by the mock)"
+    assert (info.value.step, info.value.retry_after) == ("draft", 3.0)
+    assert text_of(await collect(make_request(spec, turn=2))) == "three"
+
+
+async def test_timeout_waits_the_deadline_times_the_clock_scale(autojump_clock: Any) -> None:
+    spec = MockSpec(response="a b", error="timeout")
+    start = trio.current_time()
+    with pytest.raises(ProviderTimeoutError):
+        await collect(make_request(spec, first_token_timeout=1.5), MockProvider(clock_scale=2.0))
+    assert trio.current_time() - start == pytest.approx(3.0)
+
+
+async def test_fast_stream_yields_to_other_tasks_every_64_events() -> None:
+    # one short first-token sleep, then 1000 words with no sleep
+    spec = MockSpec(response="w " * 1000, first_token_delay_ms=1)
+    seen: list[Any] = []
+    observed: list[int] = []
+    done = trio.Event()
+
+    async def consume() -> None:
+        async with MockProvider().stream(make_request(spec)) as events:
+            async for e in events:
+                seen.append(e)
+        done.set()
+
+    async def watch() -> None:
+        while not done.is_set():
+            observed.append(len(seen))
+            await trio.lowlevel.checkpoint()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch)
+        nursery.start_soon(consume)
+    total = len(seen)
+    assert total == 2 + 1000 + 3  # MessageStart, BlockStart, the words, BlockStop, delta, stop
+    # the consumer stops at open, in the first-token sleep (after 2 events), then just before
+    # the 64th event after that sleep, and every 64 events on, and at the end
+    allowed = {0, 2, total} | set(range(2 + 63, total, 64))
+    progress = sorted(set(observed))
+    assert set(progress) <= allowed, progress
+    assert len(progress) >= 8, progress
