@@ -502,3 +502,50 @@ async def test_iterating_a_recorded_call_outside_its_block_is_a_clear_error(tmp_
     with pytest.raises(AssertionError, match=r"^iterate inside 'async with'"):
         await call.__anext__()
     await rec.aclose()
+
+
+_ASCII_LOCALE_SCRIPT = """
+import sys, trio
+from sluiceway.engine._provider_events import TextChunk
+from sluiceway.engine import ModelRequest
+from sluiceway.providers import MockProvider
+from sluiceway.providers._replay import RecordingProvider, load_cassette
+
+async def main(path):
+    rec = RecordingProvider(MockProvider(clock_scale=0), path)
+    request = ModelRequest(step="s", model="m", messages=(), mock={"response": "h\\u00e9 \\u2192"})
+    async with rec.stream(request) as events:
+        [e async for e in events]
+    await rec.aclose()
+    print(ascii(load_cassette(path).text("s")))
+
+trio.run(main, sys.argv[1])
+"""
+
+
+def test_cassettes_are_utf8_whatever_the_locale(tmp_path):
+    """Recorded on a machine whose locale is ASCII, a cassette still holds and reads back UTF-8."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import sluiceway
+
+    env = {
+        **os.environ,
+        "LC_ALL": "C",
+        "LANG": "C",
+        "PYTHONCOERCECLOCALE": "0",
+        "PYTHONUTF8": "0",
+        # the same sluiceway as this process imported
+        "PYTHONPATH": str(Path(sluiceway.__file__).parent.parent),
+    }
+    path = tmp_path / "c.jsonl"
+    done = subprocess.run(
+        [sys.executable, "-c", _ASCII_LOCALE_SCRIPT, str(path)],
+        env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ascii("hé →")
+    assert "hé" in path.read_text(encoding="utf-8")
