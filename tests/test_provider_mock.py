@@ -682,3 +682,44 @@ async def test_fast_stream_yields_to_other_tasks_every_64_events() -> None:
     progress = sorted(set(observed))
     assert set(progress) <= allowed, progress
     assert len(progress) >= 8, progress
+
+
+async def test_fast_stream_without_sleeps_yields_just_before_every_64th_event() -> None:
+    spec = MockSpec(response="w " * 300)
+    seen: list[Any] = []
+    observed: list[int] = []
+    done = trio.Event()
+
+    async def consume() -> None:
+        async with MockProvider().stream(make_request(spec)) as events:
+            async for e in events:
+                seen.append(e)
+        done.set()
+
+    async def watch() -> None:
+        while not done.is_set():
+            observed.append(len(seen))
+            await trio.lowlevel.checkpoint()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch)
+        nursery.start_soon(consume)
+    total = len(seen)
+    assert total == 2 + 300 + 3
+    progress = sorted(set(observed))
+    assert set(progress) <= {0, total} | set(range(63, total, 64)), progress
+    assert len(progress) >= 3, progress
+
+
+async def test_the_message_id_is_pinned_for_the_same_call() -> None:
+    """The id is a pure function of the step, the turn and the call's content. Pinned: a change
+    changes the ids in every result and cassette made in mock mode, so it must be deliberate."""
+    request = ModelRequest(
+        step="draft",
+        model="m",
+        messages=({"role": "user", "content": "Explain backpressure."},),
+        mock={"response": "The answer."},
+    )
+    async with MockProvider(clock_scale=0).stream(request) as events:
+        first = [e async for e in events][0]
+    assert first.message_id == "msg_mock_9eec85e866c3_0"

@@ -506,25 +506,39 @@ async def test_iterating_a_recorded_call_outside_its_block_is_a_clear_error(tmp_
 
 _ASCII_LOCALE_SCRIPT = """
 import sys, trio
-from sluiceway.engine._provider_events import TextChunk
 from sluiceway.engine import ModelRequest
 from sluiceway.providers import MockProvider
 from sluiceway.providers._replay import RecordingProvider, load_cassette
 
-async def main(path):
+async def record(path, text):
     rec = RecordingProvider(MockProvider(clock_scale=0), path)
-    request = ModelRequest(step="s", model="m", messages=(), mock={"response": "h\\u00e9 \\u2192"})
+    request = ModelRequest(step="s", model="m", messages=(), mock={"response": text})
     async with rec.stream(request) as events:
         [e async for e in events]
     await rec.aclose()
-    print(ascii(load_cassette(path).text("s")))
 
-trio.run(main, sys.argv[1])
+print(ascii(load_cassette(sys.argv[1]).text("s")))
+trio.run(record, sys.argv[2], "\\u00e0 bient\\u00f4t \\u2192")
 """
 
 
+async def _record_mock(path, text):
+    from sluiceway.providers import MockProvider
+
+    rec = RecordingProvider(MockProvider(clock_scale=0), path)
+    await _stream(rec, ModelRequestFor(text))
+    await rec.aclose()
+
+
+def ModelRequestFor(text):  # noqa: N802 - reads as a constructor
+    from sluiceway.engine import ModelRequest
+
+    return ModelRequest(step="s", model="m", messages=(), mock={"response": text})
+
+
 def test_cassettes_are_utf8_whatever_the_locale(tmp_path):
-    """Recorded on a machine whose locale is ASCII, a cassette still holds and reads back UTF-8."""
+    """A cassette recorded here reads back under an ASCII locale, and one recorded there reads
+    back here: the file is UTF-8 whatever the machine's locale."""
     import os
     import subprocess
     import sys
@@ -532,6 +546,9 @@ def test_cassettes_are_utf8_whatever_the_locale(tmp_path):
 
     import sluiceway
 
+    here, there = tmp_path / "here.jsonl", tmp_path / "there.jsonl"
+    trio.run(_record_mock, here, "hé →")
+    assert "hé" in here.read_text(encoding="utf-8")
     env = {
         **os.environ,
         "LC_ALL": "C",
@@ -541,11 +558,11 @@ def test_cassettes_are_utf8_whatever_the_locale(tmp_path):
         # the same sluiceway as this process imported
         "PYTHONPATH": str(Path(sluiceway.__file__).parent.parent),
     }
-    path = tmp_path / "c.jsonl"
     done = subprocess.run(
-        [sys.executable, "-c", _ASCII_LOCALE_SCRIPT, str(path)],
+        [sys.executable, "-c", _ASCII_LOCALE_SCRIPT, str(here), str(there)],
         env=env, capture_output=True, text=True, timeout=60,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == ascii("hé →")
-    assert "hé" in path.read_text(encoding="utf-8")
+    assert "bientôt" in there.read_text(encoding="utf-8")
+    assert load_cassette(there).text("s") == "à bientôt →"
