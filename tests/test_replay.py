@@ -536,7 +536,7 @@ def ModelRequestFor(text):  # noqa: N802 - reads as a constructor
     return ModelRequest(step="s", model="m", messages=(), mock={"response": text})
 
 
-def test_cassettes_are_utf8_whatever_the_locale(tmp_path):
+def test_a_cassette_is_utf8_under_any_locale(tmp_path):
     """A cassette recorded here reads back under an ASCII locale, and one recorded there reads
     back here: the file is UTF-8 whatever the machine's locale."""
     import os
