@@ -504,65 +504,30 @@ async def test_iterating_a_recorded_call_outside_its_block_is_a_clear_error(tmp_
     await rec.aclose()
 
 
-_ASCII_LOCALE_SCRIPT = """
-import sys, trio
-from sluiceway.engine import ModelRequest
-from sluiceway.providers import MockProvider
-from sluiceway.providers._replay import RecordingProvider, load_cassette
-
-async def record(path, text):
-    rec = RecordingProvider(MockProvider(clock_scale=0), path)
-    request = ModelRequest(step="s", model="m", messages=(), mock={"response": text})
-    async with rec.stream(request) as events:
-        [e async for e in events]
-    await rec.aclose()
-
-print(ascii(load_cassette(sys.argv[1]).text("s")))
-trio.run(record, sys.argv[2], "\\u00e0 bient\\u00f4t \\u2192")
-"""
-
-
 async def _record_mock(path, text):
+    from sluiceway.engine import ModelRequest
     from sluiceway.providers import MockProvider
 
     rec = RecordingProvider(MockProvider(clock_scale=0), path)
-    await _stream(rec, ModelRequestFor(text))
+    await _stream(rec, ModelRequest(step="s", model="m", messages=(), mock={"response": text}))
     await rec.aclose()
 
 
-def ModelRequestFor(text):  # noqa: N802 - reads as a constructor
-    from sluiceway.engine import ModelRequest
+def test_a_cassette_is_utf8_under_an_ascii_locale(tmp_path):
+    """Recorded and read while the locale's encoding is ASCII, a cassette still holds UTF-8 text
+    and reads back the same (the file's encoding does not follow the machine's locale)."""
+    import locale
 
-    return ModelRequest(step="s", model="m", messages=(), mock={"response": text})
-
-
-def test_a_cassette_is_utf8_under_any_locale(tmp_path):
-    """A cassette recorded here reads back under an ASCII locale, and one recorded there reads
-    back here: the file is UTF-8 whatever the machine's locale."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    import sluiceway
-
-    here, there = tmp_path / "here.jsonl", tmp_path / "there.jsonl"
-    trio.run(_record_mock, here, "hé →")
-    assert "hé" in here.read_text(encoding="utf-8")
-    env = {
-        **os.environ,
-        "LC_ALL": "C",
-        "LANG": "C",
-        "PYTHONCOERCECLOCALE": "0",
-        "PYTHONUTF8": "0",
-        # the same sluiceway as this process imported
-        "PYTHONPATH": str(Path(sluiceway.__file__).parent.parent),
-    }
-    done = subprocess.run(
-        [sys.executable, "-c", _ASCII_LOCALE_SCRIPT, str(here), str(there)],
-        env=env, capture_output=True, text=True, timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == ascii("hé →")
-    assert "bientôt" in there.read_text(encoding="utf-8")
-    assert load_cassette(there).text("s") == "à bientôt →"
+    path = tmp_path / "c.jsonl"
+    previous = locale.setlocale(locale.LC_CTYPE)
+    locale.setlocale(locale.LC_CTYPE, "C")
+    try:
+        with open(tmp_path / "probe", "w") as probe:  # noqa: PTH123 - the locale's default encoding
+            assert probe.encoding.lower() in ("ascii", "ansi_x3.4-1968"), probe.encoding
+        trio.run(_record_mock, path, "à bientôt →")
+        loaded_there = load_cassette(path).text("s")
+    finally:
+        locale.setlocale(locale.LC_CTYPE, previous)
+    assert loaded_there == "à bientôt →"
+    assert '"text":"à "' in path.read_text(encoding="utf-8")
+    assert load_cassette(path).text("s") == "à bientôt →"
