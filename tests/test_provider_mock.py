@@ -723,3 +723,12 @@ async def test_the_message_id_is_pinned_for_the_same_call() -> None:
     async with MockProvider(clock_scale=0).stream(request) as events:
         first = [e async for e in events][0]
     assert first.message_id == "msg_mock_9eec85e866c3_0"
+
+
+async def test_a_timeout_whose_deadline_is_already_past_fails_at_once(autojump_clock: Any) -> None:
+    spec = MockSpec(response="a b", error="timeout")
+    start = trio.current_time()
+    with pytest.raises(ProviderTimeoutError) as info:
+        await collect(make_request(spec, first_token_timeout=-1.0))
+    assert trio.current_time() == start
+    assert info.value.message == "timed out waiting for the model (injected by the mock)"
