@@ -681,7 +681,7 @@ async def test_fast_stream_yields_to_other_tasks_every_64_events() -> None:
     allowed = {0, 2, total} | set(range(2 + 63, total, 64))
     progress = sorted(set(observed))
     assert set(progress) <= allowed, progress
-    assert len(progress) >= 8, progress
+    assert len(progress) >= 6, progress
 
 
 async def test_fast_stream_without_sleeps_yields_just_before_every_64th_event() -> None:

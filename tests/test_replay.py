@@ -424,7 +424,7 @@ async def test_instant_replay_yields_to_other_tasks_every_64_events(tmp_path):
     # the consumer only ever stops just before events 0, 64, 128, ...
     assert all(n % 64 == 0 for n in progress), progress
     # and it does stop there, again and again (the scheduler may merge a few of its runs)
-    assert len(progress) >= 8, progress
+    assert len(progress) >= 6, progress
 
 
 # --- recording: the file as it is written -----------------------------------------------------
