@@ -155,11 +155,18 @@ def sync(stage: Path) -> None:
                 (dest / rel).unlink()
 
 
+#: The suite's xdist options (pyproject's addopts): a mutant's tests run in one process, as mutmut needs.
+XDIST_OPTIONS = " -n auto --dist loadfile"
+
+
 def _pytest_section() -> str:
     text = (ROOT / "pyproject.toml").read_text("utf-8")
     start = text.index("[tool.pytest.ini_options]")
     end = text.find("\n[", start + 1)
-    return text[start : end if end != -1 else len(text)].strip() + "\n"
+    section = text[start : end if end != -1 else len(text)].strip() + "\n"
+    if XDIST_OPTIONS not in section:
+        raise SystemExit(f"pyproject's pytest addopts no longer hold {XDIST_OPTIONS.strip()!r}: update XDIST_OPTIONS")
+    return section.replace(XDIST_OPTIONS, "")
 
 
 def write_config(stage: Path, module: str, tests: list[str], profile: Profile) -> None:
