@@ -653,9 +653,8 @@ async def test_timeout_waits_the_deadline_times_the_clock_scale(autojump_clock: 
     assert trio.current_time() - start == pytest.approx(3.0)
 
 
-async def test_fast_stream_yields_to_other_tasks_every_64_events() -> None:
-    # one short first-token sleep, then 1000 words with no sleep
-    spec = MockSpec(response="w " * 1000, first_token_delay_ms=1)
+async def _stream_watched(spec: MockSpec) -> tuple[int, list[int]]:
+    """The stream's event count, and how many events it had sent each time another task ran."""
     seen: list[Any] = []
     observed: list[int] = []
     done = trio.Event()
@@ -674,7 +673,13 @@ async def test_fast_stream_yields_to_other_tasks_every_64_events() -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch)
         nursery.start_soon(consume)
-    total = len(seen)
+    return len(seen), observed
+
+
+async def test_fast_stream_yields_to_other_tasks_every_64_events() -> None:
+    # one short first-token sleep, then 1000 words with no sleep
+    spec = MockSpec(response="w " * 1000, first_token_delay_ms=1)
+    total, observed = await _stream_watched(spec)
     assert total == 2 + 1000 + 3  # MessageStart, BlockStart, the words, BlockStop, delta, stop
     # the consumer stops at open, in the first-token sleep (after 2 events), then just before
     # the 64th event after that sleep, and every 64 events on, and at the end
@@ -686,25 +691,7 @@ async def test_fast_stream_yields_to_other_tasks_every_64_events() -> None:
 
 async def test_fast_stream_without_sleeps_yields_just_before_every_64th_event() -> None:
     spec = MockSpec(response="w " * 300)
-    seen: list[Any] = []
-    observed: list[int] = []
-    done = trio.Event()
-
-    async def consume() -> None:
-        async with MockProvider().stream(make_request(spec)) as events:
-            async for e in events:
-                seen.append(e)
-        done.set()
-
-    async def watch() -> None:
-        while not done.is_set():
-            observed.append(len(seen))
-            await trio.lowlevel.checkpoint()
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(watch)
-        nursery.start_soon(consume)
-    total = len(seen)
+    total, observed = await _stream_watched(spec)
     assert total == 2 + 300 + 3
     progress = sorted(set(observed))
     assert set(progress) <= {0, total} | set(range(63, total, 64)), progress

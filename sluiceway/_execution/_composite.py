@@ -12,12 +12,13 @@ from typing import Any
 
 import trio
 
+from .._errors import StepError
 from ..engine import DEFAULT_BUFFER_SIZE, ChannelConsumer, Metrics, Response, Usage
 from ..engine._pricing import add_cost
 from ._model_call import DEFAULT_MODEL, handler_error_policy, handler_timeout, step_options
 from ._state import ExecutionState
 
-__all__ = ("SubConsumer", "composite_response", "group_kwargs", "result_of")
+__all__ = ("SubConsumer", "batch_result", "composite_response", "group_kwargs", "result_of")
 
 #: ``stream_group``'s maker of one sub-step's consumer.
 SubConsumer = Callable[[], ChannelConsumer]
@@ -46,6 +47,25 @@ def composite_response(outputs: list[Any], responses: Sequence[Response | None],
         model=models.pop() if len(models) == 1 else None,
         metrics=Metrics(duration=trio.current_time() - started),
     )
+
+
+def batch_result(
+    step: str, responses: Sequence[Response | None], errors: dict[int, BaseException], started: float
+) -> Response:
+    """A batch's response, outputs in task order; when tasks failed, a ``StepError`` naming them all.
+
+    The error carries the others' results as its ``partial`` response; its cause is the first
+    failed task's error.
+    """
+    outputs = [None if r is None else result_of(r) for r in responses]
+    response = composite_response(outputs, responses, started)
+    if errors:
+        listed = "; ".join(f"[{i}] {errors[i]}" for i in sorted(errors))
+        error = StepError(f"{len(errors)} of {len(responses)} tasks failed: {listed}", step=step)
+        error.__cause__ = errors[min(errors)]
+        error.partial = response  # type: ignore[attr-defined]  # the partial response rides on any exception
+        raise error
+    return response
 
 
 def result_of(response: Response) -> Any:

@@ -15,7 +15,7 @@ import trio
 from .._errors import ProviderTimeoutError, StepError
 from ..engine import Response, stream_group
 from ..specs import ClaudeBatchStep
-from ._composite import SubConsumer, composite_response, group_kwargs, result_of
+from ._composite import SubConsumer, batch_result, group_kwargs
 from ._model_call import stream_model_call
 from ._resume import PlannedCall, plan_calls, replay_call
 from ._state import ExecutionState
@@ -96,15 +96,7 @@ async def run_batch_step(state: ExecutionState, step: ClaudeBatchStep, consumers
                     errors[index] = call
                 else:
                     nursery.start_soon(task if call.saved is None else replay, index, call, sub)
-        outputs = [None if r is None else result_of(r) for r in responses]
-        response = composite_response(outputs, responses, started)
-        if errors:
-            listed = "; ".join(f"[{i}] {errors[i]}" for i in sorted(errors))
-            error = StepError(f"{len(errors)} of {len(prompts)} tasks failed: {listed}", step=step.name)
-            error.__cause__ = errors[min(errors)]
-            error.partial = response  # type: ignore[attr-defined]  # the partial response rides on any exception
-            raise error
-        return response
+        return batch_result(step.name, responses, errors, started)
 
     return await stream_group(
         consumers=consumers, body=body, concurrency=min(config.max_parallel, len(prompts)), tasks=len(prompts),

@@ -54,7 +54,7 @@ from ..engine import (
     stream_group,
 )
 from ..engine._relay import relay_step
-from ._composite import SubConsumer, composite_response, group_kwargs, result_of
+from ._composite import SubConsumer, batch_result, group_kwargs
 from ._model_call import (
     build_request,
     handler_error_policy,
@@ -168,15 +168,7 @@ async def run_ray_batch(
                     )
                     await dispatcher.run(min(config.actors, len(tasks)))
         errors.update({t.index: t.error for t in tasks if t.error is not None})
-        outputs = [None if r is None else result_of(r) for r in responses]
-        response = composite_response(outputs, responses, started)
-        if errors:
-            listed = "; ".join(f"[{i}] {errors[i]}" for i in sorted(errors))
-            error = StepError(f"{len(errors)} of {len(prompts)} tasks failed: {listed}", step=step.name)
-            error.__cause__ = errors[min(errors)]
-            error.partial = response  # type: ignore[attr-defined]  # the partial response rides on any exception
-            raise error
-        return response
+        return batch_result(step.name, responses, errors, started)
 
     return await stream_group(
         consumers=consumers, body=body,
