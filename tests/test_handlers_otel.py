@@ -512,6 +512,11 @@ async def test_a_scripted_run_records_exact_spans_and_metrics(otel: Any) -> None
     spans = list(exporter.get_finished_spans())
     assert _span_record(spans) == _EXPECTED_SPANS
     assert _metric_record(reader) == _EXPECTED_METRICS
+    # The instrumentation scope of every span and metric is the library's name.
+    assert {span.instrumentation_scope.name for span in spans if span.name != "caller"} == {"sluiceway"}
+    assert [
+        scope.scope.name for resource in reader.get_metrics_data().resource_metrics for scope in resource.scope_metrics
+    ] == ["sluiceway"]
 
 
 # What the handler records for the runs above (every time is relative to _ORIGIN, in nanoseconds).
