@@ -8,6 +8,7 @@ OpenTelemetry SDK's in-memory exporter and metric reader received.
 from __future__ import annotations
 
 import json
+from pathlib import PurePosixPath
 from typing import Any
 
 import pytest
@@ -16,10 +17,11 @@ import trio
 pytest.importorskip("opentelemetry.sdk", reason="the otel tests need opentelemetry-sdk (the test extra)")
 
 import trio.lowlevel
-from opentelemetry import trace  # noqa: E402
+from opentelemetry import baggage, trace  # noqa: E402
+from opentelemetry import context as otel_context  # noqa: E402
 from opentelemetry.sdk.metrics import MeterProvider  # noqa: E402
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: E402
-from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider  # noqa: E402
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
 from opentelemetry.trace import SpanKind, StatusCode  # noqa: E402
@@ -48,7 +50,7 @@ from sluiceway.engine import (  # noqa: E402
     Usage,
 )
 from sluiceway.handlers import OtelHandler  # noqa: E402
-from sluiceway.handlers._otel import DURATION_BUCKETS, TOKEN_BUCKETS  # noqa: E402
+from sluiceway.handlers._otel import DURATION_BUCKETS, TOKEN_BUCKETS, _parent_path, _reason_type  # noqa: E402
 
 import sluiceway  # noqa: E402
 from sluiceway._execution import RunOptions, execute  # noqa: E402
@@ -434,11 +436,32 @@ def _scripted_events() -> list[Event]:
         StepStarted(run_id=r, step="par.a", at=11.0, provider="mock", model=MODEL, step_type="claude"),
         ToolUse(run_id=r, step="par.a", at=11.25, tool_use_id="t2", name="Bash", input={"cmd": "ls"}),
         Cancelled(run_id=r, step="par.a", at=11.5),
+        StepStarted(run_id=r, step="par.x.y", at=11.5, provider="mock", model=MODEL, step_type="claude"),
+        Done(run_id=r, step="par.x.y", at=11.625, response=Response()),
         Done(run_id=r, step="par", at=11.75, response=Response()),
+        Done(run_id=r, step="gone", at=11.75, response=Response()),
+        # python steps make no model call until they stream one (a call then starts at its first event)
         StepStarted(run_id=r, step="py", at=12.0, provider="python", model=None, step_type="python"),
+        Message(
+            run_id=r, step="py", attempt=2, at=12.0625, role="assistant",
+            content=(ToolUseBlock("t5", "Write", {"path": PurePosixPath("o.txt")}),),
+        ),
         Done(run_id=r, step="py", at=12.25, response=Response(status="ok")),
+        StepStarted(run_id=r, step="pyfail", at=12.0, provider="python", model=None, step_type="python"),
+        Failed(run_id=r, step="pyfail", at=12.125, error=KeyError("k")),
+        StepStarted(run_id=r, step="py2", at=12.25, provider="python", model=None, step_type="python"),
+        Delta(run_id=r, step="py2", attempt=2, at=12.3125, content="x"),
+        Message(run_id=r, step="py2", attempt=2, at=12.375, role="assistant", content=(TextBlock("x"),)),
+        ToolUse(run_id=r, step="py2", attempt=2, at=12.40625, tool_use_id="t6", name="Bash", input={}),
+        ToolResult(run_id=r, step="py2", attempt=2, at=12.4375, tool_use_id="t6", name="Bash", content="e" * 250, is_error=True),
+        Delta(run_id=r, step="py2", attempt=2, at=12.453125, content="y"),
+        Message(run_id=r, step="py2", attempt=2, at=12.46875, role="assistant", content=(TextBlock("y"),)),
+        Done(run_id=r, step="py2", attempt=2, at=12.484375, response=Response()),
+        # left open: ended by aclose, children first
         StepStarted(run_id=r, step="hang", at=12.5, provider="mock", model=MODEL, step_type="claude"),
-        ToolUse(run_id=r, step="hang", at=12.75, tool_use_id="t3", name="Grep", input={}),
+        ToolUse(run_id=r, step="hang", at=12.75, tool_use_id="t3", name="Grep", input={"path": PurePosixPath("x")}),
+        StepStarted(run_id=r, step="hang.sub", at=12.75, provider="mock", model=MODEL, step_type="claude"),
+        StepStarted(run_id=r, step="wait", at=12.875, provider="python", model=None, step_type="python"),
         Delta(run_id=r, step="gone", at=13.0, content="no step"),
         RunFinished(run_id=r, step="", at=13.0, status="failed"),
     ]
@@ -483,6 +506,30 @@ def _metric_record(reader: InMemoryMetricReader) -> dict[str, Any]:
     }
 
 
+class _BaggageSeen(SpanProcessor):
+    """Records, per span started, the ``tenant`` baggage of the parent context it was started with."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, Any]] = []
+        self._started: dict[int, Any] = {}
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        self._started[span.context.span_id] = baggage.get_baggage("tenant", parent_context)
+
+    def on_end(self, span: Any) -> None:
+        if span.name != "caller":
+            self.seen.append((span.name, self._started[span.context.span_id]))
+
+
+def test_parent_paths_and_retry_reasons() -> None:
+    assert [_parent_path(p) for p in ("batch[3]", "b[0][1]", "a[1].b", "par.a", "par.a.b", "look", "x]")] == [
+        "batch", "b[0]", "a[1]", "par", "par.a", None, None,
+    ]
+    assert [_reason_type(r) for r in ("overloaded_error: busy: again", "api_error", " : x", "rate limited")] == [
+        "overloaded_error", "api_error", "retry", "retry",
+    ]
+
+
 async def _feed(handler: OtelHandler, events: list[Event]) -> None:
     for event in events:
         handler.handle_nowait(event)
@@ -492,8 +539,11 @@ async def _feed(handler: OtelHandler, events: list[Event]) -> None:
 
 async def test_a_scripted_run_records_exact_spans_and_metrics(otel: Any) -> None:
     tracer_provider, exporter, meter_provider, reader = otel
+    baggage_seen = _BaggageSeen()
+    tracer_provider.add_span_processor(baggage_seen)
     root = tracer_provider.get_tracer("test").start_span("caller")
-    parent = trace.set_span_in_context(root)
+    # The caller's context, baggage and all, is what every span's parent context extends.
+    parent = baggage.set_baggage("tenant", "t1", trace.set_span_in_context(root))
 
     def handler(capture_content: bool) -> OtelHandler:
         return OtelHandler.for_run(
@@ -507,11 +557,29 @@ async def test_a_scripted_run_records_exact_spans_and_metrics(otel: Any) -> None
         events: list[Event] = [RunStarted(run_id="r", step="", at=0.5, pipeline=f"p-{status}", started_wall=_ORIGIN)]
         if status is not None:
             events.append(RunFinished(run_id="r", step="", at=1.5, status=status))
-        await _feed(handler(False), events)
+        if status == "ok":
+            # Built directly (as the engine builds a step's handler): the parent is the context
+            # current at construction, not the one current when events arrive.
+            token = otel_context.attach(parent)
+            try:
+                direct = OtelHandler(
+                    OtelHandler.Options(), HandlerContext(run_id="r", step="", name="otel"),
+                    tracer_provider=tracer_provider, meter_provider=meter_provider,
+                )
+            finally:
+                otel_context.detach(token)
+            await _feed(direct, events)
+            continue
+        made = handler(False)
+        assert made.context == HandlerContext(run_id="", step="", name="otel")
+        await _feed(made, events)
     root.end()
     spans = list(exporter.get_finished_spans())
     assert _span_record(spans) == _EXPECTED_SPANS
     assert _metric_record(reader) == _EXPECTED_METRICS
+    assert baggage_seen.seen == [
+        (span["name"], "t1") for span in _EXPECTED_SPANS
+    ]
     # The instrumentation scope of every span and metric is the library's name.
     assert {span.instrumentation_scope.name for span in spans if span.name != "caller"} == {"sluiceway"}
     assert [
@@ -793,6 +861,23 @@ _EXPECTED_SPANS: Any = [{'name': 'chat claude-sonnet-4-5',
                  'gen_ai.request.model': 'claude-sonnet-4-5',
                  'error.type': 'cancelled'},
   'events': []},
+ {'name': 'invoke_agent par.x.y',
+  'kind': 'INTERNAL',
+  'parent': 'invoke_agent par',
+  'start': 11500000000,
+  'end': 11625000000,
+  'status': ('UNSET', None),
+  'attributes': {'gen_ai.operation.name': 'invoke_agent',
+                 'gen_ai.agent.name': 'par.x.y',
+                 'gen_ai.provider.name': 'anthropic',
+                 'sluiceway.provider': 'mock',
+                 'sluiceway.step_type': 'claude',
+                 'gen_ai.request.model': 'claude-sonnet-4-5',
+                 'gen_ai.usage.input_tokens': 0,
+                 'gen_ai.usage.output_tokens': 0,
+                 'sluiceway.backpressure_wait': 0.0,
+                 'sluiceway.status': 'ok'},
+  'events': []},
  {'name': 'invoke_agent par',
   'kind': 'INTERNAL',
   'parent': 'invoke_workflow demo',
@@ -809,6 +894,22 @@ _EXPECTED_SPANS: Any = [{'name': 'chat claude-sonnet-4-5',
                  'sluiceway.backpressure_wait': 0.0,
                  'sluiceway.status': 'ok'},
   'events': []},
+ {'name': 'chat unknown',
+  'kind': 'CLIENT',
+  'parent': 'invoke_agent py',
+  'start': 12062500000,
+  'end': 12062500000,
+  'status': ('UNSET', None),
+  'attributes': {'gen_ai.operation.name': 'chat',
+                 'gen_ai.provider.name': 'anthropic',
+                 'gen_ai.request.model': 'unknown',
+                 'gen_ai.request.stream': True,
+                 'sluiceway.attempt': 2,
+                 'sluiceway.turn': 0,
+                 'gen_ai.output.messages': '[{"role": "assistant", "parts": [{"type": "tool_call", "id": "t5", '
+                                           '"name": "Write", "arguments": {"path": "o.txt"}}], "finish_reason": '
+                                           '""}]'},
+  'events': []},
  {'name': 'invoke_agent py',
   'kind': 'INTERNAL',
   'parent': 'invoke_workflow demo',
@@ -817,6 +918,87 @@ _EXPECTED_SPANS: Any = [{'name': 'chat claude-sonnet-4-5',
   'status': ('UNSET', None),
   'attributes': {'gen_ai.operation.name': 'invoke_agent',
                  'gen_ai.agent.name': 'py',
+                 'gen_ai.provider.name': 'anthropic',
+                 'sluiceway.provider': 'python',
+                 'sluiceway.step_type': 'python',
+                 'gen_ai.usage.input_tokens': 0,
+                 'gen_ai.usage.output_tokens': 0,
+                 'sluiceway.backpressure_wait': 0.0,
+                 'sluiceway.status': 'ok'},
+  'events': []},
+ {'name': 'invoke_agent pyfail',
+  'kind': 'INTERNAL',
+  'parent': 'invoke_workflow demo',
+  'start': 12000000000,
+  'end': 12125000000,
+  'status': ('ERROR', "'k'"),
+  'attributes': {'gen_ai.operation.name': 'invoke_agent',
+                 'gen_ai.agent.name': 'pyfail',
+                 'gen_ai.provider.name': 'anthropic',
+                 'sluiceway.provider': 'python',
+                 'sluiceway.step_type': 'python',
+                 'error.type': 'KeyError'},
+  'events': [('exception', 12125000000,
+              {'exception.type': 'KeyError',
+               'exception.message': "'k'",
+               'exception.stacktrace': "KeyError: 'k'\n",
+               'exception.escaped': 'False'})]},
+ {'name': 'chat unknown',
+  'kind': 'CLIENT',
+  'parent': 'invoke_agent py2',
+  'start': 12312500000,
+  'end': 12375000000,
+  'status': ('UNSET', None),
+  'attributes': {'gen_ai.operation.name': 'chat',
+                 'gen_ai.provider.name': 'anthropic',
+                 'gen_ai.request.model': 'unknown',
+                 'gen_ai.request.stream': True,
+                 'sluiceway.attempt': 2,
+                 'sluiceway.turn': 0,
+                 'gen_ai.response.time_to_first_chunk': 0.0,
+                 'gen_ai.output.messages': '[{"role": "assistant", "parts": [{"type": "text", "content": "x"}], '
+                                           '"finish_reason": ""}]'},
+  'events': []},
+ {'name': 'execute_tool Bash',
+  'kind': 'INTERNAL',
+  'parent': 'invoke_agent py2',
+  'start': 12406250000,
+  'end': 12437500000,
+  'status': ('ERROR',
+             'eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee'),
+  'attributes': {'gen_ai.operation.name': 'execute_tool',
+                 'gen_ai.tool.name': 'Bash',
+                 'gen_ai.tool.call.id': 't6',
+                 'gen_ai.tool.type': 'function',
+                 'gen_ai.tool.call.arguments': '{}',
+                 'gen_ai.tool.call.result': 'eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee',
+                 'error.type': 'tool_error'},
+  'events': []},
+ {'name': 'chat unknown',
+  'kind': 'CLIENT',
+  'parent': 'invoke_agent py2',
+  'start': 12375000000,
+  'end': 12468750000,
+  'status': ('UNSET', None),
+  'attributes': {'gen_ai.operation.name': 'chat',
+                 'gen_ai.provider.name': 'anthropic',
+                 'gen_ai.request.model': 'unknown',
+                 'gen_ai.request.stream': True,
+                 'sluiceway.attempt': 2,
+                 'sluiceway.turn': 1,
+                 'gen_ai.input.messages': '[{"role": "assistant", "parts": [{"type": "text", "content": "x"}]}]',
+                 'gen_ai.response.time_to_first_chunk': 0.078125,
+                 'gen_ai.output.messages': '[{"role": "assistant", "parts": [{"type": "text", "content": "y"}], '
+                                           '"finish_reason": ""}]'},
+  'events': []},
+ {'name': 'invoke_agent py2',
+  'kind': 'INTERNAL',
+  'parent': 'invoke_workflow demo',
+  'start': 12250000000,
+  'end': 12484375000,
+  'status': ('UNSET', None),
+  'attributes': {'gen_ai.operation.name': 'invoke_agent',
+                 'gen_ai.agent.name': 'py2',
                  'gen_ai.provider.name': 'anthropic',
                  'sluiceway.provider': 'python',
                  'sluiceway.step_type': 'python',
@@ -835,12 +1017,12 @@ _EXPECTED_SPANS: Any = [{'name': 'chat claude-sonnet-4-5',
                  'gen_ai.workflow.name': 'demo',
                  'sluiceway.run_id': 'run-1',
                  'sluiceway.status': 'failed',
-                 'error.type': 'RuntimeError'},
+                 'error.type': 'KeyError'},
   'events': []},
  {'name': 'chat claude-sonnet-4-5',
   'kind': 'CLIENT',
-  'parent': 'invoke_agent hang',
-  'start': 12500000000,
+  'parent': 'invoke_agent hang.sub',
+  'start': 12750000000,
   'end': 13000000000,
   'status': ('ERROR', 'the stream ended before the call did'),
   'attributes': {'gen_ai.operation.name': 'chat',
@@ -849,6 +1031,20 @@ _EXPECTED_SPANS: Any = [{'name': 'chat claude-sonnet-4-5',
                  'gen_ai.request.stream': True,
                  'sluiceway.attempt': 1,
                  'sluiceway.turn': 0,
+                 'error.type': 'incomplete'},
+  'events': []},
+ {'name': 'invoke_agent hang.sub',
+  'kind': 'INTERNAL',
+  'parent': 'invoke_agent hang',
+  'start': 12750000000,
+  'end': 13000000000,
+  'status': ('ERROR', "the stream ended before the step's terminal event"),
+  'attributes': {'gen_ai.operation.name': 'invoke_agent',
+                 'gen_ai.agent.name': 'hang.sub',
+                 'gen_ai.provider.name': 'anthropic',
+                 'sluiceway.provider': 'mock',
+                 'sluiceway.step_type': 'claude',
+                 'gen_ai.request.model': 'claude-sonnet-4-5',
                  'error.type': 'incomplete'},
   'events': []},
  {'name': 'execute_tool Grep',
@@ -861,7 +1057,7 @@ _EXPECTED_SPANS: Any = [{'name': 'chat claude-sonnet-4-5',
                  'gen_ai.tool.name': 'Grep',
                  'gen_ai.tool.call.id': 't3',
                  'gen_ai.tool.type': 'function',
-                 'gen_ai.tool.call.arguments': '{}',
+                 'gen_ai.tool.call.arguments': '{"path": "x"}',
                  'error.type': 'incomplete'},
   'events': []},
  {'name': 'invoke_agent hang',
@@ -876,6 +1072,19 @@ _EXPECTED_SPANS: Any = [{'name': 'chat claude-sonnet-4-5',
                  'sluiceway.provider': 'mock',
                  'sluiceway.step_type': 'claude',
                  'gen_ai.request.model': 'claude-sonnet-4-5',
+                 'error.type': 'incomplete'},
+  'events': []},
+ {'name': 'invoke_agent wait',
+  'kind': 'INTERNAL',
+  'parent': 'invoke_workflow demo',
+  'start': 12875000000,
+  'end': 13000000000,
+  'status': ('ERROR', "the stream ended before the step's terminal event"),
+  'attributes': {'gen_ai.operation.name': 'invoke_agent',
+                 'gen_ai.agent.name': 'wait',
+                 'gen_ai.provider.name': 'anthropic',
+                 'sluiceway.provider': 'python',
+                 'sluiceway.step_type': 'python',
                  'error.type': 'incomplete'},
   'events': []},
  {'name': 'invoke_workflow p-ok',
@@ -939,8 +1148,8 @@ _EXPECTED_METRICS: Any = {'gen_ai.client.operation.time_to_first_chunk': {'unit'
                                                               ('gen_ai.provider.name', 'anthropic')],
                                                              (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56,
                                                               5.12, 10.24, 20.48, 40.96, 81.92),
-                                                             (0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0), 0.75, 2,
-                                                             0.25, 0.5)]},
+                                                             (1, 0, 0, 1, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0),
+                                                             0.828125, 4, 0.0, 0.5)]},
  'gen_ai.client.operation.time_per_output_chunk': {'unit': 's',
                                                    'description': 'Time per output chunk, for each chunk after the '
                                                                   'first.',
@@ -993,7 +1202,8 @@ _EXPECTED_METRICS: Any = {'gen_ai.client.operation.time_to_first_chunk': {'unit'
                                                    ('gen_ai.request.model', 'claude-sonnet-4-5')],
                                                   (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12,
                                                    10.24, 20.48, 40.96, 81.92),
-                                                  (0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0), 0.5, 1, 0.5, 0.5),
+                                                  (0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0), 0.25, 1, 0.25,
+                                                  0.25),
                                                  ([('error.type', 'overloaded_error'),
                                                    ('gen_ai.operation.name', 'chat'),
                                                    ('gen_ai.provider.name', 'anthropic')],
@@ -1017,5 +1227,5 @@ _EXPECTED_METRICS: Any = {'gen_ai.client.operation.time_to_first_chunk': {'unit'
                                                    ('gen_ai.provider.name', 'anthropic')],
                                                   (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12,
                                                    10.24, 20.48, 40.96, 81.92),
-                                                  (0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0), 2.5, 1, 2.5,
+                                                  (1, 0, 0, 1, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0), 2.65625, 4, 0.0,
                                                   2.5)]}}
