@@ -8,8 +8,9 @@ import sys
 
 import attrs
 import pytest
-from handler_helpers import Events, make_context
+from handler_helpers import Events, Usage, make_context
 from sluiceway.handlers import ConsoleHandler
+from sluiceway.handlers._console import _bar
 
 from sluiceway._errors import OverloadedError
 from sluiceway._registry import RegistryError, build_handlers
@@ -387,3 +388,94 @@ async def test_header_says_step_i_of_n():
     handler = ConsoleHandler(ConsoleHandler.Options(), context)
     await handler.handle(Events().started())
     assert context.stdout.getvalue().startswith("▶ draft (step 2 of 5) · mock · claude-test ─")
+
+
+# -- exact colored output of a mixed stream -----------------------------------------------
+
+
+def mixed_stream(ev):
+    """A step with sub-steps, off a TTY: every kind of line the handler writes, and stats edge values."""
+    return [
+        ev.started(model=None),
+        ev.thinking("hmm"),
+        ev.delta("Hi.\n"),
+        ev.message("Hi."),
+        ev.started(step="draft.a"),
+        ev.delta("one", step="draft.a"),
+        ev.retrying("overloaded", step="draft.a", delay=1.0),
+        ev.done(
+            "one",
+            step="draft.a",
+            usage=Usage(5, 6, cache_read_input_tokens=7, cache_creation_input_tokens=0),
+            cost_usd=1.0,
+            duration=0.9996,
+        ),
+        ev.failed(OverloadedError("busy"), step="draft.b"),
+        ev.cancelled(step="draft.c"),
+        ev.done(
+            "Hi.",
+            cost_usd=2.5,
+            duration=1.0,
+            usage=Usage(1, 2, cache_read_input_tokens=0, cache_creation_input_tokens=3),
+        ),
+    ]
+
+
+async def test_forced_colors_exact_output_with_stats():
+    # Header bold with a blue rule, thinking dim/italic, sub-step text header bold cyan, retry and
+    # cancel yellow, failure bold red, completion green, stats names bold in a green panel.
+    # A cost of exactly $1 switches to cents; 0.9996 s still shows in ms; 1.0 s in seconds.
+    handler, out = make(color=True, show_thinking=True)
+    await handler.handle_batch(mixed_stream(Events()))
+    await handler.aclose()
+    assert (
+        out.getvalue()
+        == "\x1b[1m▶ draft · mock · default model\x1b[0m \x1b[34m─────────────────────────────────────────────────\x1b[0m\n\x1b[2mthinking: \x1b[0m\x1b[2;3mhmm\x1b[0m\nHi.\n\x1b[2m[draft.a] ▶ started · mock · claude-test\x1b[0m\n\x1b[1;36m[draft.a] \x1b[0mone\n\x1b[33m[draft.a] ↻ attempt 1 failed (overloaded); output above is discarded; attempt 2 follows in 1.0 s\x1b[0m\n\x1b[32m[draft.a] ✓ completed · messages 2 · tokens 5 in / 6 out (cache 7 read, 0 written) · first token 120 ms · tokens/s 45.2 · cost $1.00 · duration 1000 ms\x1b[0m\n\x1b[1;31m[draft.b] ✗ Stream failed: busy\x1b[0m\n\x1b[33m[draft.c] ✗ Stream cancelled\x1b[0m\n\x1b[32m╭─\x1b[0m\x1b[32m ✓ draft completed \x1b[0m\x1b[32m────────────────────────────────\x1b[0m\x1b[32m─╮\x1b[0m\n\x1b[32m│\x1b[0m \x1b[1mmessages   \x1b[0m\x1b[1m  \x1b[0m2                                      \x1b[32m│\x1b[0m\n\x1b[32m│\x1b[0m \x1b[1mtokens     \x1b[0m\x1b[1m  \x1b[0m1 in / 2 out (cache 0 read, 3 written) \x1b[32m│\x1b[0m\n\x1b[32m│\x1b[0m \x1b[1mfirst token\x1b[0m\x1b[1m  \x1b[0m120 ms                                 \x1b[32m│\x1b[0m\n\x1b[32m│\x1b[0m \x1b[1mtokens/s   \x1b[0m\x1b[1m  \x1b[0m45.2                                   \x1b[32m│\x1b[0m\n\x1b[32m│\x1b[0m \x1b[1mcost       \x1b[0m\x1b[1m  \x1b[0m$2.50                                  \x1b[32m│\x1b[0m\n\x1b[32m│\x1b[0m \x1b[1mduration   \x1b[0m\x1b[1m  \x1b[0m1.00 s                                 \x1b[32m│\x1b[0m\n\x1b[32m╰─────────────────────────────────────────────────────╯\x1b[0m\n"
+    )
+
+
+async def test_forced_colors_exact_output_without_stats():
+    handler, out = make(color=True, show_stats=False)
+    await handler.handle_batch(mixed_stream(Events()))
+    await handler.aclose()
+    assert (
+        out.getvalue()
+        == "\x1b[1m▶ draft · mock · default model\x1b[0m \x1b[34m─────────────────────────────────────────────────\x1b[0m\nHi.\n\x1b[2m[draft.a] ▶ started · mock · claude-test\x1b[0m\n\x1b[1;36m[draft.a] \x1b[0mone\n\x1b[33m[draft.a] ↻ attempt 1 failed (overloaded); output above is discarded; attempt 2 follows in 1.0 s\x1b[0m\n\x1b[32m[draft.a] ✓ Stream completed: 2 messages in 1000 ms\x1b[0m\n\x1b[1;31m[draft.b] ✗ Stream failed: busy\x1b[0m\n\x1b[33m[draft.c] ✗ Stream cancelled\x1b[0m\n\x1b[32m✓ Stream completed: 2 messages in 1000 ms\x1b[0m\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("completed", "total", "plain", "styles"),
+    [
+        (0, 4, "", [(0, 30, "bar.back")]),
+        (1, 4, "━" * 7 + "╸", [(0, 8, "bar.complete"), (8, 30, "bar.back")]),
+        (1, 3, "━" * 10, [(0, 10, "bar.complete"), (10, 30, "bar.back")]),
+        (2, 3, "━" * 20, [(0, 20, "bar.complete"), (20, 30, "bar.back")]),
+        (3, 3, "━" * 30, [(0, 30, "bar.finished")]),
+        (5, 4, "━" * 30, [(0, 30, "bar.finished")]),
+    ],
+)
+def test_progress_bar_in_halves(completed, total, plain, styles):
+    # Plain: the done part then blanks; colored: the rest drawn as a dim track, finished in its own style.
+    bar = _bar(completed, total, plain=True)
+    assert bar.plain == plain.ljust(30) and not bar.spans
+    bar = _bar(completed, total, plain=False)
+    assert bar.plain == plain + "━" * (30 - len(plain))
+    assert [(span.start, span.end, span.style) for span in bar.spans] == styles
+
+
+@pytest.mark.parametrize(
+    ("stream", "color", "system", "no_color"),
+    [
+        (TTY, True, "truecolor", False),  # forced on a terminal: its full palette
+        (io.StringIO, True, "standard", False),  # forced into a pipe: the 16 standard colors
+        (TTY, False, None, True),
+    ],
+)
+def test_console_color_settings(monkeypatch, stream, color, system, no_color):
+    monkeypatch.setenv("TERM", "xterm-256color")
+    monkeypatch.setenv("COLORTERM", "truecolor")
+    handler, _ = make(stream(), color=color)
+    console = handler._get_console()
+    assert (console.color_system, console.no_color, console.is_terminal) == (system, no_color, stream is TTY)
+    assert (console._highlight, console._emoji, console._markup, console.is_jupyter) == (False,) * 4
