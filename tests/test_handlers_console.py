@@ -479,3 +479,20 @@ def test_console_color_settings(monkeypatch, stream, color, system, no_color):
     console = handler._get_console()
     assert (console.color_system, console.no_color, console.is_terminal) == (system, no_color, stream is TTY)
     assert (console._highlight, console._emoji, console._markup, console.is_jupyter) == (False,) * 4
+
+
+async def test_forced_colors_exact_tool_panels():
+    # Tool use cyan, a tool error red and cut to 20 lines plus a count, a tool result green.
+    handler, out = make(color=True, show_header=False)
+    ev = Events()
+    await handler.handle_batch(
+        [
+            ev.tool_use("Grep", {"q": "é"}),
+            ev.tool_result("\n".join(f"l{i}" for i in range(22)) + "\n", name="Grep", is_error=True),
+            ev.tool_result("ok", name="Grep"),
+        ]
+    )
+    await handler.aclose()
+    assert out.getvalue() == (
+        '\x1b[36m╭─\x1b[0m\x1b[36m tool use: Grep \x1b[0m\x1b[36m─╮\x1b[0m\n\x1b[36m│\x1b[0m {                \x1b[36m│\x1b[0m\n\x1b[36m│\x1b[0m   "q": "é"       \x1b[36m│\x1b[0m\n\x1b[36m│\x1b[0m }                \x1b[36m│\x1b[0m\n\x1b[36m╰──────────────────╯\x1b[0m\n\x1b[31m╭─\x1b[0m\x1b[31m tool error: Grep \x1b[0m\x1b[31m─╮\x1b[0m\n\x1b[31m│\x1b[0m l0                 \x1b[31m│\x1b[0m\n\x1b[31m│\x1b[0m l1                 \x1b[31m│\x1b[0m\n\x1b[31m│\x1b[0m l2                 \x1b[31m│\x1b[0m\n\x1b[31m│\x1b[0m l3                 \x1b[31m│\x1b[0m\n\x1b[31m│\x1b[0m l4                 \x1b[31m│\x1b[0m\n\x1b[31m│\x1b[0m l5                 \x1b[31m│\x1b[0m\n\x1b[31m│\x1b[0m l6                 \x1b[31m│\x1b[0m\n\x1b[31m│\x1b[0m l7                 \x1b[31m│\x1b[0m\n\x1b[31m│\x1b[0m l8                 \x1b[31m│\x1b[0m\n\x1b[31m│\x1b[0m l9                 \x1b[31m│\x1b[0m\n\x1b[31m│\x1b[0m l10                \x1b[31m│\x1b[0m\n\x1b[31m│\x1b[0m l11                \x1b[31m│\x1b[0m\n\x1b[31m│\x1b[0m l12                \x1b[31m│\x1b[0m\n\x1b[31m│\x1b[0m l13                \x1b[31m│\x1b[0m\n\x1b[31m│\x1b[0m l14                \x1b[31m│\x1b[0m\n\x1b[31m│\x1b[0m l15                \x1b[31m│\x1b[0m\n\x1b[31m│\x1b[0m l16                \x1b[31m│\x1b[0m\n\x1b[31m│\x1b[0m l17                \x1b[31m│\x1b[0m\n\x1b[31m│\x1b[0m l18                \x1b[31m│\x1b[0m\n\x1b[31m│\x1b[0m l19                \x1b[31m│\x1b[0m\n\x1b[31m│\x1b[0m … (2 more lines)   \x1b[31m│\x1b[0m\n\x1b[31m╰────────────────────╯\x1b[0m\n\x1b[32m╭─\x1b[0m\x1b[32m tool result: Grep \x1b[0m\x1b[32m─╮\x1b[0m\n\x1b[32m│\x1b[0m ok                  \x1b[32m│\x1b[0m\n\x1b[32m╰─────────────────────╯\x1b[0m\n'
+    )
