@@ -493,7 +493,7 @@ class ConsoleHandler(SyncHandler):
                     console,
                     Panel(
                         Text(body),
-                        title=f"{prefix}tool use: {event.name}",
+                        title=Text(f"{prefix}tool use: {event.name}"),
                         title_align="left",
                         border_style="cyan",
                         expand=False,
@@ -510,7 +510,7 @@ class ConsoleHandler(SyncHandler):
                     console,
                     Panel(
                         Text("\n".join(lines)),
-                        title=f"{prefix}{label}: {event.name}",
+                        title=Text(f"{prefix}{label}: {event.name}"),
                         title_align="left",
                         border_style="red" if event.is_error else "green",
                         expand=False,
@@ -557,7 +557,7 @@ class ConsoleHandler(SyncHandler):
                 console,
                 Panel(
                     table,
-                    title=f"✓ {event.step} completed",
+                    title=Text(f"✓ {event.step} completed"),
                     title_align="left",
                     border_style="green",
                     expand=False,

@@ -496,3 +496,16 @@ async def test_forced_colors_exact_tool_panels():
     assert out.getvalue() == (
         '\x1b[36m╭─\x1b[0m\x1b[36m tool use: Grep \x1b[0m\x1b[36m─╮\x1b[0m\n\x1b[36m│\x1b[0m {                \x1b[36m│\x1b[0m\n\x1b[36m│\x1b[0m   "q": "é"       \x1b[36m│\x1b[0m\n\x1b[36m│\x1b[0m }                \x1b[36m│\x1b[0m\n\x1b[36m╰──────────────────╯\x1b[0m\n\x1b[31m╭─\x1b[0m\x1b[31m tool error: Grep \x1b[0m\x1b[31m─╮\x1b[0m\n\x1b[31m│\x1b[0m l0                 \x1b[31m│\x1b[0m\n\x1b[31m│\x1b[0m l1                 \x1b[31m│\x1b[0m\n\x1b[31m│\x1b[0m l2                 \x1b[31m│\x1b[0m\n\x1b[31m│\x1b[0m l3                 \x1b[31m│\x1b[0m\n\x1b[31m│\x1b[0m l4                 \x1b[31m│\x1b[0m\n\x1b[31m│\x1b[0m l5                 \x1b[31m│\x1b[0m\n\x1b[31m│\x1b[0m l6                 \x1b[31m│\x1b[0m\n\x1b[31m│\x1b[0m l7                 \x1b[31m│\x1b[0m\n\x1b[31m│\x1b[0m l8                 \x1b[31m│\x1b[0m\n\x1b[31m│\x1b[0m l9                 \x1b[31m│\x1b[0m\n\x1b[31m│\x1b[0m l10                \x1b[31m│\x1b[0m\n\x1b[31m│\x1b[0m l11                \x1b[31m│\x1b[0m\n\x1b[31m│\x1b[0m l12                \x1b[31m│\x1b[0m\n\x1b[31m│\x1b[0m l13                \x1b[31m│\x1b[0m\n\x1b[31m│\x1b[0m l14                \x1b[31m│\x1b[0m\n\x1b[31m│\x1b[0m l15                \x1b[31m│\x1b[0m\n\x1b[31m│\x1b[0m l16                \x1b[31m│\x1b[0m\n\x1b[31m│\x1b[0m l17                \x1b[31m│\x1b[0m\n\x1b[31m│\x1b[0m l18                \x1b[31m│\x1b[0m\n\x1b[31m│\x1b[0m l19                \x1b[31m│\x1b[0m\n\x1b[31m│\x1b[0m … (2 more lines)   \x1b[31m│\x1b[0m\n\x1b[31m╰────────────────────╯\x1b[0m\n\x1b[32m╭─\x1b[0m\x1b[32m tool result: Grep \x1b[0m\x1b[32m─╮\x1b[0m\n\x1b[32m│\x1b[0m ok                  \x1b[32m│\x1b[0m\n\x1b[32m╰─────────────────────╯\x1b[0m\n'
     )
+
+
+async def test_a_sub_steps_tool_panels_keep_their_step_in_the_title():
+    # a plain-string panel title is read as rich markup: "[draft.a]" would vanish as a tag
+    handler, out = make(step="draft")
+    ev = Events()
+    await handler.handle_batch([
+        ev.started(), ev.tool_use("Grep", step="draft.a"), ev.tool_result("x", name="Grep", step="draft.a"),
+    ])
+    await handler.aclose()
+    text = out.getvalue()
+    assert "╭─ [draft.a] tool use: Grep ─" in text
+    assert "╭─ [draft.a] tool result: Grep ─" in text
