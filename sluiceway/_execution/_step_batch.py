@@ -7,6 +7,7 @@ response has the same input hash, and calls only the others.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -59,20 +60,16 @@ async def run_batch_step(state: ExecutionState, step: ClaudeBatchStep, consumers
         path = f"{step.name}[{index}]"
         async with limiter:
             try:
-                if config.timeout_per_task is None:
-                    responses[index] = await stream_model_call(
-                        state, step, [sub()], state.provider, path=path, rendered=call.text
-                    )
-                else:
-                    try:
-                        with trio.fail_after(config.timeout_per_task):
-                            responses[index] = await stream_model_call(
-                                state, step, [sub()], state.provider, path=path, rendered=call.text
-                            )
-                    except trio.TooSlowError as exc:
-                        raise ProviderTimeoutError(
-                            f"task {index} took longer than timeout_per_task={config.timeout_per_task}s", step=path
-                        ) from exc
+                timeout = config.timeout_per_task
+                try:
+                    with trio.fail_after(math.inf if timeout is None else timeout):
+                        responses[index] = await stream_model_call(
+                            state, step, [sub()], state.provider, path=path, rendered=call.text
+                        )
+                except trio.TooSlowError as exc:
+                    raise ProviderTimeoutError(
+                        f"task {index} took longer than timeout_per_task={timeout}s", step=path
+                    ) from exc
             except Exception as exc:  # one task's failure: the others go on
                 errors[index] = exc
                 return

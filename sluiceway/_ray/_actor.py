@@ -19,6 +19,7 @@ slows the actors' model calls, and nothing piles up.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -162,17 +163,14 @@ class BatchActor:
                         consumers=[ChannelConsumer(send.clone())], step_type=settings.step_type,
                         max_turns=settings.max_turns, cost=cost,
                     )
-                    if settings.timeout_per_task is None:
-                        await call
-                    else:
-                        try:
-                            with trio.fail_after(settings.timeout_per_task):
-                                await call
-                        except trio.TooSlowError as exc:
-                            raise ProviderTimeoutError(
-                                f"task {task.index} took longer than timeout_per_task="
-                                f"{settings.timeout_per_task}s", step=path,
-                            ) from exc
+                    timeout = settings.timeout_per_task
+                    try:
+                        with trio.fail_after(math.inf if timeout is None else timeout):
+                            await call
+                    except trio.TooSlowError as exc:
+                        raise ProviderTimeoutError(
+                            f"task {task.index} took longer than timeout_per_task={timeout}s", step=path,
+                        ) from exc
                 except Exception as exc:  # the task's failure travels beside its terminal event
                     try:
                         await send.send(TaskOutcome(step=path, error=portable_error(exc)))
