@@ -79,6 +79,9 @@ steps:
     mock: {response: "one two three four five six seven eight nine ten", delay_ms: 50}
 """
 
+#: The duration buckets the GenAI convention gives, written out (not read from the handler).
+DOUBLING_FROM_10_MS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+
 
 @pytest.fixture
 def otel() -> tuple[TracerProvider, InMemorySpanExporter, MeterProvider, InMemoryMetricReader]:
@@ -1187,45 +1190,38 @@ _EXPECTED_METRICS: Any = {'gen_ai.client.operation.time_to_first_chunk': {'unit'
                                       'points': [([('error.type', 'ValueError'), ('gen_ai.operation.name', 'chat'),
                                                    ('gen_ai.provider.name', 'anthropic'),
                                                    ('gen_ai.request.model', 'claude-sonnet-4-5')],
-                                                  (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12,
-                                                   10.24, 20.48, 40.96, 81.92),
+                                                  DOUBLING_FROM_10_MS,
                                                   (0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0), 0.75, 1, 0.75,
                                                   0.75),
                                                  ([('error.type', 'cancelled'), ('gen_ai.operation.name', 'chat'),
                                                    ('gen_ai.provider.name', 'anthropic'),
                                                    ('gen_ai.request.model', 'claude-sonnet-4-5')],
-                                                  (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12,
-                                                   10.24, 20.48, 40.96, 81.92),
+                                                  DOUBLING_FROM_10_MS,
                                                   (0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0), 0.5, 1, 0.5, 0.5),
                                                  ([('error.type', 'incomplete'), ('gen_ai.operation.name', 'chat'),
                                                    ('gen_ai.provider.name', 'anthropic'),
                                                    ('gen_ai.request.model', 'claude-sonnet-4-5')],
-                                                  (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12,
-                                                   10.24, 20.48, 40.96, 81.92),
+                                                  DOUBLING_FROM_10_MS,
                                                   (0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0), 0.25, 1, 0.25,
                                                   0.25),
                                                  ([('error.type', 'overloaded_error'),
                                                    ('gen_ai.operation.name', 'chat'),
                                                    ('gen_ai.provider.name', 'anthropic')],
-                                                  (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12,
-                                                   10.24, 20.48, 40.96, 81.92),
+                                                  DOUBLING_FROM_10_MS,
                                                   (0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0), 0.5, 1, 0.5, 0.5),
                                                  ([('error.type', 'retry'), ('gen_ai.operation.name', 'chat'),
                                                    ('gen_ai.provider.name', 'anthropic')],
-                                                  (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12,
-                                                   10.24, 20.48, 40.96, 81.92),
+                                                  DOUBLING_FROM_10_MS,
                                                   (0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0), 0.75, 1, 0.75,
                                                   0.75),
                                                  ([('gen_ai.operation.name', 'chat'),
                                                    ('gen_ai.provider.name', 'anthropic'),
                                                    ('gen_ai.request.model', 'claude-sonnet-4-5')],
-                                                  (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12,
-                                                   10.24, 20.48, 40.96, 81.92),
+                                                  DOUBLING_FROM_10_MS,
                                                   (0, 0, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 0, 0, 0), 2.75, 3, 0.5,
                                                   1.25),
                                                  ([('gen_ai.operation.name', 'chat'),
                                                    ('gen_ai.provider.name', 'anthropic')],
-                                                  (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12,
-                                                   10.24, 20.48, 40.96, 81.92),
+                                                  DOUBLING_FROM_10_MS,
                                                   (1, 0, 0, 1, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0), 2.65625, 4, 0.0,
                                                   2.5)]}}
